@@ -1,0 +1,36 @@
+# egress-natd. `sudo make demo` runs the lab demo; `sudo make test` runs every test.
+SHELL := /bin/bash
+NODE_MODULES := node_modules/.package-lock.json
+TESTS ?= dist/test/unit dist/test/lab
+
+.PHONY: all build deps test unit lab demo bench clean
+
+all: build
+
+$(NODE_MODULES): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+
+build: $(NODE_MODULES)
+	npx tsc -p tsconfig.json
+	chmod +x bin/egress-natd
+
+deps:
+	scripts/install-deps.sh
+
+test: deps build
+	@set -o pipefail; npx tap --reporter=tap $(TESTS) | node scripts/tap-summary.mjs
+
+unit: build
+	@set -o pipefail; npx tap --reporter=tap dist/test/unit | node scripts/tap-summary.mjs
+
+lab: deps build
+	@set -o pipefail; npx tap --reporter=tap dist/test/lab | node scripts/tap-summary.mjs
+
+demo: deps build
+	node dist/src/lab/demo.js
+
+bench: deps build
+	node dist/bench/plan-apply.js
+
+clean:
+	rm -rf dist

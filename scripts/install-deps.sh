@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what the lab and the daemon need on Debian, only where it is missing.
+set -euo pipefail
+need=()
+command -v nft >/dev/null || need+=(nftables)
+command -v ip >/dev/null || need+=(iproute2)
+command -v bridge >/dev/null || need+=(iproute2)
+arping -V 2>&1 | grep -q iputils || need+=(iputils-arping)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v sysctl >/dev/null || need+=(procps)
+command -v timeout >/dev/null || need+=(coreutils)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to install: ${need[*]}" >&2; exit 1; fi
+  echo "install-deps: apt-get install ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,135 @@
+import { Command, CommanderError, Option } from 'commander';
+import { statSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { pino } from 'pino';
+import { formatDiagnostic, hasErrors, sortDiagnostics } from '../config/diagnostics.js';
+import { DEFAULT_CONFIG, loadConfig } from '../config/load.js';
+import type { Config } from '../config/model.js';
+import { release, reconcile } from '../dataplane/reconcile.js';
+import { StateStore } from '../dataplane/state.js';
+import { missingCgroups, plan, PlanError, type HostFacts, type Owners } from '../plan/desired.js';
+import { renderTable } from '../plan/nft.js';
+import { parseAddress, formatAddress } from '../util/ip.js';
+
+/** Exit codes: 0 success, 1 the host could not be changed, 2 bad input (config or arguments). */
+const EXIT_RUNTIME = 1;
+const EXIT_INPUT = 2;
+
+class InputError extends Error {}
+
+const out = (line: string): void => void process.stdout.write(`${line}\n`);
+const err = (line: string): void => void process.stderr.write(`${line}\n`);
+
+/** Loads and validates; prints every diagnostic; exits 2 on errors. */
+function loadOrExit(file: string): Config {
+  const { config, diagnostics } = loadConfig(file);
+  for (const d of sortDiagnostics(diagnostics)) err(formatDiagnostic(d));
+  if (!config || hasErrors(diagnostics)) process.exit(EXIT_INPUT);
+  return config;
+}
+
+function parseOwners(values: readonly string[]): Owners {
+  const owners = new Map<string, string>();
+  for (const v of values) {
+    const m = /^([^=]+)=(.+)$/.exec(v);
+    const ip = m && parseAddress(m[1]!);
+    if (!m || !ip?.ok) throw new InputError(`--owner ${v}: expected IP=NODE, e.g. --owner 192.168.1.100=worker1`);
+    const text = formatAddress(ip.value);
+    if (owners.has(text)) throw new InputError(`--owner ${v}: ${text} already has an owner`);
+    owners.set(text, m[2]!);
+  }
+  return owners;
+}
+
+/** nft resolves cgroup paths when it loads a rule, so only existing cgroups can be planned. */
+function hostFacts(config: Config): HostFacts {
+  const root = process.env['EGRESS_NATD_CGROUP_ROOT'] ?? '/sys/fs/cgroup';
+  const exists = (p: string): boolean => {
+    try {
+      return statSync(`${root}/${p}`).isDirectory();
+    } catch {
+      return false;
+    }
+  };
+  return { cgroups: new Set(config.workloads.flatMap((w) => w.cgroups).filter(exists)) };
+}
+
+function planFor(config: Config, opts: { node?: string; owner: string[] }) {
+  const node = opts.node ?? hostname();
+  const facts = hostFacts(config);
+  const desired = plan(config, node, parseOwners(opts.owner), facts);
+  for (const c of missingCgroups(config, node, facts)) err(`warning: cgroup ${c} does not exist on this host; its traffic is not selected until it does and apply runs again`);
+  return desired;
+}
+
+const stateStore = (dir?: string): StateStore => new StateStore(dir);
+const logger = () => pino({ base: { svc: 'egress-natd' } }, pino.destination(2));
+
+export function program(): Command {
+  const cmd = new Command('egress-natd')
+    .description('Deterministic, highly available egress IPs for bare-metal Linux fleets')
+    .version('0.1.0')
+    .exitOverride()
+    .showHelpAfterError();
+  const configOpt = () => new Option('-c, --config <file>', 'config file').default(DEFAULT_CONFIG);
+  const nodeOpt = () => new Option('-n, --node <name>', 'this host\'s node name (default: the hostname)');
+  const ownerOpt = () => new Option('--owner <ip=node...>', 'static owner of a floating IP (repeatable)').default([]);
+  const stateOpt = () => new Option('--state-dir <dir>', 'where egress-natd keeps what it must undo (default /run/egress-natd)');
+
+  cmd.command('check')
+    .description('validate the config: exit 0, or 2 with every error as FILE:LINE:COL')
+    .addOption(configOpt())
+    .action((o: { config: string }) => {
+      const config = loadOrExit(o.config);
+      out(`${o.config}: ok (${config.nodes.length} nodes, ${config.gateways.length} gateways, ${config.policies.length} policies)`);
+    });
+
+  cmd.command('plan')
+    .description('print the data plane this node would install, given those owners; changes nothing')
+    .addOption(configOpt()).addOption(nodeOpt()).addOption(ownerOpt())
+    .addOption(new Option('-o, --output <format>', 'nft: what nft -f takes; json: the whole desired state').choices(['nft', 'json']).default('nft'))
+    .action((o: { config: string; node?: string; owner: string[]; output: 'nft' | 'json' }) => {
+      const desired = planFor(loadOrExit(o.config), o);
+      process.stdout.write(o.output === 'nft' ? renderTable(desired.nft) : `${JSON.stringify(desired, null, 2)}\n`);
+    });
+
+  cmd.command('apply')
+    .description('static mode: converge this host to the plan once and exit')
+    .addOption(configOpt()).addOption(nodeOpt()).addOption(ownerOpt()).addOption(stateOpt())
+    .option('--no-garp', 'do not send gratuitous ARP for added addresses')
+    .action(async (o: { config: string; node?: string; owner: string[]; stateDir?: string; garp: boolean }) => {
+      const desired = planFor(loadOrExit(o.config), o);
+      const started = process.hrtime.bigint();
+      const { changes } = await reconcile(desired, { state: stateStore(o.stateDir), log: logger(), noGarp: !o.garp });
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      if (changes.length === 0) out(`no change: node ${desired.node} already matches the plan`);
+      else {
+        for (const c of changes) out(c);
+        out(`applied ${changes.length} change${changes.length === 1 ? '' : 's'} to node ${desired.node} in ${ms.toFixed(0)} ms`);
+      }
+    });
+
+  cmd.command('release')
+    .description('remove everything egress-natd installed on this host and restore the sysctls it changed')
+    .addOption(stateOpt())
+    .action(async (o: { stateDir?: string }) => {
+      const { changes } = await release({ state: stateStore(o.stateDir), log: logger() });
+      for (const c of changes) out(c);
+      out(changes.length ? `released: ${changes.length} change${changes.length === 1 ? '' : 's'}` : 'nothing to release');
+    });
+  return cmd;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await program().parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : EXIT_INPUT);
+    if (e instanceof InputError || e instanceof PlanError) {
+      err(`egress-natd: ${e.message}`);
+      process.exit(EXIT_INPUT);
+    }
+    err(`egress-natd: ${(e as Error).message}`);
+    process.exit(EXIT_RUNTIME);
+  }
+}

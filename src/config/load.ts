@@ -1,0 +1,44 @@
+import { createHash } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type { Diagnostic } from './diagnostics.js';
+import type { Config } from './model.js';
+import { ConfigSource } from './source.js';
+import { validate, type KeyFileFacts } from './validate.js';
+
+export const DEFAULT_CONFIG = '/etc/egress-natd/config.yaml';
+
+export interface LoadResult {
+  readonly config?: Config;
+  readonly diagnostics: readonly Diagnostic[];
+}
+
+export function inspectKeyFile(path: string): KeyFileFacts {
+  try {
+    const st = statSync(path);
+    return { exists: true, regular: st.isFile(), mode: st.mode, size: st.size };
+  } catch {
+    return { exists: false };
+  }
+}
+
+/** Validates config text; `keyFile` is injectable so tests need no files. */
+export function loadConfigText(file: string, text: string, keyFile: (p: string) => KeyFileFacts = inspectKeyFile): LoadResult {
+  const digest = createHash('sha256').update(text).digest('hex');
+  return validate(new ConfigSource(file, text), {
+    keyFile,
+    resolvePath: (p) => resolve(dirname(resolve(file)), p),
+    digest,
+  });
+}
+
+export function loadConfig(file: string): LoadResult {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const reason = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message;
+    return { diagnostics: [{ file, line: 1, col: 1, severity: 'error', message: `cannot read config: ${reason}` }] };
+  }
+  return loadConfigText(file, text);
+}

@@ -1,0 +1,42 @@
+import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+// Gratuitous ARP through iputils' arping (Node has no AF_PACKET sockets). The kernel
+// sends one on link-up (arp_notify=1); these repeat it, spaced, like keepalived's
+// garp_master_repeat, for switches and hosts that missed the first.
+//
+// iputils arping takes only whole seconds for -i and -w, and waits a second for
+// replies even in -U mode, so each announcement is one arping, spawned on our own
+// schedule and stopped once it has sent (it sends as soon as it starts).
+
+export const GARP_COUNT = 3;
+export const GARP_SPACING_MS = 200;
+const SEND_GRACE_MS = 150;
+
+const ARPING = process.env['EGRESS_NATD_ARPING'] ?? 'arping';
+
+function announceOnce(dev: string, ip: string): Promise<void> {
+  const args = ['-U', '-q', '-c', '1', '-I', dev, '-s', ip, ip];
+  return new Promise((resolve, reject) => {
+    const child = spawn(ARPING, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    let stopped = false;
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => { stopped = true; child.kill('SIGTERM'); }, SEND_GRACE_MS);
+    child.on('error', (e) => { clearTimeout(timer); reject(new Error(`${ARPING} ${args.join(' ')}: ${e.message} (apt-get install iputils-arping)`)); });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (stopped || code === 0) resolve();
+      else reject(new Error(`${ARPING} ${args.join(' ')} exited ${code}: ${stderr.trim()}`));
+    });
+  });
+}
+
+export async function sendGratuitousArp(dev: string, ip: string, count = GARP_COUNT): Promise<void> {
+  const sends: Promise<void>[] = [];
+  for (let i = 0; i < count; i++) {
+    if (i > 0) await sleep(GARP_SPACING_MS);
+    sends.push(announceOnce(dev, ip));
+  }
+  await Promise.all(sends);
+}

@@ -1,0 +1,86 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { NFT_FAMILY, NFT_TABLE } from '../plan/naming.js';
+
+const exec = promisify(execFile);
+
+export class NftError extends Error {
+  constructor(readonly command: string, readonly stderr: string) {
+    super(`${command} failed: ${stderr.trim().split('\n').slice(0, 12).join('\n')}`);
+  }
+}
+
+export interface ActualChain {
+  readonly hook?: { type: string; hook: string; prio: number; policy: string };
+  /** The digest comments of its rules, in order ("" for a rule without one). */
+  readonly rules: readonly string[];
+}
+
+export interface ActualTable {
+  readonly exists: boolean;
+  readonly chains: ReadonlyMap<string, ActualChain>;
+  readonly sets: ReadonlyMap<string, 'set' | 'map'>;
+}
+
+const NFT = process.env['EGRESS_NATD_NFT'] ?? 'nft';
+
+async function nft(args: string[]): Promise<string> {
+  try {
+    const { stdout } = await exec(NFT, args, { maxBuffer: 512 * 1024 * 1024 });
+    return stdout;
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { stderr?: string };
+    if (err.code === 'ENOENT') throw new NftError(`${NFT} ${args.join(' ')}`, 'nft is not installed (apt-get install nftables)');
+    throw new NftError(`${NFT} ${args.join(' ')}`, err.stderr || err.message);
+  }
+}
+
+type NftJson = { nftables: Record<string, Record<string, unknown>>[] };
+
+/** Our table without set elements (`-t`): enough to diff, and fast with 100k elements. */
+export async function readTable(): Promise<ActualTable> {
+  let out: string;
+  try {
+    out = await nft(['-j', '-t', 'list', 'table', NFT_FAMILY, NFT_TABLE]);
+  } catch (e) {
+    if (e instanceof NftError && /No such file or directory/.test(e.stderr)) return { exists: false, chains: new Map(), sets: new Map() };
+    throw e;
+  }
+  const items = (JSON.parse(out) as NftJson).nftables;
+  const chains = new Map<string, { hook?: ActualChain['hook']; rules: string[] }>();
+  const sets = new Map<string, 'set' | 'map'>();
+  for (const item of items) {
+    if (item['chain']) {
+      const c = item['chain'] as { name: string; type?: string; hook?: string; prio?: number; policy?: string };
+      chains.set(c.name, { ...(c.hook ? { hook: { type: c.type!, hook: c.hook, prio: c.prio!, policy: c.policy! } } : {}), rules: [] });
+    } else if (item['rule']) {
+      const r = item['rule'] as { chain: string; comment?: string };
+      chains.get(r.chain)?.rules.push(r.comment ?? '');
+    } else if (item['set']) sets.set((item['set'] as { name: string }).name, 'set');
+    else if (item['map']) sets.set((item['map'] as { name: string }).name, 'map');
+  }
+  return { exists: true, chains, sets };
+}
+
+/** Runs one nft transaction: the kernel applies all of it or none of it. */
+export async function runTransaction(commands: string): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'egress-natd-'));
+  const file = join(dir, 'transaction.nft');
+  try {
+    // nft cannot read Node's stdin (a socket), so the batch goes through a file.
+    await writeFile(file, commands, { mode: 0o600 });
+    await nft(['-f', file]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+export async function deleteTable(): Promise<boolean> {
+  const t = await readTable();
+  if (!t.exists) return false;
+  await runTransaction(`delete table ${NFT_FAMILY} ${NFT_TABLE}\n`);
+  return true;
+}

@@ -1,0 +1,62 @@
+import type { ActualTable } from './nft.js';
+import { addChainCommand, addRuleCommand, addSetCommand, ruleComment, TABLE_REF, type NftChainSpec, type NftTableSpec } from '../plan/nft.js';
+
+// The difference between the planned table and the kernel's, as one nft transaction.
+// Sets are content-addressed (immutable), so they are only ever added or deleted;
+// chains keep their names and have their rules replaced when the rules differ.
+
+export interface NftDiff {
+  /** The transaction; empty when nothing differs. */
+  readonly commands: string[];
+  readonly summary: string[];
+}
+
+const sameHook = (want: NftChainSpec, have: ActualTable['chains'] extends ReadonlyMap<string, infer C> ? C : never): boolean => {
+  if (!want.hook || !have.hook) return !want.hook && !have.hook;
+  const h = have.hook;
+  return h.type === want.hook.type && h.hook === want.hook.hook && h.prio === want.hook.prio && h.policy === want.hook.policy;
+};
+
+export function diffTable(want: NftTableSpec, have: ActualTable): NftDiff {
+  const commands: string[] = [];
+  const summary: string[] = [];
+  if (!have.exists) {
+    commands.push(`add table ${TABLE_REF}`);
+    summary.push(`create table ${TABLE_REF}`);
+  }
+  const wantChains = new Map(want.chains.map((c) => [c.name, c]));
+  const wantSets = new Set(want.sets.map((s) => s.name));
+
+  // A chain whose hook changed cannot be altered in place: it is deleted and made anew.
+  const rebuilt = want.chains.filter((c) => { const h = have.chains.get(c.name); return h && !sameHook(c, h); });
+  for (const c of rebuilt) commands.push(`flush chain ${TABLE_REF} ${c.name}`, `delete chain ${TABLE_REF} ${c.name}`);
+  const missing = want.chains.filter((c) => !have.chains.has(c.name) || rebuilt.includes(c));
+  for (const c of missing) commands.push(addChainCommand(c));
+  for (const s of want.sets.filter((s) => !have.sets.has(s.name))) {
+    commands.push(addSetCommand(s));
+    summary.push(`add ${s.kind} ${s.name} (${s.elements.length} elements)`);
+  }
+  for (const c of want.chains) {
+    const current = missing.includes(c) ? undefined : have.chains.get(c.name);
+    const digests = c.rules.map(ruleComment);
+    if (current && current.rules.length === digests.length && current.rules.every((d, i) => d === digests[i])) continue;
+    if (current) commands.push(`flush chain ${TABLE_REF} ${c.name}`);
+    for (const r of c.rules) commands.push(addRuleCommand(c.name, r));
+    summary.push(`${current ? 'replace' : 'add'} chain ${c.name} (${c.rules.length} rules)`);
+  }
+  // Stale objects go last, once nothing that stays refers to them. Stale chains and
+  // sets refer to each other (goto, vmap @set): empty the chains, drop the sets, then
+  // drop the chains.
+  const staleChains = [...have.chains.keys()].filter((name) => !wantChains.has(name));
+  for (const name of staleChains) commands.push(`flush chain ${TABLE_REF} ${name}`);
+  for (const [name, kind] of have.sets) {
+    if (wantSets.has(name)) continue;
+    commands.push(`delete ${kind} ${TABLE_REF} ${name}`);
+    summary.push(`delete ${kind} ${name}`);
+  }
+  for (const name of staleChains) {
+    commands.push(`delete chain ${TABLE_REF} ${name}`);
+    summary.push(`delete chain ${name}`);
+  }
+  return { commands, summary };
+}

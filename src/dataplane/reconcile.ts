@@ -1,0 +1,195 @@
+import type { Logger } from 'pino';
+import type { DesiredState, Macvlan } from '../plan/desired.js';
+import { MACVLAN_PREFIX, MARK_MASK, ROUTE_TABLE_BASE, RT_PROTOCOL, RULE_PREF_BASE } from '../plan/naming.js';
+import { sendGratuitousArp } from './arp.js';
+import { Netlink, type Link } from './netlink.js';
+import { deleteTable, readTable, runTransaction } from './nft.js';
+import { diffTable } from './nftdiff.js';
+import type { StateStore } from './state.js';
+import { readSysctl, writeSysctl } from './sysctl.js';
+
+// The only place that changes the host: read what the kernel has, compare with the
+// plan, change what differs and nothing else.
+
+const OUR_TABLES = { min: ROUTE_TABLE_BASE + 1, max: ROUTE_TABLE_BASE + 255 };
+const isOurTable = (t: number): boolean => t >= OUR_TABLES.min && t <= OUR_TABLES.max;
+const isOurRule = (r: { priority: number; protocol: number; table: number }): boolean =>
+  r.protocol === RT_PROTOCOL && r.priority > RULE_PREF_BASE && r.priority <= RULE_PREF_BASE + 255 && isOurTable(r.table);
+const isOurMacvlan = (l: Link): boolean => l.kind === 'macvlan' && l.name.startsWith(MACVLAN_PREFIX);
+
+export interface ReconcileResult {
+  /** One line per change made; empty when the host already matched the plan. */
+  readonly changes: string[];
+}
+
+export interface ReconcileOptions {
+  readonly state: StateStore;
+  readonly log: Logger;
+  /** Skip gratuitous ARP (benchmarks); default false. */
+  readonly noGarp?: boolean;
+}
+
+async function reconcileSysctls(desired: DesiredState, opts: ReconcileOptions, changes: string[]): Promise<void> {
+  const state = await opts.state.load();
+  const originals: Record<string, string> = { ...state.sysctls };
+  const wanted = new Map(desired.sysctls.map((s) => [s.path, s.value]));
+  const toSet: [string, string][] = [];
+  for (const [path, value] of wanted) {
+    const current = await readSysctl(path);
+    if (current === undefined) throw new Error(`sysctl ${path.replaceAll('/', '.')} does not exist (is interface missing?)`);
+    if (current !== value) {
+      if (!(path in originals)) originals[path] = current;
+      toSet.push([path, value]);
+    }
+  }
+  const toRestore = Object.entries(originals).filter(([path]) => !wanted.has(path));
+  for (const [path] of toRestore) delete originals[path];
+  // Write-ahead: the original is on disk before the value changes.
+  if (toSet.length) await opts.state.save({ sysctls: originals });
+  for (const [path, value] of toSet) {
+    await writeSysctl(path, value);
+    changes.push(`set ${path.replaceAll('/', '.')}=${value}`);
+  }
+  for (const [path, value] of toRestore) {
+    await writeSysctl(path, value).catch(() => undefined); // the interface may be gone
+    changes.push(`restore ${path.replaceAll('/', '.')}=${value}`);
+  }
+  if (toRestore.length) await opts.state.save({ sysctls: originals });
+}
+
+async function reconcileMacvlans(nl: Netlink, desired: DesiredState, changes: string[]): Promise<Macvlan[]> {
+  let links = await nl.links();
+  const byName = new Map(links.map((l) => [l.name, l]));
+  const wanted = new Map(desired.macvlans.map((m) => [m.name, m]));
+  for (const l of links.filter(isOurMacvlan)) {
+    const m = wanted.get(l.name);
+    const parent = m && byName.get(m.parent);
+    if (!m || l.mac !== m.mac || !parent || l.parent !== parent.index) {
+      await nl.deleteLink(l.index, l.name);
+      changes.push(`delete macvlan ${l.name}`);
+    }
+  }
+  links = await nl.links();
+  const present = new Map(links.map((l) => [l.name, l]));
+  const added: Macvlan[] = [];
+  for (const m of desired.macvlans) {
+    let link = present.get(m.name);
+    if (!link) {
+      const parent = present.get(m.parent);
+      if (!parent) throw new Error(`interface ${m.parent} does not exist: cannot hold floating IP ${m.address}`);
+      await nl.addMacvlan(m.name, parent.index, m.mac);
+      changes.push(`add macvlan ${m.name} (${m.mac}) on ${m.parent}`);
+      link = (await nl.links()).find((l) => l.name === m.name)!;
+    }
+    for (const s of m.sysctls) {
+      if ((await readSysctl(s.path)) !== s.value) await writeSysctl(s.path, s.value);
+    }
+    if (!link.up) {
+      await nl.setUp(link.index, m.name);
+      changes.push(`set ${m.name} up`);
+    }
+    const addrs = (await nl.addresses()).filter((a) => a.index === link!.index);
+    for (const a of addrs.filter((a) => a.address !== m.address || a.prefix !== 32)) {
+      await nl.deleteAddress(link.index, a.address, a.prefix);
+      changes.push(`delete address ${a.address}/${a.prefix} from ${m.name}`);
+    }
+    if (!addrs.some((a) => a.address === m.address && a.prefix === 32)) {
+      await nl.addAddress(link.index, m.address, 32);
+      changes.push(`add address ${m.address}/32 to ${m.name}`);
+      added.push(m);
+    }
+  }
+  return added;
+}
+
+async function reconcileRouting(nl: Netlink, desired: DesiredState, changes: string[]): Promise<void> {
+  const key = (r: { priority: number; fwmark: number; fwmask: number; table: number }) => `${r.priority}/${r.fwmark}/${r.fwmask}/${r.table}`;
+  const have = (await nl.rules()).filter(isOurRule);
+  const want = new Map(desired.rules.map((r) => [key(r), r]));
+  for (const r of have) {
+    if (want.has(key(r))) continue;
+    await nl.deleteRule(r);
+    changes.push(`delete ip rule pref ${r.priority}`);
+  }
+  const haveKeys = new Set(have.map(key));
+  for (const r of desired.rules) {
+    if (haveKeys.has(key(r))) continue;
+    await nl.addRule(r, RT_PROTOCOL);
+    changes.push(`add ip rule pref ${r.priority} fwmark 0x${r.fwmark.toString(16)}/0x${MARK_MASK.toString(16)} lookup ${r.table}`);
+  }
+  const links = await nl.links();
+  const routes = (await nl.routes()).filter((r) => isOurTable(r.table));
+  const wantRoutes = new Map(desired.routes.map((r) => [r.table, r]));
+  for (const r of routes) {
+    const w = wantRoutes.get(r.table);
+    const dev = links.find((l) => l.name === w?.dev);
+    if (w && r.dstLen === 0 && r.gateway === w.gateway && r.oif === dev?.index) continue;
+    if (w && r.dstLen === 0) continue; // replaced below
+    await nl.deleteDefaultRoute(r.table);
+    changes.push(`delete route table ${r.table}`);
+  }
+  for (const w of desired.routes) {
+    const dev = links.find((l) => l.name === w.dev);
+    if (!dev) throw new Error(`interface ${w.dev} does not exist: cannot route to ${w.gateway}`);
+    const current = routes.find((r) => r.table === w.table && r.dstLen === 0);
+    if (current && current.gateway === w.gateway && current.oif === dev.index) continue;
+    await nl.replaceDefaultRoute(w.table, w.gateway, dev.index, RT_PROTOCOL);
+    changes.push(`route table ${w.table}: default via ${w.gateway} dev ${w.dev} onlink`);
+  }
+}
+
+export async function reconcile(desired: DesiredState, opts: ReconcileOptions): Promise<ReconcileResult> {
+  const changes: string[] = [];
+  const nl = new Netlink();
+  try {
+    await reconcileSysctls(desired, opts, changes);
+    const announced = await reconcileMacvlans(nl, desired, changes);
+    const diff = diffTable(desired.nft, await readTable());
+    if (diff.commands.length) {
+      await runTransaction(`${diff.commands.join('\n')}\n`);
+      changes.push(...diff.summary.map((s) => `nft: ${s}`));
+    }
+    await reconcileRouting(nl, desired, changes);
+    if (!opts.noGarp) {
+      await Promise.all(announced.map(async (m) => {
+        await sendGratuitousArp(m.name, m.address);
+        changes.push(`gratuitous ARP for ${m.address} on ${m.name}`);
+      }));
+    }
+  } finally {
+    nl.close();
+  }
+  for (const c of changes) opts.log.info({ change: c }, c);
+  return { changes };
+}
+
+/** Removes everything egress-natd installed and restores the sysctls it changed. */
+export async function release(opts: ReconcileOptions): Promise<ReconcileResult> {
+  const changes: string[] = [];
+  const nl = new Netlink();
+  try {
+    if (await deleteTable()) changes.push('nft: delete table inet egress_natd');
+    for (const r of (await nl.rules()).filter(isOurRule)) {
+      await nl.deleteRule(r);
+      changes.push(`delete ip rule pref ${r.priority}`);
+    }
+    for (const table of new Set((await nl.routes()).filter((r) => isOurTable(r.table) && r.dstLen === 0).map((r) => r.table))) {
+      await nl.deleteDefaultRoute(table);
+      changes.push(`delete route table ${table}`);
+    }
+    for (const l of (await nl.links()).filter(isOurMacvlan)) {
+      await nl.deleteLink(l.index, l.name);
+      changes.push(`delete macvlan ${l.name}`);
+    }
+    const state = await opts.state.load();
+    for (const [path, value] of Object.entries(state.sysctls)) {
+      await writeSysctl(path, value).catch(() => undefined);
+      changes.push(`restore ${path.replaceAll('/', '.')}=${value}`);
+    }
+    await opts.state.clear();
+  } finally {
+    nl.close();
+  }
+  for (const c of changes) opts.log.info({ change: c }, c);
+  return { changes };
+}

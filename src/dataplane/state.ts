@@ -1,0 +1,41 @@
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+// What egress-natd must remember to undo its changes: the values sysctls had before it
+// changed them. Written before each change, so that a crash never loses an original.
+
+export interface HostState {
+  /** sysctl path → the value it had before egress-natd set it. */
+  readonly sysctls: Readonly<Record<string, string>>;
+}
+
+export const DEFAULT_STATE_DIR = '/run/egress-natd';
+
+export class StateStore {
+  readonly file: string;
+
+  constructor(readonly dir: string = process.env['EGRESS_NATD_STATE_DIR'] ?? DEFAULT_STATE_DIR) {
+    this.file = join(dir, 'state.json');
+  }
+
+  async load(): Promise<HostState> {
+    try {
+      const parsed = JSON.parse(await readFile(this.file, 'utf8')) as Partial<HostState>;
+      return { sysctls: { ...(parsed.sysctls ?? {}) } };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { sysctls: {} };
+      throw new Error(`cannot read ${this.file}: ${(e as Error).message}`);
+    }
+  }
+
+  async save(state: HostState): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const tmp = `${this.file}.tmp`;
+    await writeFile(tmp, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+    await rename(tmp, this.file);
+  }
+
+  async clear(): Promise<void> {
+    await rm(this.file, { force: true });
+  }
+}

@@ -1,0 +1,216 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+// The lab (DESIGN.md §6): network namespaces as hosts on a Linux bridge, a router
+// namespace with an echo server that answers with the source IP it sees. The bridge
+// lives in a namespace of its own, so the machine's own interfaces are never touched.
+// Every name carries a random id; destroy() removes everything, also after failures.
+
+const exec = promisify(execFile);
+const here = dirname(fileURLToPath(import.meta.url));
+export const REPO = resolve(here, '../../..');
+export const BIN = join(REPO, 'bin/egress-natd');
+
+export const SUBNET_PREFIX = '192.168.1';
+export const ROUTER_IP = `${SUBNET_PREFIX}.254`;
+/** Echo server addresses on the router: policy destinations, an excluded one, and another. */
+export const ECHO = { inPolicy: '203.0.113.10', excluded: '203.0.113.11', other: '198.51.100.10' } as const;
+export const ECHO_PORT = 7;
+export const FIPS = [`${SUBNET_PREFIX}.100`, `${SUBNET_PREFIX}.101`] as const;
+
+export interface HostSpec { readonly name: string; readonly ip: string; readonly labels?: Record<string, string>; readonly role?: string }
+export interface ContainerSpec { readonly name: string; readonly host: string; readonly cidr: string; readonly ip: string }
+
+export const DEFAULT_HOSTS: HostSpec[] = [
+  { name: 'h1', ip: `${SUBNET_PREFIX}.1`, labels: { 'node-type': 'egressNat' } },
+  { name: 'h2', ip: `${SUBNET_PREFIX}.2`, labels: { 'node-type': 'egressNat' } },
+  { name: 'h3', ip: `${SUBNET_PREFIX}.3`, labels: { 'node-type': 'egressNat' } },
+];
+export const DEFAULT_CONTAINERS: ContainerSpec[] = [
+  { name: 'c1', host: 'h1', cidr: '10.10.1.0/24', ip: '10.10.1.2' },
+  { name: 'c2', host: 'h3', cidr: '10.10.2.0/24', ip: '10.10.2.2' },
+];
+
+export class CommandError extends Error {
+  constructor(readonly argv: string[], readonly code: number | string | undefined, readonly stdout: string, readonly stderr: string) {
+    super(`${argv.join(' ')} exited ${code}: ${stderr.trim() || stdout.trim()}`);
+  }
+}
+
+export async function run(argv: string[], opts: { allowFail?: boolean; timeoutMs?: number } = {}): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await exec(argv[0]!, argv.slice(1), { maxBuffer: 256 * 1024 * 1024, timeout: opts.timeoutMs ?? 120_000 });
+    return { stdout, stderr, code: 0 };
+  } catch (e) {
+    const x = e as { code?: number | string; stdout?: string; stderr?: string };
+    const code = typeof x.code === 'number' ? x.code : 1;
+    if (opts.allowFail) return { stdout: x.stdout ?? '', stderr: x.stderr ?? '', code };
+    throw new CommandError(argv, x.code, x.stdout ?? '', x.stderr ?? '');
+  }
+}
+
+export class Lab {
+  readonly id = `en${randomBytes(3).toString('hex')}`;
+  readonly hosts: HostSpec[];
+  readonly containers: ContainerSpec[];
+  readonly cgroup: string;
+  dir = '';
+  private echo?: ChildProcess;
+  private readonly namespaces: string[] = [];
+
+  private constructor(hosts: HostSpec[], containers: ContainerSpec[]) {
+    this.hosts = hosts;
+    this.containers = containers;
+    this.cgroup = `${this.id}/shop.service`;
+  }
+
+  ns(name: string): string {
+    return `${this.id}-${name}`;
+  }
+
+  /** Builds the topology; on any failure it removes what it built and rethrows. */
+  static async create(hosts = DEFAULT_HOSTS, containers = DEFAULT_CONTAINERS): Promise<Lab> {
+    const lab = new Lab(hosts, containers);
+    try {
+      await lab.build();
+      return lab;
+    } catch (e) {
+      await lab.destroy();
+      throw e;
+    }
+  }
+
+  private async addNs(name: string): Promise<string> {
+    const ns = this.ns(name);
+    await run(['ip', 'netns', 'add', ns]);
+    this.namespaces.push(ns);
+    await this.sh(name, 'ip link set lo up');
+    return ns;
+  }
+
+  private async build(): Promise<void> {
+    this.dir = await mkdtemp(join(tmpdir(), `${this.id}-`));
+    const sw = await this.addNs('sw');
+    await this.sh('sw', 'ip link add br0 type bridge && ip link set br0 up');
+    const attach = async (name: string) => {
+      const ns = await this.addNs(name);
+      await run(['ip', 'link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', `p-${name}`, 'netns', sw]);
+      await this.sh('sw', `ip link set p-${name} master br0 && ip link set p-${name} up`);
+      await this.sh(name, 'ip link set eth0 up');
+    };
+    await attach('r');
+    const routes = this.containers.map((c) => `ip route add ${c.cidr} via ${this.host(c.host).ip}`);
+    await this.sh('r', [
+      `ip addr add ${ROUTER_IP}/24 dev eth0`,
+      ...Object.values(ECHO).map((ip) => `ip addr add ${ip}/32 dev lo`),
+      'sysctl -qw net.ipv4.ip_forward=1',
+      ...routes,
+    ].join(' && '));
+    for (const h of this.hosts) {
+      await attach(h.name);
+      const own = this.containers.filter((c) => c.host === h.name);
+      // A routed fleet: every host reaches every container network through its host.
+      const fleet = this.containers.filter((c) => c.host !== h.name).map((c) => `ip route add ${c.cidr} via ${this.host(c.host).ip}`);
+      await this.sh(h.name, [
+        `ip addr add ${h.ip}/24 dev eth0`,
+        `ip route add default via ${ROUTER_IP}`,
+        ...(own.length ? ['sysctl -qw net.ipv4.ip_forward=1'] : []),
+        ...fleet,
+      ].join(' && '));
+    }
+    for (const c of this.containers) {
+      const ns = await this.addNs(c.name);
+      const hostIf = `v-${c.name}`;
+      await run(['ip', 'link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', hostIf, 'netns', this.ns(c.host)]);
+      const gw = c.ip.replace(/\.\d+$/, '.1');
+      await this.sh(c.host, `ip addr add ${gw}/24 dev ${hostIf} && ip link set ${hostIf} up`);
+      await this.sh(c.name, `ip addr add ${c.ip}/24 dev eth0 && ip link set eth0 up && ip route add default via ${gw}`);
+    }
+    await this.startEcho();
+    await writeFile(join(this.dir, 'cluster.key'), randomBytes(32).toString('hex'), { mode: 0o600 });
+  }
+
+  host(name: string): HostSpec {
+    const h = this.hosts.find((x) => x.name === name);
+    if (!h) throw new Error(`no host ${name} in the lab`);
+    return h;
+  }
+
+  /** Runs a shell script in a lab namespace, with the cgroup2 hierarchy mounted (see DESIGN.md §5). */
+  sh(name: string, script: string, opts: { allowFail?: boolean; timeoutMs?: number } = {}) {
+    const withCgroup = `mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null; ${script}`;
+    return run(['ip', 'netns', 'exec', this.ns(name), 'sh', '-c', withCgroup], opts);
+  }
+
+  /** egress-natd in a lab host; per-host state dir, since all namespaces share /run. */
+  egress(host: string, args: string[], opts: { allowFail?: boolean } = {}) {
+    const q = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
+    const env = `EGRESS_NATD_STATE_DIR=${q(join(this.dir, `state-${host}`))}`;
+    return this.sh(host, `${env} ${q(BIN)} ${args.map(q).join(' ')}`, opts);
+  }
+
+  private async startEcho(): Promise<void> {
+    const script = join(REPO, 'dist/src/lab/echo-server.js');
+    this.echo = spawn('ip', ['netns', 'exec', this.ns('r'), process.execPath, script, String(ECHO_PORT)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.seen = [];
+    let buf = '';
+    this.echo.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      for (const l of lines) if (l.startsWith('seen ')) this.seen.push(l.slice(5));
+    });
+    await new Promise<void>((ok, fail) => {
+      const t = setTimeout(() => fail(new Error('echo server did not start')), 10_000);
+      this.echo!.stdout!.once('data', () => { clearTimeout(t); ok(); });
+      this.echo!.once('exit', (code) => { clearTimeout(t); fail(new Error(`echo server exited ${code}`)); });
+    });
+  }
+
+  /** Source addresses the echo server has seen, oldest first. */
+  seen: string[] = [];
+
+  /**
+   * Connects from a lab namespace to the echo server; returns the source IP it saw, or
+   * undefined when nothing came back in time. `cgroup` runs the client in the lab's cgroup.
+   */
+  async probe(from: string, dest: string, opts: { cgroup?: boolean; timeoutS?: number } = {}): Promise<string | undefined> {
+    const enter = opts.cgroup ? `mkdir -p /sys/fs/cgroup/${this.cgroup} && echo $$ > /sys/fs/cgroup/${this.cgroup}/cgroup.procs && ` : '';
+    const t = opts.timeoutS ?? 2;
+    const r = await this.sh(from, `${enter}timeout ${t} bash -c 'exec 3<>/dev/tcp/${dest}/${ECHO_PORT} && head -n1 <&3'`, { allowFail: true });
+    const ip = r.stdout.trim();
+    return r.code === 0 && ip ? ip : undefined;
+  }
+
+  /** The cgroup the lab's local workload runs in (made on first use). */
+  async makeCgroup(host: string): Promise<void> {
+    await this.sh(host, `mkdir -p /sys/fs/cgroup/${this.cgroup}`);
+  }
+
+  async destroy(): Promise<void> {
+    if (this.echo && this.echo.exitCode === null) {
+      this.echo.kill('SIGTERM');
+      await new Promise((r) => { this.echo!.once('exit', r); setTimeout(r, 2000); });
+    }
+    for (const ns of [...this.namespaces].reverse()) {
+      // Only processes inside our own namespaces: they are ours.
+      const pids = (await run(['ip', 'netns', 'pids', ns], { allowFail: true })).stdout.split(/\s+/).filter(Boolean);
+      if (pids.length) await run(['kill', '-9', ...pids], { allowFail: true });
+      await run(['ip', 'netns', 'del', ns], { allowFail: true });
+    }
+    this.namespaces.length = 0;
+    await removeCgroup(this.id);
+    if (this.dir) await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Removes the lab's cgroup subtree (in the one cgroup2 hierarchy, wherever the host mounts it). */
+async function removeCgroup(id: string): Promise<void> {
+  const script = `d=$(mktemp -d) && mount -t cgroup2 none "$d" && { [ -d "$d/${id}" ] && find "$d/${id}" -depth -type d -exec rmdir {} + ; umount "$d"; rmdir "$d"; }`;
+  await run(['unshare', '-m', 'sh', '-c', script], { allowFail: true });
+}

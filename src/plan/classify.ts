@@ -1,0 +1,128 @@
+import type { Range } from '../util/ip.js';
+
+// Packet classification as flat lookups: whatever the number of policies, a packet
+// costs one source lookup and one destination lookup. Policies are first-match in file
+// order; a policy's excluded destinations let later policies match (they are already
+// subtracted from `destinations`).
+
+export interface ClassifiablePolicy {
+  /** Position in the file: the lower index wins. */
+  readonly index: number;
+  readonly sources: readonly Range[];
+  readonly cgroups: readonly string[];
+  /** Sorted and disjoint: destinations minus excluded destinations. */
+  readonly destinations: readonly Range[];
+  /** Which floating IP the policy's traffic uses (its mark index). */
+  readonly egress: number;
+}
+
+export interface DestinationRange {
+  readonly range: Range;
+  readonly egress: number;
+}
+
+/** A source class: the destination lookup shared by every source with the same policies. */
+export interface SourceClass {
+  readonly destinations: readonly DestinationRange[];
+}
+
+export interface Classification {
+  /** class id → its destination lookup. Ids are positions; naming is the renderer's job. */
+  readonly classes: readonly SourceClass[];
+  readonly sources: readonly { range: Range; cls: number }[];
+  readonly cgroups: readonly { path: string; level: number; cls: number }[];
+}
+
+const cmp = (a: bigint, b: bigint): number => (a < b ? -1 : a > b ? 1 : 0);
+
+interface Edge<T> {
+  family: number;
+  at: bigint;
+  owner: T;
+  delta: 1 | -1;
+}
+
+/**
+ * Sweeps labelled ranges and calls `segment` for every maximal run of addresses with
+ * one fixed set of active owners (non-empty).
+ */
+function sweep<T>(labelled: readonly { range: Range; owner: T }[], segment: (r: Range, active: Map<T, number>) => void): void {
+  const edges: Edge<T>[] = [];
+  for (const { range, owner } of labelled) {
+    edges.push({ family: range.family, at: range.start, owner, delta: 1 });
+    edges.push({ family: range.family, at: range.end + 1n, owner, delta: -1 });
+  }
+  edges.sort((a, b) => a.family - b.family || cmp(a.at, b.at));
+  const active = new Map<T, number>();
+  for (let i = 0; i < edges.length; ) {
+    const { family, at } = edges[i]!;
+    while (i < edges.length && edges[i]!.family === family && edges[i]!.at === at) {
+      const e = edges[i++]!;
+      const n = (active.get(e.owner) ?? 0) + e.delta;
+      if (n === 0) active.delete(e.owner);
+      else active.set(e.owner, n);
+    }
+    const next = edges[i];
+    if (active.size > 0 && next && next.family === family) {
+      segment({ family: family as Range['family'], start: at, end: next.at - 1n }, active);
+    }
+  }
+}
+
+/** First-match destination lookup for one ordered set of policies. */
+function destinationsFor(policies: readonly ClassifiablePolicy[]): DestinationRange[] {
+  const out: DestinationRange[] = [];
+  const labelled = policies.flatMap((p) => p.destinations.map((range) => ({ range, owner: p })));
+  sweep(labelled, (range, active) => {
+    let winner: ClassifiablePolicy | undefined;
+    for (const p of active.keys()) if (!winner || p.index < winner.index) winner = p;
+    const last = out[out.length - 1];
+    if (last && last.egress === winner!.egress && last.range.family === range.family && last.range.end + 1n === range.start) {
+      out[out.length - 1] = { egress: last.egress, range: { ...last.range, end: range.end } };
+    } else out.push({ range, egress: winner!.egress });
+  });
+  return out;
+}
+
+export function classify(policies: readonly ClassifiablePolicy[]): Classification {
+  const classes: SourceClass[] = [];
+  const byPolicies = new Map<string, number>();
+  const byContent = new Map<string, number>();
+  const classOf = (members: readonly ClassifiablePolicy[]): number | undefined => {
+    const key = members.map((p) => p.index).sort((a, b) => a - b).join(',');
+    const known = byPolicies.get(key);
+    if (known !== undefined) return known;
+    const destinations = destinationsFor(members);
+    // Different policy sets can classify identically: share one lookup then.
+    const content = destinations.map((d) => `${d.range.family}:${d.range.start}-${d.range.end}>${d.egress}`).join(' ');
+    let id = byContent.get(content);
+    if (id === undefined && destinations.length > 0) {
+      id = classes.length;
+      classes.push({ destinations });
+      byContent.set(content, id);
+    }
+    if (id !== undefined) byPolicies.set(key, id);
+    return id;
+  };
+
+  const sources: { range: Range; cls: number }[] = [];
+  const labelled = policies.flatMap((p) => p.sources.map((range) => ({ range, owner: p })));
+  sweep(labelled, (range, active) => {
+    const cls = classOf([...active.keys()]);
+    if (cls === undefined) return;
+    const last = sources[sources.length - 1];
+    if (last && last.cls === cls && last.range.family === range.family && last.range.end + 1n === range.start) {
+      sources[sources.length - 1] = { cls, range: { ...last.range, end: range.end } };
+    } else sources.push({ range, cls });
+  });
+
+  // A socket in cgroup a/b/c also belongs to a/b and a: its class covers every
+  // configured ancestor, and the lookup tries the deepest level first.
+  const paths = [...new Set(policies.flatMap((p) => p.cgroups))].sort();
+  const cgroups = paths.flatMap((path) => {
+    const members = policies.filter((p) => p.cgroups.some((c) => c === path || path.startsWith(`${c}/`)));
+    const cls = classOf(members);
+    return cls === undefined ? [] : [{ path, level: path.split('/').length, cls }];
+  });
+  return { classes, sources, cgroups };
+}

@@ -1,0 +1,221 @@
+import { selects, type Config, type NodeSpec, type Policy } from '../config/model.js';
+import { cidrContains, formatAddress, formatRange, type Address } from '../util/ip.js';
+import { subtract, unionOfCidrs } from '../util/intervals.js';
+import { classify, type ClassifiablePolicy } from './classify.js';
+import {
+  hex,
+  MACVLAN_PREFIX,
+  MARK_MASK,
+  markOf,
+  macvlanName,
+  ROUTE_TABLE_BASE,
+  RULE_PREF_BASE,
+  virtualMac,
+} from './naming.js';
+import { makeSet, type NftChainSpec, type NftSetSpec, type NftTableSpec } from './nft.js';
+
+/**
+ * What this host does with one floating IP's traffic:
+ * - local: it owns the IP and SNATs to it;
+ * - remote: another host owns it; route marked traffic to the IP on-link;
+ * - drop / masquerade: nobody owns it (cluster.noGateway).
+ */
+export type EgressMode = 'local' | 'remote' | 'drop' | 'masquerade';
+
+export interface EgressState {
+  readonly ip: string;
+  readonly gateway: string;
+  readonly index: number;
+  readonly mark: number;
+  readonly mode: EgressMode;
+  readonly owner?: string;
+}
+
+export interface IpRule { readonly priority: number; readonly fwmark: number; readonly fwmask: number; readonly table: number }
+export interface IpRoute { readonly table: number; readonly gateway: string; readonly dev: string }
+export interface Macvlan { readonly name: string; readonly parent: string; readonly mac: string; readonly address: string; readonly sysctls: readonly Sysctl[] }
+export interface Sysctl { readonly path: string; readonly value: string }
+
+export interface DesiredState {
+  readonly node: string;
+  readonly configDigest: string;
+  readonly egress: readonly EgressState[];
+  readonly nft: NftTableSpec;
+  readonly rules: readonly IpRule[];
+  readonly routes: readonly IpRoute[];
+  readonly macvlans: readonly Macvlan[];
+  /** Host settings egress-natd changes; `release` restores their earlier values. */
+  readonly sysctls: readonly Sysctl[];
+}
+
+/** Facts about the host that the plan depends on. */
+export interface HostFacts {
+  /** cgroup paths that exist now; nft resolves cgroup paths when it loads rules. Undefined: assume all exist. */
+  readonly cgroups?: ReadonlySet<string>;
+}
+
+export type Owners = ReadonlyMap<string, string>;
+
+export interface FloatingIP { readonly ip: Address; readonly text: string; readonly gateway: string; readonly index: number }
+
+/** Every floating IP with its mark index, in file order (index 1 is the first). */
+export function floatingIPs(config: Config): FloatingIP[] {
+  return config.gateways.flatMap((g) => g.floatingIPs.map((ip) => ({ ip, text: formatAddress(ip), gateway: g.name }))).map((f, i) => ({ ...f, index: i + 1 }));
+}
+
+/** Nodes that may own a floating IP: admitted by its gateway and on its subnet (DESIGN.md §4 rule 1). */
+export function candidates(config: Config, fip: FloatingIP): NodeSpec[] {
+  const gw = config.gateways.find((g) => g.name === fip.gateway)!;
+  return config.nodes.filter((n) => selects(gw.nodeSelector, n.labels) && cidrContains(n.subnet, fip.ip));
+}
+
+const conf = (dev: string, key: string): string => `net/ipv4/conf/${dev}/${key}`;
+
+function classifiable(config: Config, node: NodeSpec, policy: Policy, index: number, egress: number, facts: HostFacts): ClassifiablePolicy {
+  const workloads = policy.sources
+    .flatMap((s) => (s.kind === 'workloads' ? s.workloads : []))
+    .map((name) => config.workloads.find((w) => w.name === name)!)
+    .filter((w) => selects(w.nodeSelector, node.labels));
+  const cidrs = policy.sources.flatMap((s) => (s.kind === 'cidrs' ? s.cidrs : [])).concat(workloads.flatMap((w) => w.cidrs));
+  const cgroups = [...new Set(workloads.flatMap((w) => w.cgroups))].filter((c) => !facts.cgroups || facts.cgroups.has(c));
+  return {
+    index,
+    sources: unionOfCidrs(cidrs),
+    cgroups,
+    destinations: subtract(unionOfCidrs(policy.destinations), unionOfCidrs(policy.excludedDestinations)),
+    egress,
+  };
+}
+
+/** cgroups the config names for this node that `facts` says are missing (apply warns about them). */
+export function missingCgroups(config: Config, nodeName: string, facts: HostFacts): string[] {
+  const node = config.nodes.find((n) => n.name === nodeName);
+  if (!node || !facts.cgroups) return [];
+  const wanted = config.workloads.filter((w) => selects(w.nodeSelector, node.labels)).flatMap((w) => w.cgroups);
+  return [...new Set(wanted)].filter((c) => !facts.cgroups!.has(c)).sort();
+}
+
+const egressChain = (index: number): string => `egress_${index}`;
+
+function nftTable(config: Config, node: NodeSpec, egress: readonly EgressState[], macvlans: readonly Macvlan[], facts: HostFacts): NftTableSpec {
+  const fips = floatingIPs(config);
+  const indexOf = new Map(fips.map((f) => [f.text, f.index]));
+  const policies = config.policies.map((p, i) => classifiable(config, node, p, i, indexOf.get(formatAddress(p.egressIP))!, facts));
+  const { classes, sources, cgroups } = classify(policies);
+
+  const sets: NftSetSpec[] = [];
+  const chains: NftChainSpec[] = [];
+  const classChain = classes.map((c) => {
+    const map = makeSet('d', 'map', 'type ipv4_addr : verdict; flags interval;', c.destinations.map((d) => `${formatRange(d.range)} : goto ${egressChain(d.egress)}`));
+    sets.push(map);
+    const name = `c${map.name.slice(1)}`;
+    chains.push({ name, rules: [`ip daddr vmap @${map.name}`] });
+    return name;
+  });
+
+  const prerouting = [`iifname "${MACVLAN_PREFIX}*" return`, 'fib daddr type local return'];
+  if (sources.length) {
+    const map = makeSet('s', 'map', 'type ipv4_addr : verdict; flags interval;', sources.map((s) => `${formatRange(s.range)} : goto ${classChain[s.cls]}`));
+    sets.push(map);
+    prerouting.push(`ip saddr vmap @${map.name}`);
+  }
+  const output = ['fib daddr type local return'];
+  const levels = [...new Set(cgroups.map((c) => c.level))].sort((a, b) => b - a);
+  for (const level of levels) {
+    const entries = cgroups.filter((c) => c.level === level).map((c) => `${JSON.stringify(c.path)} : goto ${classChain[c.cls]}`);
+    const map = makeSet(`g${level}`, 'map', `typeof socket cgroupv2 level ${level} : verdict;`, entries);
+    sets.push(map);
+    output.push(`socket cgroupv2 level ${level} vmap @${map.name}`);
+  }
+
+  const postrouting: string[] = [];
+  const snatIif = macvlans.map((m) => `"${m.name}" : ${m.address}`);
+  if (snatIif.length) {
+    const map = makeSet('n', 'map', 'type ifname : ipv4_addr;', snatIif);
+    sets.push(map);
+    postrouting.push(`snat ip to iifname map @${map.name}`);
+  }
+  const local = egress.filter((e) => e.mode === 'local');
+  if (local.length) {
+    const map = makeSet('m', 'map', 'type mark : ipv4_addr;', local.map((e) => `${hex(e.mark)} : ${e.ip}`));
+    sets.push(map);
+    postrouting.push(`snat ip to meta mark & ${hex(MARK_MASK)} map @${map.name}`);
+  }
+  const masq = egress.filter((e) => e.mode === 'masquerade');
+  if (masq.length) {
+    const set = makeSet('q', 'set', 'type mark;', masq.map((e) => hex(e.mark)));
+    sets.push(set);
+    postrouting.push(`meta mark & ${hex(MARK_MASK)} @${set.name} masquerade`);
+  }
+
+  const egressChains = egress.map((e): NftChainSpec => ({
+    name: egressChain(e.index),
+    rules: [e.mode === 'drop' ? 'counter drop' : `meta mark set meta mark & ${hex(~MARK_MASK >>> 0)} | ${hex(e.mark)}`],
+  }));
+  return {
+    sets,
+    chains: [
+      ...egressChains,
+      ...chains,
+      { name: 'prerouting', hook: { type: 'filter', hook: 'prerouting', prio: -150, prioText: 'mangle', policy: 'accept' }, rules: prerouting },
+      { name: 'output', hook: { type: 'route', hook: 'output', prio: -150, prioText: 'mangle', policy: 'accept' }, rules: output },
+      { name: 'postrouting', hook: { type: 'nat', hook: 'postrouting', prio: 90, prioText: 'srcnat - 10', policy: 'accept' }, rules: postrouting },
+    ],
+  };
+}
+
+export class PlanError extends Error {}
+
+/**
+ * The complete data plane of `nodeName` given who owns each floating IP: a pure
+ * function, so that the same inputs always give byte-identical output.
+ */
+export function plan(config: Config, nodeName: string, owners: Owners, facts: HostFacts = {}): DesiredState {
+  const node = config.nodes.find((n) => n.name === nodeName);
+  if (!node) throw new PlanError(`node "${nodeName}" is not in ${config.file} (known: ${config.nodes.map((n) => n.name).join(', ')})`);
+  const fips = floatingIPs(config);
+  for (const [ip, owner] of owners) {
+    const fip = fips.find((f) => f.text === ip);
+    if (!fip) throw new PlanError(`${ip} is not a floating IP of any gateway`);
+    if (!candidates(config, fip).some((n) => n.name === owner)) {
+      throw new PlanError(`node "${owner}" cannot own ${ip}: it is not admitted by gateway "${fip.gateway}" or not on the IP's subnet`);
+    }
+  }
+  const egress = fips.map((f): EgressState => {
+    const owner = owners.get(f.text);
+    const mode: EgressMode = owner === undefined ? config.cluster.noGateway : owner === node.name ? 'local' : 'remote';
+    return { ip: f.text, gateway: f.gateway, index: f.index, mark: markOf(f.index), mode, ...(owner ? { owner } : {}) };
+  });
+  const macvlans = fips
+    .filter((f) => owners.get(f.text) === node.name)
+    .map((f): Macvlan => {
+      const name = macvlanName(f.ip);
+      return {
+        name,
+        parent: node.interface,
+        mac: virtualMac(f.ip),
+        address: f.text,
+        // Only the macvlan answers ARP for its IP, and it forwards what other hosts steer to it.
+        sysctls: [
+          { path: `net/ipv6/conf/${name}/disable_ipv6`, value: '1' },
+          { path: conf(name, 'arp_ignore'), value: '1' },
+          { path: conf(name, 'arp_announce'), value: '2' },
+          { path: conf(name, 'arp_notify'), value: '1' },
+          { path: conf(name, 'rp_filter'), value: '2' },
+          { path: conf(name, 'forwarding'), value: '1' },
+        ],
+      };
+    });
+  const mayOwn = fips.some((f) => candidates(config, f).some((n) => n.name === node.name));
+  return {
+    node: node.name,
+    configDigest: config.digest,
+    egress,
+    nft: nftTable(config, node, egress, macvlans, facts),
+    rules: fips.map((f) => ({ priority: RULE_PREF_BASE + f.index, fwmark: markOf(f.index), fwmask: MARK_MASK, table: ROUTE_TABLE_BASE + f.index })),
+    routes: egress.filter((e) => e.mode === 'remote').map((e) => ({ table: ROUTE_TABLE_BASE + e.index, gateway: e.ip, dev: node.interface })),
+    macvlans,
+    // The parent must not answer ARP for the floating IPs its macvlans hold (ARP flux).
+    sysctls: mayOwn ? [{ path: conf(node.interface, 'arp_ignore'), value: '1' }, { path: conf(node.interface, 'arp_announce'), value: '2' }] : [],
+  };
+}

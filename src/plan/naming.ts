@@ -1,0 +1,39 @@
+import { createHash } from 'node:crypto';
+import { formatAddress, type Address } from '../util/ip.js';
+
+// Every kernel object egress-natd owns is named or numbered here, so that `release`
+// can find exactly its own objects and nothing else.
+
+export const NFT_FAMILY = 'inet';
+export const NFT_TABLE = 'egress_natd';
+
+/** fwmark bits egress-natd uses; all other bits of the mark are preserved. */
+export const MARK_MASK = 0x00ff0000;
+export const MARK_SHIFT = 16;
+export const markOf = (index: number): number => (index << MARK_SHIFT) >>> 0;
+
+/** Policy routing: one rule and one table per floating IP. */
+export const RULE_PREF_BASE = 7600;
+export const ROUTE_TABLE_BASE = 7600;
+/** rtnetlink "protocol" stamped on our rules and routes (values above 4 are free for daemons). */
+export const RT_PROTOCOL = 76;
+
+export const MACVLAN_PREFIX = 'enat';
+
+export function macvlanName(ip: Address): string {
+  if (ip.family === 4) return MACVLAN_PREFIX + ip.value.toString(16).padStart(8, '0');
+  return MACVLAN_PREFIX + createHash('sha256').update(formatAddress(ip)).digest('hex').slice(0, 11);
+}
+
+/** A stable, locally administered unicast MAC per floating IP, so ARP caches stay valid on failover (like VRRP's virtual MAC). */
+export function virtualMac(ip: Address): string {
+  const tail = ip.family === 4
+    ? ip.value.toString(16).padStart(8, '0')
+    : createHash('sha256').update(formatAddress(ip)).digest('hex').slice(0, 8);
+  return ['02', 'ee', ...tail.match(/../g)!].join(':');
+}
+
+export const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
+
+export const digest = (text: string, length = 12): string =>
+  createHash('sha256').update(text).digest('hex').slice(0, length);

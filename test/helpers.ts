@@ -1,0 +1,26 @@
+import { readFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadConfigText } from '../src/config/load.js';
+import type { KeyFileFacts } from '../src/config/validate.js';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const CONFIG_DIR = join(REPO, 'test/config');
+
+/** Key files for unit tests, by name: no files on disk (git does not keep mode 0600). */
+export function fakeKeyFile(path: string): KeyFileFacts {
+  switch (basename(path)) {
+    case 'good.key': return { exists: true, regular: true, mode: 0o100600, size: 64 };
+    case 'world-readable.key': return { exists: true, regular: true, mode: 0o100644, size: 64 };
+    case 'short.key': return { exists: true, regular: true, mode: 0o100600, size: 10 };
+    default: return { exists: false };
+  }
+}
+
+export const validText = (): string => readFileSync(join(CONFIG_DIR, 'valid.yaml'), 'utf8');
+
+export function loadValid(text = validText()) {
+  const r = loadConfigText('valid.yaml', text, fakeKeyFile);
+  if (!r.config) throw new Error(`valid.yaml is invalid: ${JSON.stringify(r.diagnostics)}`);
+  return r.config;
+}
