@@ -78,7 +78,8 @@ export class Netlink {
         name: m.attrs.ifname ?? '',
         ...(kind ? { kind } : {}),
         mac: macText(m.attrs.address),
-        ...(m.attrs.link !== undefined ? { parent: Number(m.attrs.link) } : {}),
+        // IFLA_LINK arrives as the raw u32 attribute.
+        ...(m.attrs.link !== undefined ? { parent: Buffer.from(m.attrs.link).readUInt32LE(0) } : {}),
         up: Boolean(m.data.flags?.up),
       };
     });
