@@ -1,0 +1,78 @@
+import t from 'tap';
+import { classify, type ClassifiablePolicy } from '../../src/plan/classify.js';
+import { subtract, union } from '../../src/util/intervals.js';
+import type { Range } from '../../src/util/ip.js';
+
+// The flat lookups must give exactly what first-match over the policy list gives.
+
+const r = (start: number, end: number): Range => ({ family: 4, start: BigInt(start), end: BigInt(end) });
+
+function rng(seed: number) {
+  let s = seed >>> 0;
+  return () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+}
+
+function lookup(c: ReturnType<typeof classify>, src: number, dst: number): number | undefined {
+  const s = c.sources.find((e) => e.range.start <= BigInt(src) && BigInt(src) <= e.range.end);
+  if (!s) return undefined;
+  return c.classes[s.cls]!.destinations.find((d) => d.range.start <= BigInt(dst) && BigInt(dst) <= d.range.end)?.egress;
+}
+
+const inside = (rs: readonly Range[], v: number) => rs.some((x) => x.start <= BigInt(v) && BigInt(v) <= x.end);
+const firstMatch = (ps: ClassifiablePolicy[], src: number, dst: number) =>
+  ps.find((p) => inside(p.sources, src) && inside(p.destinations, dst))?.egress;
+
+t.test('excluded destinations fall through to later policies', async (t) => {
+  const ps: ClassifiablePolicy[] = [
+    { index: 0, sources: [r(0, 99)], cgroups: [], destinations: subtract([r(1000, 1255)], [r(1008, 1008)]), egress: 1 },
+    { index: 1, sources: [r(50, 149)], cgroups: [], destinations: [r(1000, 1255)], egress: 2 },
+  ];
+  const c = classify(ps);
+  t.equal(lookup(c, 10, 1008), undefined, 'excluded, and no other policy covers the source');
+  t.equal(lookup(c, 60, 1008), 2, 'excluded from the first, matched by the second');
+  t.equal(lookup(c, 60, 1009), 1, 'the first in file order wins');
+  t.equal(lookup(c, 120, 1009), 2);
+  t.equal(lookup(c, 200, 1009), undefined, 'unselected source');
+});
+
+t.test('random policies: flat lookups equal first match', async (t) => {
+  const rand = rng(42);
+  for (let round = 0; round < 40; round++) {
+    const ps: ClassifiablePolicy[] = [];
+    const n = 1 + Math.floor(rand() * 8);
+    for (let i = 0; i < n; i++) {
+      const span = () => { const a = Math.floor(rand() * 200); return r(a, a + Math.floor(rand() * 60)); };
+      const dst = union([span(), span()]);
+      ps.push({ index: i, sources: union([span(), span()]), cgroups: [], destinations: subtract(dst, union([span()])), egress: 1 + Math.floor(rand() * 3) });
+    }
+    const c = classify(ps);
+    for (let k = 0; k < 400; k++) {
+      const src = Math.floor(rand() * 270);
+      const dst = Math.floor(rand() * 270);
+      if (lookup(c, src, dst) !== firstMatch(ps, src, dst)) {
+        t.fail(`round ${round}: src ${src} dst ${dst}: ${lookup(c, src, dst)} vs ${firstMatch(ps, src, dst)}`);
+        return;
+      }
+    }
+  }
+  t.pass('40 random policy sets, 16000 packets');
+});
+
+t.test('cgroups: a socket in a child cgroup belongs to its configured ancestors', async (t) => {
+  const ps: ClassifiablePolicy[] = [
+    { index: 0, sources: [], cgroups: ['a/b/c'], destinations: [r(0, 10)], egress: 1 },
+    { index: 1, sources: [], cgroups: ['a'], destinations: [r(0, 20)], egress: 2 },
+  ];
+  const c = classify(ps);
+  const abc = c.cgroups.find((g) => g.path === 'a/b/c')!;
+  const a = c.cgroups.find((g) => g.path === 'a')!;
+  t.equal(abc.level, 3);
+  t.equal(a.level, 1);
+  t.same(c.classes[abc.cls]!.destinations.map((d) => [Number(d.range.start), Number(d.range.end), d.egress]), [[0, 10, 1], [11, 20, 2]]);
+  t.same(c.classes[a.cls]!.destinations.map((d) => [Number(d.range.start), Number(d.range.end), d.egress]), [[0, 20, 2]]);
+});
+
+t.test('identical classes share one lookup', async (t) => {
+  const ps: ClassifiablePolicy[] = Array.from({ length: 50 }, (_, i) => ({ index: i, sources: [r(i * 10, i * 10 + 5)], cgroups: [], destinations: [r(1000, 2000)], egress: 1 }));
+  t.equal(classify(ps).classes.length, 1);
+});
