@@ -24,3 +24,9 @@ export function loadValid(text = validText()) {
   if (!r.config) throw new Error(`valid.yaml is invalid: ${JSON.stringify(r.diagnostics)}`);
   return r.config;
 }
+
+/** A seeded generator, so that random tests fail reproducibly. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+}

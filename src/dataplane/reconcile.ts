@@ -121,10 +121,8 @@ async function reconcileRouting(nl: Netlink, desired: DesiredState, changes: str
   const routes = (await nl.routes()).filter((r) => isOurTable(r.table));
   const wantRoutes = new Map(desired.routes.map((r) => [r.table, r]));
   for (const r of routes) {
-    const w = wantRoutes.get(r.table);
-    const dev = links.find((l) => l.name === w?.dev);
-    if (w && r.dstLen === 0 && r.gateway === w.gateway && r.oif === dev?.index) continue;
-    if (w && r.dstLen === 0) continue; // replaced below
+    // A wanted table's default route is kept or replaced below; anything else goes.
+    if (wantRoutes.has(r.table) && r.dstLen === 0) continue;
     await nl.deleteDefaultRoute(r.table);
     changes.push(`delete route table ${r.table}`);
   }

@@ -2,15 +2,12 @@ import t from 'tap';
 import { classify, type ClassifiablePolicy } from '../../src/plan/classify.js';
 import { subtract, union } from '../../src/util/intervals.js';
 import type { Range } from '../../src/util/ip.js';
+import { rng } from '../helpers.js';
 
 // The flat lookups must give exactly what first-match over the policy list gives.
 
 const r = (start: number, end: number): Range => ({ family: 4, start: BigInt(start), end: BigInt(end) });
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
-}
 
 function lookup(c: ReturnType<typeof classify>, src: number, dst: number): number | undefined {
   const s = c.sources.find((e) => e.range.start <= BigInt(src) && BigInt(src) <= e.range.end);

@@ -4,15 +4,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfigText } from '../../src/config/load.js';
-import { fakeKeyFile, REPO, validText } from '../helpers.js';
+import { fakeKeyFile, REPO, rng, validText } from '../helpers.js';
 
 // Mutations of a valid config never crash the validator: every input gives a model
 // or diagnostics. A seeded generator keeps failures reproducible.
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
-}
 
 const NASTY = ['', '~', 'null', '[]', '{}', '-1', '1e999', '0x1f', '"\\u0000"', '&a', '*a', '!!binary AA', '? x', '|', '>', '0.0.0.0/0', '::/0', '300.1.1.1', 'ffff', '@', '%', "'", '"', '#', '\t', ': :', '- -', '999999999999999999999'];
 
