@@ -35,16 +35,12 @@ async function main(): Promise<void> {
     const cfg = join(lab.dir, 'config.yaml');
     writeFileSync(cfg, labConfig(lab));
     await lab.makeCgroup('h1');
-    const apply = async (owners: Record<string, string>) => {
-      const args = Object.entries(owners).flatMap(([ip, n]) => ['--owner', `${ip}=${n}`]);
-      await Promise.all(lab.hosts.map((h) => lab.egress(h.name, ['apply', '-c', cfg, '-n', h.name, ...args])));
-    };
-    await apply({ [FIPS[0]]: 'h2', [FIPS[1]]: 'h2' });
+    await lab.applyAll(cfg, { [FIPS[0]]: 'h2', [FIPS[1]]: 'h2' });
     await table(lab, `static owners: ${FIPS[0]} -> h2, ${FIPS[1]} -> h2`);
 
     console.log(`\nmoving ${FIPS[0]} from h2 to h3 (static mode: apply on every host)...`);
     const t0 = Date.now();
-    await apply({ [FIPS[0]]: 'h3', [FIPS[1]]: 'h2' });
+    await lab.applyAll(cfg, { [FIPS[0]]: 'h3', [FIPS[1]]: 'h2' });
     let seen: string | undefined;
     while ((seen = await lab.probe('c1', ECHO.inPolicy, { timeoutS: 1 })) !== FIPS[0] && Date.now() - t0 < 10_000);
     console.log(`c1 sees ${seen} again ${Date.now() - t0} ms after the move began`);

@@ -154,6 +154,12 @@ export class Lab {
     return this.sh(host, `${env} ${q(BIN)} ${args.map(q).join(' ')}`, opts);
   }
 
+  /** `apply` on every lab host with the same static owners (floating IP → host). */
+  async applyAll(config: string, owners: Record<string, string> = {}): Promise<void> {
+    const args = Object.entries(owners).flatMap(([ip, n]) => ['--owner', `${ip}=${n}`]);
+    for (const h of this.hosts) await this.egress(h.name, ['apply', '-c', config, '-n', h.name, ...args]);
+  }
+
   private async startEcho(): Promise<void> {
     const script = join(REPO, 'dist/src/lab/echo-server.js');
     this.echo = spawn('ip', ['netns', 'exec', this.ns('r'), process.execPath, script, String(ECHO_PORT)], { stdio: ['ignore', 'pipe', 'inherit'] });

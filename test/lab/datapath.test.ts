@@ -19,10 +19,6 @@ t.test('static data path', async (t) => {
   writeFileSync(cfg, labConfig(lab));
   await lab.makeCgroup('h1');
 
-  const applyAll = async (owners: Record<string, string>) => {
-    const args = Object.entries(owners).flatMap(([ip, n]) => ['--owner', `${ip}=${n}`]);
-    for (const h of lab.hosts) await lab.egress(h.name, ['apply', '-c', cfg, '-n', h.name, ...args]);
-  };
   const sysctl = async (host: string, key: string) => (await lab.sh(host, `sysctl -n ${key}`)).stdout.trim();
 
   // Things egress-natd must never touch.
@@ -38,7 +34,7 @@ t.test('static data path', async (t) => {
 
   t.equal(await lab.probe('c1', ECHO.inPolicy), '10.10.1.2', 'before apply, the container leaves with its own address');
 
-  await applyAll({ [FIP_A]: 'h2', [FIP_B]: 'h2' });
+  await lab.applyAll(cfg, { [FIP_A]: 'h2', [FIP_B]: 'h2' });
 
   await t.test('selected traffic leaves with its floating IP', async (t) => {
     t.equal(await lab.probe('c1', ECHO.inPolicy), FIP_A, 'container behind h1 (CIDR source)');
@@ -78,7 +74,7 @@ t.test('static data path', async (t) => {
   });
 
   await t.test('the owner moves: traffic keeps its egress IP, the MAC moves with it', async (t) => {
-    await applyAll({ [FIP_A]: 'h3', [FIP_B]: 'h2' });
+    await lab.applyAll(cfg, { [FIP_A]: 'h3', [FIP_B]: 'h2' });
     t.equal((await lab.sh('h2', `ip -br link show ${IF_A}`, { allowFail: true })).code !== 0, true, 'the old owner no longer has the macvlan');
     t.equal(await lab.probe('c1', ECHO.inPolicy), FIP_A);
     t.equal(await lab.probe('c2', ECHO.inPolicy), FIP_B);

@@ -13,7 +13,7 @@ t.test('noGateway', async (t) => {
   const applyAll = async (mode: 'drop' | 'masquerade') => {
     const cfg = join(lab.dir, `${mode}.yaml`);
     writeFileSync(cfg, labConfig(lab, { noGateway: mode }));
-    for (const h of lab.hosts) await lab.egress(h.name, ['apply', '-c', cfg, '-n', h.name]);
+    await lab.applyAll(cfg);
   };
 
   await t.test('drop: nothing of the policy leaves', async (t) => {
