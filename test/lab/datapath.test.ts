@@ -34,6 +34,14 @@ t.test('static data path', async (t) => {
 
   t.equal(await lab.probe('c1', ECHO.inPolicy), '10.10.1.2', 'before apply, the container leaves with its own address');
 
+  await t.test('plan -o nft is a file nft -f takes', async (t) => {
+    const plan = await lab.egress('h2', ['plan', '-c', cfg, '-n', 'h2', '--owner', `${FIP_A}=h2`]);
+    const file = join(lab.dir, 'plan.nft');
+    writeFileSync(file, plan.stdout);
+    const r = await lab.sh('h2', `nft -c -f ${file}`, { allowFail: true });
+    t.equal(r.code, 0, r.stderr);
+  });
+
   await lab.applyAll(cfg, { [FIP_A]: 'h2', [FIP_B]: 'h2' });
 
   await t.test('selected traffic leaves with its floating IP', async (t) => {

@@ -1,0 +1,48 @@
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CONFIG_DIR, REPO } from '../helpers.js';
+
+// The binary's answers to bad arguments: a clear message on stderr and exit 2, never a stack trace.
+
+const dir = mkdtempSync(join(tmpdir(), 'egress-cli-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+writeFileSync(join(dir, 'good.key'), 'k'.repeat(64), { mode: 0o600 });
+const cfg = join(dir, 'config.yaml');
+writeFileSync(cfg, readFileSync(join(CONFIG_DIR, 'valid.yaml'), 'utf8'));
+
+const cli = (...args: string[]) => spawnSync(join(REPO, 'bin/egress-natd'), args, { encoding: 'utf8' });
+
+const bad: [string, string[], RegExp][] = [
+  ['a missing config file', ['check', '-c', join(dir, 'none.yaml')], /none\.yaml:1:1: error: cannot read config: no such file/],
+  ['an unknown node', ['plan', '-c', cfg, '-n', 'nobody'], /node "nobody" is not in .*config\.yaml \(known: worker1, worker2, cp1\)/],
+  ['--owner without "="', ['plan', '-c', cfg, '-n', 'worker1', '--owner', 'worker1'], /--owner worker1: expected IP=NODE/],
+  ['--owner with a bad IP', ['plan', '-c', cfg, '-n', 'worker1', '--owner', '1.2.3=worker1'], /--owner 1\.2\.3=worker1: expected IP=NODE/],
+  ['an IP given twice', ['plan', '-c', cfg, '-n', 'worker1', '--owner', '192.168.1.100=worker1', '--owner', '192.168.1.100=worker2'], /192\.168\.1\.100 already has an owner/],
+  ['an IP that is not floating', ['plan', '-c', cfg, '-n', 'worker1', '--owner', '192.168.1.7=worker1'], /192\.168\.1\.7 is not a floating IP/],
+  ['an owner the gateway does not admit', ['plan', '-c', cfg, '-n', 'worker1', '--owner', '192.168.1.100=cp1'], /node "cp1" cannot own 192\.168\.1\.100/],
+  ['an unknown output format', ['plan', '-c', cfg, '-n', 'worker1', '-o', 'yaml'], /argument 'yaml' is invalid/],
+  ['an unknown command', ['frobnicate'], /unknown command 'frobnicate'/],
+];
+
+for (const [what, args, message] of bad) {
+  t.test(what, async (t) => {
+    const p = cli(...args);
+    t.equal(p.status, 2, 'exit 2');
+    t.match(p.stderr, message);
+    t.notMatch(p.stderr, /\n\s+at /, 'no stack trace');
+  });
+}
+
+t.test('plan output is the same byte for byte, in both formats', async (t) => {
+  for (const o of ['nft', 'json']) {
+    const a = cli('plan', '-c', cfg, '-n', 'worker1', '--owner', '192.168.1.100=worker2', '-o', o);
+    const b = cli('plan', '-c', cfg, '-n', 'worker1', '--owner', '192.168.1.100=worker2', '-o', o);
+    t.equal(a.status, 0, a.stderr);
+    t.equal(a.stdout, b.stdout, o);
+  }
+  const json = JSON.parse(cli('plan', '-c', cfg, '-n', 'worker2', '--owner', '192.168.1.100=worker2', '-o', 'json').stdout);
+  t.same(json.macvlans.map((m: { address: string }) => m.address), ['192.168.1.100'], 'the json is the whole desired state');
+});
