@@ -1,0 +1,51 @@
+import t from 'tap';
+import { Membership } from '../../src/cluster/membership.js';
+import { Flag, type Heartbeat } from '../../src/cluster/protocol.js';
+import { loadValid } from '../helpers.js';
+
+const hb = (over: Partial<Heartbeat> = {}): Heartbeat => ({
+  cluster: 'lab', node: 'worker2', flags: Flag.READY, incarnation: 10n, seq: 1n, digest: '00'.repeat(32), claims: [], ...over,
+});
+const W2 = '192.168.1.2';
+
+t.test('Up while heartbeats arrive, Down after missed intervals', async (t) => {
+  const m = new Membership(loadValid(), 'worker1');
+  t.equal(m.timeoutMs, 300);
+  t.same(m.live(), [], 'nobody is Up before a heartbeat');
+  const r = m.receive(hb(), W2, 1000);
+  t.ok(r.accepted && r.changed);
+  t.same(m.live(), [{ name: 'worker2', eligible: true, mayKeep: false }]);
+  t.same(m.expire(1299), [], 'still Up just before the timeout');
+  t.ok(m.receive(hb({ seq: 2n }), W2, 1250).accepted);
+  t.same(m.expire(1549), []);
+  t.same(m.expire(1550), ['worker2'], 'Down after 3 × 100 ms of silence');
+  t.equal(m.list().find((p) => p.name === 'worker2')!.downReason, 'timeout');
+});
+
+t.test('replay, unknown node, wrong source', async (t) => {
+  const m = new Membership(loadValid(), 'worker1');
+  t.ok(m.receive(hb({ seq: 5n }), W2, 0).accepted);
+  t.same(m.receive(hb({ seq: 5n }), W2, 1), { accepted: false, reason: 'replay' }, 'the same message again');
+  t.same(m.receive(hb({ seq: 4n }), W2, 1), { accepted: false, reason: 'replay' }, 'an older one');
+  t.same(m.receive(hb({ incarnation: 9n, seq: 100n }), W2, 1), { accepted: false, reason: 'replay' }, 'one from an earlier start');
+  t.ok(m.receive(hb({ incarnation: 11n, seq: 1n }), W2, 1).accepted, 'a restart begins a new incarnation');
+  t.same(m.receive(hb({ node: 'intruder' }), W2, 1), { accepted: false, reason: 'unknown-node' });
+  t.same(m.receive(hb({ node: 'worker1', seq: 99n }), '192.168.1.1', 1), { accepted: false, reason: 'unknown-node' }, 'our own name from the network');
+  t.same(m.receive(hb({ seq: 50n }), '192.168.1.3', 1), { accepted: false, reason: 'wrong-source' });
+});
+
+t.test('flags: draining and no carrier are Up but not eligible; leaving is Down at once', async (t) => {
+  const m = new Membership(loadValid(), 'worker1');
+  m.receive(hb({ flags: Flag.READY | Flag.DRAINING, claims: ['192.168.1.100'] }), W2, 0);
+  t.same(m.live(), [{ name: 'worker2', eligible: false, mayKeep: true }]);
+  t.same(m.claims(), [{ ip: '192.168.1.100', node: 'worker2' }]);
+  m.receive(hb({ flags: Flag.READY | Flag.NO_CARRIER, seq: 2n }), W2, 1);
+  t.same(m.live(), [{ name: 'worker2', eligible: false, mayKeep: false }]);
+  m.receive(hb({ flags: 0, seq: 3n }), W2, 2);
+  t.same(m.live(), [{ name: 'worker2', eligible: false, mayKeep: false }], 'not eligible before it is ready');
+  const r = m.receive(hb({ flags: Flag.LEAVING, seq: 4n, claims: ['192.168.1.100'] }), W2, 3);
+  t.ok(r.accepted && r.changed);
+  t.same(m.live(), [], 'leaving: Down without waiting');
+  t.same(m.claims(), [], 'and its claims no longer count');
+  t.equal(m.nextExpiry(), undefined);
+});
