@@ -1,13 +1,18 @@
 import { Command, CommanderError, Option } from 'commander';
-import { statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { pino } from 'pino';
+import { stringify } from 'yaml';
 import { formatDiagnostic, hasErrors, sortDiagnostics } from '../config/diagnostics.js';
 import { DEFAULT_CONFIG, loadConfig } from '../config/load.js';
 import type { Config } from '../config/model.js';
+import { askDaemon, type Request } from '../daemon/control.js';
+import { Daemon } from '../daemon/daemon.js';
+import { formatTable, type EgressRow } from '../daemon/status.js';
+import { hostFacts } from '../dataplane/facts.js';
 import { release, reconcile } from '../dataplane/reconcile.js';
 import { StateStore } from '../dataplane/state.js';
-import { missingCgroups, plan, PlanError, type HostFacts, type Owners } from '../plan/desired.js';
+import { missingCgroups, plan, PlanError, type Owners } from '../plan/desired.js';
 import { renderTable } from '../plan/nft.js';
 import { parseAddress, formatAddress } from '../util/ip.js';
 
@@ -39,19 +44,6 @@ function parseOwners(values: readonly string[]): Owners {
     owners.set(text, m[2]!);
   }
   return owners;
-}
-
-/** nft resolves cgroup paths when it loads a rule, so only existing cgroups can be planned. */
-function hostFacts(config: Config): HostFacts {
-  const root = process.env['EGRESS_NATD_CGROUP_ROOT'] ?? '/sys/fs/cgroup';
-  const exists = (p: string): boolean => {
-    try {
-      return statSync(`${root}/${p}`).isDirectory();
-    } catch {
-      return false;
-    }
-  };
-  return { cgroups: new Set(config.workloads.flatMap((w) => w.cgroups).filter(exists)) };
 }
 
 function planFor(config: Config, opts: { node?: string; owner: string[] }) {
@@ -117,7 +109,65 @@ export function program(): Command {
       for (const c of changes) out(c);
       out(changes.length ? `released: ${changes.length} change${changes.length === 1 ? '' : 's'}` : 'nothing to release');
     });
+
+  cmd.command('run')
+    .description('the daemon: heartbeats, election, and the data plane kept in line with them')
+    .addOption(configOpt()).addOption(nodeOpt()).addOption(stateOpt())
+    .action(async (o: { config: string; node?: string; stateDir?: string }) => {
+      const config = loadOrExit(o.config);
+      const node = o.node ?? hostname();
+      if (!config.nodes.some((n) => n.name === node)) throw new InputError(`node "${node}" is not in ${o.config} (known: ${config.nodes.map((n) => n.name).join(', ')}); use --node`);
+      const log = pino({ base: { svc: 'egress-natd' } }, pino.destination(1));
+      const daemon = new Daemon({ config, node, key: readKey(config.cluster.heartbeat.keyFile), stateDir: stateStore(o.stateDir).dir, log });
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal }, 'signal received');
+        daemon.stop().then(() => process.exit(0), (e: Error) => {
+          log.error({ err: e.message }, 'stop failed');
+          process.exit(EXIT_RUNTIME);
+        });
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+      await daemon.start();
+    });
+
+  const ask = (req: Request, stateDir?: string) => askDaemon(stateStore(stateDir).dir, req);
+  cmd.command('status')
+    .description('from the running daemon: nodes, owners of floating IPs, policies, config digests')
+    .addOption(stateOpt())
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['yaml', 'json']).default('yaml'))
+    .action(async (o: { stateDir?: string; output: 'yaml' | 'json' }) => {
+      const s = await ask({ cmd: 'status' }, o.stateDir);
+      process.stdout.write(o.output === 'json' ? `${JSON.stringify(s, null, 2)}\n` : stringify(s));
+    });
+  cmd.command('egress')
+    .description('egress list: what this node steers where')
+    .command('list')
+    .addOption(stateOpt())
+    .action(async (o: { stateDir?: string }) => {
+      process.stdout.write(formatTable((await ask({ cmd: 'egress-list' }, o.stateDir)) as EgressRow[]));
+    });
+  for (const [name, what] of [['drain', 'hand this node\'s floating IPs over gracefully and take none'], ['undrain', 'take part in the election again']] as const) {
+    cmd.command(name).description(what).addOption(stateOpt()).action(async (o: { stateDir?: string }) => {
+      out(JSON.stringify(await ask({ cmd: name }, o.stateDir)));
+    });
+  }
   return cmd;
+}
+
+/** The cluster key: the file's bytes, less a trailing newline an editor may add. */
+function readKey(file: string): Buffer {
+  try {
+    const raw = readFileSync(file);
+    let end = raw.length;
+    while (end > 0 && (raw[end - 1] === 0x0a || raw[end - 1] === 0x0d)) end--;
+    return raw.subarray(0, end);
+  } catch (e) {
+    throw new InputError(`cannot read key file ${file}: ${(e as Error).message}`);
+  }
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -26,6 +26,7 @@ export type Receipt =
 
 export const isEligible = (flags: number): boolean =>
   (flags & Flag.READY) !== 0 && (flags & (Flag.DRAINING | Flag.NO_CARRIER | Flag.LEAVING)) === 0;
+export const isJoining = (flags: number): boolean => (flags & (Flag.READY | Flag.DRAINING | Flag.NO_CARRIER | Flag.LEAVING)) === 0;
 export const mayKeep = (flags: number): boolean =>
   (flags & Flag.DRAINING) !== 0 && (flags & (Flag.NO_CARRIER | Flag.LEAVING)) === 0;
 
@@ -90,7 +91,7 @@ export class Membership {
 
   /** Live peers for the election: Up ones, with what their flags allow. */
   live(): LiveNode[] {
-    return this.list().filter((p) => p.up).map((p) => ({ name: p.name, eligible: isEligible(p.flags), mayKeep: mayKeep(p.flags) }));
+    return this.list().filter((p) => p.up).map((p) => ({ name: p.name, eligible: isEligible(p.flags), mayKeep: mayKeep(p.flags), joining: isJoining(p.flags) }));
   }
 
   claims(): Claim[] {

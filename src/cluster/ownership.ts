@@ -12,6 +12,12 @@ export interface LiveNode {
   readonly eligible: boolean;
   /** Draining but still serving: keeps what it holds while no eligible node can take it. */
   readonly mayKeep?: boolean;
+  /**
+   * Up, still listening before it takes part (at most one Down interval). It is a
+   * candidate for unowned IPs, so a cold-started cluster spreads its IPs instead of the
+   * first node to finish listening taking them all; such an IP waits for it.
+   */
+  readonly joining?: boolean;
 }
 
 export interface Claim {
@@ -137,8 +143,9 @@ export function elect(config: Config, live: readonly LiveNode[], claims: readonl
       continue;
     }
     if (eligible.length) {
-      const workers = eligible.filter((n) => n.role === 'worker'); // rule 3
-      pending.push({ ip: fip.text, nodes: (workers.length ? workers : eligible).map((n) => n.name).sort() });
+      const able = cands.filter((n) => byName.get(n.name)!.eligible || byName.get(n.name)!.joining);
+      const workers = able.filter((n) => n.role === 'worker'); // rule 3
+      pending.push({ ip: fip.text, nodes: (workers.length ? workers : able).map((n) => n.name).sort() });
       continue;
     }
     const keeping = cands.filter((n) => claimants.has(n.name) && byName.get(n.name)!.mayKeep);

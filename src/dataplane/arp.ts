@@ -32,11 +32,18 @@ function announceOnce(dev: string, ip: string): Promise<void> {
   });
 }
 
-export async function sendGratuitousArp(dev: string, ip: string, count = GARP_COUNT): Promise<void> {
-  const sends: Promise<void>[] = [];
-  for (let i = 0; i < count; i++) {
-    if (i > 0) await sleep(GARP_SPACING_MS);
-    sends.push(announceOnce(dev, ip));
-  }
-  await Promise.all(sends);
+/**
+ * Starts `count` announcements, spaced, and returns at once: the first leaves within
+ * milliseconds, and a takeover must not wait for the repeats. Failures go to `onError`.
+ */
+export function sendGratuitousArp(dev: string, ip: string, onError: (e: Error) => void, count = GARP_COUNT): Promise<void> {
+  const all = (async () => {
+    const sends: Promise<void>[] = [];
+    for (let i = 0; i < count; i++) {
+      if (i > 0) await sleep(GARP_SPACING_MS);
+      sends.push(announceOnce(dev, ip).catch(onError));
+    }
+    await Promise.all(sends);
+  })();
+  return all;
 }

@@ -15,7 +15,7 @@ const IFLA_MACVLAN_MODE = 1;
 const MACVLAN_MODE_BRIDGE = 4;
 const RTNH_F_ONLINK = 4;
 
-export interface Link { index: number; name: string; kind?: string; mac: string; parent?: number; up: boolean }
+export interface Link { index: number; name: string; kind?: string; mac: string; parent?: number; up: boolean; /** IFF_LOWER_UP: the link has carrier. */ carrier: boolean }
 export interface LinkAddress { index: number; address: string; prefix: number }
 export interface KernelRule { priority: number; fwmark: number; fwmask: number; table: number; protocol: number }
 export interface KernelRoute { table: number; gateway?: string; oif?: number; dstLen: number; protocol: number }
@@ -81,6 +81,7 @@ export class Netlink {
         // IFLA_LINK arrives as the raw u32 attribute.
         ...(m.attrs.link !== undefined ? { parent: Buffer.from(m.attrs.link).readUInt32LE(0) } : {}),
         up: Boolean(m.data.flags?.up),
+        carrier: Boolean(m.data.flags?.lowerUp),
       };
     });
   }

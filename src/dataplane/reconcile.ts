@@ -27,6 +27,8 @@ export interface ReconcileOptions {
   readonly log: Logger;
   /** Skip gratuitous ARP (benchmarks); default false. */
   readonly noGarp?: boolean;
+  /** Floating IPs to announce even if they were already in place (the daemon adopting them). */
+  readonly announce?: ReadonlySet<string>;
 }
 
 async function reconcileSysctls(desired: DesiredState, opts: ReconcileOptions, changes: string[]): Promise<void> {
@@ -149,10 +151,12 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
     }
     await reconcileRouting(nl, desired, changes);
     if (!opts.noGarp) {
-      await Promise.all(announced.map(async (m) => {
-        await sendGratuitousArp(m.name, m.address);
+      const extra = desired.macvlans.filter((m) => opts.announce?.has(m.address) && !announced.includes(m));
+      for (const m of [...announced, ...extra]) {
+        // Not awaited: the repeats go on while the daemon carries on (apply waits for them at exit).
+        void sendGratuitousArp(m.name, m.address, (e) => opts.log.error({ err: e.message }, 'gratuitous ARP failed'));
         changes.push(`gratuitous ARP for ${m.address} on ${m.name}`);
-      }));
+      }
     }
   } finally {
     nl.close();

@@ -36,6 +36,16 @@ export const DEFAULT_CONTAINERS: ContainerSpec[] = [
   { name: 'c2', host: 'h3', cidr: '10.10.2.0/24', ip: '10.10.2.2' },
 ];
 
+export interface DaemonStatus {
+  node: string;
+  ready: boolean;
+  nodes: Record<string, 'Up' | 'Down'>;
+  floatingIPs: Record<string, string | null>;
+  policies: Record<string, { egressIP: string; gateway: string | null; state: string }>;
+  configDigests: Record<string, string | null>;
+  counters: { dropped: Record<string, number>; heartbeatsReceived: number; takeovers: number; repairs: number };
+}
+
 export class CommandError extends Error {
   constructor(readonly argv: string[], readonly code: number | string | undefined, readonly stdout: string, readonly stderr: string) {
     super(`${argv.join(' ')} exited ${code}: ${stderr.trim() || stdout.trim()}`);
@@ -61,6 +71,8 @@ export class Lab {
   readonly cgroup: string;
   dir = '';
   private echo?: ChildProcess;
+  /** egress-natd daemons this lab started, by host. */
+  readonly daemons = new Map<string, ChildProcess>();
   private readonly namespaces: string[] = [];
 
   private constructor(hosts: HostSpec[], containers: ContainerSpec[]) {
@@ -158,6 +170,49 @@ export class Lab {
   async applyAll(config: string, owners: Record<string, string> = {}): Promise<void> {
     const args = Object.entries(owners).flatMap(([ip, n]) => ['--owner', `${ip}=${n}`]);
     for (const h of this.hosts) await this.egress(h.name, ['apply', '-c', config, '-n', h.name, ...args]);
+  }
+
+  /** Starts `egress-natd run` in a lab host; its JSON log goes to daemon-<host>.log in the lab dir. */
+  async startDaemon(host: string, config: string, extra: string[] = []): Promise<ChildProcess> {
+    if (this.daemons.get(host)?.exitCode === null) throw new Error(`a daemon already runs on ${host}`);
+    const q = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
+    const logFile = join(this.dir, `daemon-${host}.log`);
+    const script = `mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null; EGRESS_NATD_STATE_DIR=${q(join(this.dir, `state-${host}`))} exec ${q(process.execPath)} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
+    const child = spawn('ip', ['netns', 'exec', this.ns(host), 'sh', '-c', script], { stdio: 'ignore' });
+    this.daemons.set(host, child);
+    await new Promise<void>((ok, fail) => {
+      child.once('spawn', ok);
+      child.once('error', fail);
+    });
+    return child;
+  }
+
+  /** Signals a daemon this lab started and waits for it to exit. */
+  async stopDaemon(host: string, signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 10_000): Promise<number | null> {
+    const child = this.daemons.get(host);
+    if (!child || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null;
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.kill(signal);
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    const code = await exited;
+    clearTimeout(t);
+    return code;
+  }
+
+  /** Takes a host off the segment (its switch port down), or puts it back. */
+  async setPort(host: string, up: boolean): Promise<void> {
+    await this.sh('sw', `ip link set p-${host} ${up ? 'up' : 'down'}`);
+  }
+
+  /** `status -o json` from a host's daemon. */
+  async status(host: string): Promise<DaemonStatus> {
+    return JSON.parse((await this.egress(host, ['status', '-o', 'json'])).stdout) as DaemonStatus;
+  }
+
+  /** Hosts whose kernel holds `ip` (on an egress-natd macvlan). */
+  async holders(ip: string): Promise<string[]> {
+    const out = await Promise.all(this.hosts.map(async (h) => ((await this.sh(h.name, `ip -o -4 addr show to ${ip}/32`, { allowFail: true })).stdout.includes(ip) ? h.name : '')));
+    return out.filter(Boolean);
   }
 
   private async startEcho(): Promise<void> {

@@ -14,7 +14,7 @@ t.test('Up while heartbeats arrive, Down after missed intervals', async (t) => {
   t.same(m.live(), [], 'nobody is Up before a heartbeat');
   const r = m.receive(hb(), W2, 1000);
   t.ok(r.accepted && r.changed);
-  t.same(m.live(), [{ name: 'worker2', eligible: true, mayKeep: false }]);
+  t.same(m.live(), [{ name: 'worker2', eligible: true, mayKeep: false, joining: false }]);
   t.same(m.expire(1299), [], 'still Up just before the timeout');
   t.ok(m.receive(hb({ seq: 2n }), W2, 1250).accepted);
   t.same(m.expire(1549), []);
@@ -37,12 +37,12 @@ t.test('replay, unknown node, wrong source', async (t) => {
 t.test('flags: draining and no carrier are Up but not eligible; leaving is Down at once', async (t) => {
   const m = new Membership(loadValid(), 'worker1');
   m.receive(hb({ flags: Flag.READY | Flag.DRAINING, claims: ['192.168.1.100'] }), W2, 0);
-  t.same(m.live(), [{ name: 'worker2', eligible: false, mayKeep: true }]);
+  t.same(m.live(), [{ name: 'worker2', eligible: false, mayKeep: true, joining: false }]);
   t.same(m.claims(), [{ ip: '192.168.1.100', node: 'worker2' }]);
   m.receive(hb({ flags: Flag.READY | Flag.NO_CARRIER, seq: 2n }), W2, 1);
-  t.same(m.live(), [{ name: 'worker2', eligible: false, mayKeep: false }]);
+  t.same(m.live(), [{ name: 'worker2', eligible: false, mayKeep: false, joining: false }]);
   m.receive(hb({ flags: 0, seq: 3n }), W2, 2);
-  t.same(m.live(), [{ name: 'worker2', eligible: false, mayKeep: false }], 'not eligible before it is ready');
+  t.same(m.live(), [{ name: 'worker2', eligible: false, mayKeep: false, joining: true }], 'not eligible before it is ready, but joining');
   const r = m.receive(hb({ flags: Flag.LEAVING, seq: 4n, claims: ['192.168.1.100'] }), W2, 3);
   t.ok(r.accepted && r.changed);
   t.same(m.live(), [], 'leaving: Down without waiting');

@@ -43,7 +43,7 @@ function randomCase(rand: () => number) {
   const config = configOf({ nodes, gateways });
   const live: LiveNode[] = nodes.filter(() => rand() < 0.8).map((x) => {
     const r = rand();
-    return { name: x.name, eligible: r < 0.75, mayKeep: r >= 0.75 && r < 0.9 };
+    return { name: x.name, eligible: r < 0.7, mayKeep: r >= 0.7 && r < 0.85, joining: r >= 0.85 && r < 0.95 };
   });
   const claims: Claim[] = floatingIPs(config).flatMap((f) => nodes.filter(() => rand() < 0.25).map((x) => ({ ip: f.text, node: x.name })));
   return { config, live, claims };
@@ -83,7 +83,7 @@ t.test('every IP owned by exactly one live candidate while an eligible candidate
       if (owner !== undefined) {
         const o = liveBy.get(owner);
         if (!o || !cands.some((c) => c.name === owner)) t.fail(`case ${i}: ${f.text} owned by ${owner}, not a live candidate`);
-        if (o && !o.eligible && !(o.mayKeep && claims.some((c) => c.ip === f.text && c.node === owner) && !anyEligible)) {
+        if (o && !o.eligible && !o.joining && !(o.mayKeep && claims.some((c) => c.ip === f.text && c.node === owner) && !anyEligible)) {
           t.fail(`case ${i}: ${f.text} kept by ineligible ${owner} although it may not`);
         }
         const claimants = claims.filter((c) => c.ip === f.text && liveBy.get(c.node)?.eligible && cands.some((x) => x.name === c.node));
@@ -131,9 +131,9 @@ function bruteForceMaxLoad(config: Config, live: LiveNode[], claims: Claim[], ow
     const owner = owners.get(f.text);
     if (owner === undefined) continue;
     if (reasons.get(f.text) !== 'assigned') { fixed.set(owner, (fixed.get(owner) ?? 0) + 1); continue; }
-    const eligible = candidates(config, f).filter((c) => liveBy.get(c.name)?.eligible);
-    const workers = eligible.filter((c) => c.role === 'worker');
-    choices.push((workers.length ? workers : eligible).map((c) => c.name));
+    const able = candidates(config, f).filter((c) => liveBy.get(c.name)?.eligible || liveBy.get(c.name)?.joining);
+    const workers = able.filter((c) => c.role === 'worker');
+    choices.push((workers.length ? workers : able).map((c) => c.name));
   }
   void claims;
   let bestMax = Infinity;
@@ -153,6 +153,8 @@ t.test('spread is optimal where the rules allow', async (t) => {
   t.same([...elect(three, all.filter((n) => n.name.startsWith('w') === false || n.name === 'w1'), []).owners.values()].sort(), ['w1', 'w1', 'w1'], 'workers first even when loaded');
   const onlyCp = elect(three, [{ name: 'cp', eligible: true }], []);
   t.same([...onlyCp.owners.values()], ['cp', 'cp', 'cp'], 'the control plane when no worker is eligible');
+  const coldStart = elect(three, [{ name: 'w1', eligible: true }, { name: 'w2', eligible: false, joining: true }, { name: 'w3', eligible: false, joining: true }], []);
+  t.same([...coldStart.owners.values()].sort(), ['w1', 'w2', 'w3'], 'cold start: the first ready node waits for the joining ones instead of taking all');
 
   const rand = rng(4);
   for (let i = 0; i < 1000; i++) {

@@ -1,0 +1,415 @@
+import type { Server } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import type { Config, NodeSpec } from '../config/model.js';
+import { Membership } from '../cluster/membership.js';
+import { elect, type Election, type LiveNode } from '../cluster/ownership.js';
+import { decode, DROP_REASONS, encode, Flag, type DropReason } from '../cluster/protocol.js';
+import { openTransport, type Transport } from '../cluster/transport.js';
+import { hostFacts } from '../dataplane/facts.js';
+import { Netlink } from '../dataplane/netlink.js';
+import { reconcile, release } from '../dataplane/reconcile.js';
+import { StateStore } from '../dataplane/state.js';
+import { watchKernel, type KernelEvent, type Watcher } from '../dataplane/watch.js';
+import { plan, type DesiredState } from '../plan/desired.js';
+import { MACVLAN_PREFIX } from '../plan/naming.js';
+import { formatAddress } from '../util/ip.js';
+import { serveControl, type Request } from './control.js';
+import { egressList, status, type NodeStatus, type View } from './status.js';
+
+// The daemon: heartbeats in and out, membership, election, and the reconciler of the
+// data plane driven by every change. Everything that decides is in src/cluster and
+// src/plan (pure); this file only wires events to them and to the kernel.
+
+export interface DaemonOptions {
+  readonly config: Config;
+  readonly node: string;
+  readonly key: Buffer;
+  readonly stateDir: string;
+  readonly log: Logger;
+}
+
+/** How often the daemon re-plans without a trigger (new cgroups), and repairs in full. */
+const REPLAN_MS = 10_000;
+const FULL_RECONCILE_MS = 60_000;
+const RETRY_MS = 1_000;
+const REPAIR_DEBOUNCE_MS = 20;
+
+export interface Counters {
+  heartbeatsSent: number;
+  heartbeatsReceived: number;
+  dropped: Record<DropReason, number>;
+  reconciles: number;
+  reconcileErrors: number;
+  lastReconcileMs: number;
+  takeovers: number;
+  repairs: number;
+}
+
+const now = (): number => performance.now();
+const sameSet = (a: ReadonlySet<string>, b: ReadonlySet<string>): boolean => a.size === b.size && [...a].every((x) => b.has(x));
+
+export class Daemon {
+  private readonly config: Config;
+  private readonly self: NodeSpec;
+  private readonly membership: Membership;
+  private readonly log: Logger;
+  private readonly state: StateStore;
+  /** Larger on every start, so peers tell a restart from a replay. */
+  private readonly incarnation = BigInt(Date.now()) * 1000n;
+  private seq = 0n;
+
+  /** Has listened for a full Down interval since start or since carrier returned. */
+  private ready = false;
+  /** The first election has run: until then the kernel is left as it was found. */
+  private settled = false;
+  private draining = false;
+  private carrier = true;
+  private leaving = false;
+  /** Floating IPs the kernel holds, as of the last reconcile: what heartbeats claim. */
+  private held = new Set<string>();
+  private election: Election = { owners: new Map(), reasons: new Map() };
+  private readonly handoverSince = new Map<string, number>();
+
+  private lastApplied = '';
+  private dirty = false;
+  private force = false;
+  private loop?: Promise<void>;
+  private repairTimer?: NodeJS.Timeout;
+  private settleTimer?: NodeJS.Timeout;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private transport?: Transport;
+  private watcher?: Watcher;
+  private control?: Server;
+
+  readonly counters: Counters = {
+    heartbeatsSent: 0,
+    heartbeatsReceived: 0,
+    dropped: Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>,
+    reconciles: 0,
+    reconcileErrors: 0,
+    lastReconcileMs: 0,
+    takeovers: 0,
+    repairs: 0,
+  };
+
+  constructor(private readonly opts: DaemonOptions) {
+    this.config = opts.config;
+    const self = opts.config.nodes.find((n) => n.name === opts.node);
+    if (!self) throw new Error(`node "${opts.node}" is not in ${opts.config.file} (known: ${opts.config.nodes.map((n) => n.name).join(', ')})`);
+    this.self = self;
+    this.membership = new Membership(opts.config, self.name);
+    this.log = opts.log.child({ node: self.name });
+    this.state = new StateStore(opts.stateDir);
+  }
+
+  async start(): Promise<void> {
+    const hb = this.config.cluster.heartbeat;
+    this.carrier = await this.readCarrier();
+    this.watcher = watchKernel((e) => this.onKernelEvent(e), (e) => this.log.warn({ err: e.message }, 'kernel monitor'));
+    await this.watcher.ready;
+    this.transport = await openTransport(
+      {
+        mode: hb.transport,
+        port: hb.port,
+        local: formatAddress(this.self.address),
+        ...(hb.group ? { group: formatAddress(hb.group) } : {}),
+        peers: this.config.nodes.filter((n) => n.name !== this.self.name).map((n) => formatAddress(n.address)),
+      },
+      (msg, source) => this.onDatagram(msg, source),
+      (e) => this.log.debug({ err: e.message }, 'heartbeat socket'),
+    );
+    this.control = await serveControl(this.opts.stateDir, (r) => this.onRequest(r));
+    this.timers.push(setInterval(() => this.sendHeartbeat(), hb.intervalMs));
+    this.timers.push(setInterval(() => this.expire(), Math.max(5, Math.min(25, hb.intervalMs / 4))));
+    this.timers.push(setInterval(() => this.schedule(false), REPLAN_MS));
+    this.timers.push(setInterval(() => this.schedule(true), FULL_RECONCILE_MS));
+    this.log.info({ incarnation: String(this.incarnation), carrier: this.carrier, listenMs: this.membership.timeoutMs }, 'started: listening before taking part');
+    this.sendHeartbeat();
+    if (this.carrier) this.startSettling();
+  }
+
+  /** Announces that it leaves, hands over what it holds (bounded), removes everything, stops. */
+  async stop(): Promise<void> {
+    if (this.leaving) return;
+    this.leaving = true;
+    this.log.info({ holds: [...this.held] }, 'stopping: announcing it to the cluster');
+    for (let i = 0; i < 3; i++) this.sendHeartbeat();
+    this.schedule(false);
+    const deadline = now() + this.membership.timeoutMs + 100;
+    while (this.held.size && now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    await this.loop;
+    for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.settleTimer);
+    clearTimeout(this.repairTimer);
+    this.watcher?.close();
+    this.transport?.close();
+    this.control?.close();
+    const { changes } = await release({ state: this.state, log: this.log });
+    this.log.info({ changes: changes.length }, 'stopped: released everything egress-natd installed');
+  }
+
+  private startSettling(): void {
+    this.ready = false;
+    clearTimeout(this.settleTimer);
+    // Like VRRP's master-down timer: hear every live peer's claims before taking anything.
+    this.settleTimer = setTimeout(() => {
+      this.ready = true;
+      this.settled = true;
+      this.log.info('ready: taking part in the election');
+      this.sendHeartbeat();
+      this.schedule(true);
+    }, this.membership.timeoutMs);
+  }
+
+  private flags(): number {
+    return (this.ready ? Flag.READY : 0) | (this.draining ? Flag.DRAINING : 0) | (this.carrier ? 0 : Flag.NO_CARRIER) | (this.leaving ? Flag.LEAVING : 0);
+  }
+
+  private sendHeartbeat(): void {
+    if (!this.transport) return;
+    this.seq += 1n;
+    const msg = encode({
+      cluster: this.config.cluster.name,
+      node: this.self.name,
+      flags: this.flags(),
+      incarnation: this.incarnation,
+      seq: this.seq,
+      digest: this.config.digest,
+      claims: [...this.held].sort(),
+    }, this.opts.key);
+    this.transport.send(msg);
+    this.counters.heartbeatsSent++;
+  }
+
+  private onDatagram(buf: Buffer, source: string): void {
+    // Nothing from the network may throw out of here.
+    try {
+      const d = decode(buf, this.opts.key, this.config.cluster.name);
+      if (!d.ok) return this.drop(d.reason, source);
+      const r = this.membership.receive(d.msg, source, now());
+      if (!r.accepted) return this.drop(r.reason, source);
+      this.counters.heartbeatsReceived++;
+      if (r.changed) {
+        this.log.debug({ peer: r.peer.name, up: r.peer.up, flags: r.peer.flags, claims: r.peer.claims }, 'peer changed');
+        this.schedule(false);
+      }
+    } catch (e) {
+      this.log.error({ err: (e as Error).message, source }, 'heartbeat handling failed');
+    }
+  }
+
+  private drop(reason: DropReason, source: string): void {
+    this.counters.dropped[reason]++;
+    // Logged at debug only: a flood of junk must not flood the journal.
+    this.log.debug({ reason, source }, 'heartbeat dropped');
+  }
+
+  private expire(): void {
+    const gone = this.membership.expire(now());
+    for (const name of gone) this.log.info({ peer: name }, `node ${name} is Down: no heartbeat for ${this.membership.timeoutMs} ms`);
+    if (gone.length) this.schedule(false);
+  }
+
+  private onKernelEvent(e: KernelEvent): void {
+    const ours = e.source === 'nft' ? e.line.includes('egress_natd') : e.line.includes(MACVLAN_PREFIX) || /\b(?:table|lookup) 76\d\d\b/.test(e.line);
+    if (e.source === 'ip' && new RegExp(`^\\d+: ${this.self.interface}[:@]`).test(e.line)) void this.checkCarrier();
+    if (!ours || !this.settled || this.leaving) return;
+    if (this.repairTimer) return;
+    this.repairTimer = setTimeout(() => {
+      this.repairTimer = undefined;
+      this.schedule(true);
+    }, REPAIR_DEBOUNCE_MS);
+  }
+
+  private async readCarrier(): Promise<boolean> {
+    const nl = new Netlink();
+    try {
+      const link = (await nl.links()).find((l) => l.name === this.self.interface);
+      if (!link) throw new Error(`interface ${this.self.interface} of node ${this.self.name} does not exist`);
+      return link.up && link.carrier;
+    } finally {
+      nl.close();
+    }
+  }
+
+  private async checkCarrier(): Promise<void> {
+    const carrier = await this.readCarrier().catch(() => false);
+    if (carrier === this.carrier || this.leaving) return;
+    this.carrier = carrier;
+    this.log.warn({ interface: this.self.interface }, carrier ? 'carrier back: listening before taking part again' : 'no carrier: giving up floating IPs');
+    if (carrier) this.startSettling();
+    else {
+      clearTimeout(this.settleTimer);
+      this.ready = false;
+    }
+    this.sendHeartbeat();
+    this.schedule(false);
+  }
+
+  private schedule(force: boolean): void {
+    this.dirty = true;
+    this.force ||= force;
+    this.loop ??= this.runLoop();
+  }
+
+  private async runLoop(): Promise<void> {
+    try {
+      await this.run();
+    } finally {
+      this.loop = undefined;
+      if (this.dirty) this.schedule(false); // asked for while the loop was finishing
+    }
+  }
+
+  private async run(): Promise<void> {
+    while (this.dirty) {
+      this.dirty = false;
+      const force = this.force;
+      this.force = false;
+      if (!this.settled && !this.leaving) continue; // still listening
+      const desired = this.decide();
+      const key = JSON.stringify([desired.nft, desired.rules, desired.routes, desired.macvlans, desired.sysctls]);
+      if (key === this.lastApplied && !force) continue;
+      const wanted = new Set(desired.macvlans.map((m) => m.address));
+      const taking = new Set([...wanted].filter((ip) => !this.held.has(ip)));
+      const started = now();
+      try {
+        const { changes } = await reconcile(desired, { state: this.state, log: this.log, announce: taking });
+        this.counters.reconciles++;
+        this.counters.lastReconcileMs = now() - started;
+        if (force && changes.length && key === this.lastApplied) {
+          this.counters.repairs++;
+          this.log.warn({ changes }, 'repaired changes made by someone else');
+        }
+        this.lastApplied = key;
+        this.counters.takeovers += taking.size;
+        if (taking.size) this.log.info({ ips: [...taking], ms: Math.round(this.counters.lastReconcileMs) }, `took over ${[...taking].join(', ')}`);
+        this.setHeld(wanted);
+      } catch (e) {
+        this.counters.reconcileErrors++;
+        this.lastApplied = '';
+        this.log.error({ err: (e as Error).message }, `reconcile failed; retrying in ${RETRY_MS} ms`);
+        this.setHeld(await this.heldInKernel().catch(() => new Set([...this.held, ...wanted])));
+        setTimeout(() => this.schedule(true), RETRY_MS).unref();
+      }
+    }
+  }
+
+  private setHeld(held: Set<string>): void {
+    if (sameSet(held, this.held)) return;
+    this.held = held;
+    this.sendHeartbeat(); // claims changed: tell the others now, not at the next interval
+  }
+
+  private async heldInKernel(): Promise<Set<string>> {
+    const nl = new Netlink();
+    try {
+      const ours = new Set((await nl.links()).filter((l) => l.name.startsWith(MACVLAN_PREFIX)).map((l) => l.index));
+      return new Set((await nl.addresses()).filter((a) => ours.has(a.index)).map((a) => a.address));
+    } finally {
+      nl.close();
+    }
+  }
+
+  private selfLive(): LiveNode {
+    return {
+      name: this.self.name,
+      eligible: this.ready && this.carrier && !this.draining && !this.leaving,
+      mayKeep: this.draining && this.carrier && !this.leaving,
+      joining: !this.ready && this.carrier && !this.draining && !this.leaving,
+    };
+  }
+
+  private elect(): Election {
+    const live = [...this.membership.live(), this.selfLive()];
+    const claims = [...this.membership.claims(), ...[...this.held].map((ip) => ({ ip, node: this.self.name }))];
+    return elect(this.config, live, claims);
+  }
+
+  /** The election, then make-before-break: a node handing IPs over keeps them until the new owner claims them. */
+  private decide(): DesiredState {
+    const e = this.elect();
+    this.logChanges(e);
+    this.election = e;
+    const target = new Map(e.owners);
+    const t = now();
+    const peerClaims = this.membership.claims();
+    for (const ip of this.held) {
+      const to = target.get(ip);
+      if (to === this.self.name) continue;
+      const claimed = to !== undefined && peerClaims.some((c) => c.ip === ip && c.node === to);
+      if ((this.leaving || this.draining) && to !== undefined && !claimed) {
+        const since = this.handoverSince.get(ip) ?? t;
+        if (!this.handoverSince.has(ip)) {
+          this.handoverSince.set(ip, t);
+          setTimeout(() => this.schedule(false), this.membership.timeoutMs + 1).unref();
+        }
+        if (t - since < this.membership.timeoutMs) {
+          target.set(ip, this.self.name);
+          continue;
+        }
+      }
+      this.handoverSince.delete(ip);
+    }
+    return plan(this.config, this.self.name, target, hostFacts(this.config));
+  }
+
+  private logChanges(e: Election): void {
+    for (const [ip, reason] of e.reasons) {
+      const before = this.election.owners.get(ip);
+      const after = e.owners.get(ip);
+      if (before === after) continue;
+      this.log.info({ ip, from: before ?? null, to: after ?? null, reason }, `owner of ${ip}: ${before ?? '(none)'} -> ${after ?? '(none)'} (${reason})`);
+    }
+  }
+
+  view(): View {
+    const nodes = new Map<string, NodeStatus>();
+    for (const p of this.membership.list()) {
+      if (p.downReason === 'never-seen') continue;
+      nodes.set(p.name, {
+        state: p.up ? 'Up' : 'Down',
+        eligible: p.up && (p.flags & (Flag.READY | Flag.DRAINING | Flag.NO_CARRIER | Flag.LEAVING)) === Flag.READY,
+        draining: (p.flags & Flag.DRAINING) !== 0,
+        carrier: (p.flags & Flag.NO_CARRIER) === 0,
+        digest: p.digest,
+        holds: p.up ? p.claims : [],
+      });
+    }
+    const s = this.selfLive();
+    nodes.set(this.self.name, { state: 'Up', eligible: s.eligible, draining: this.draining, carrier: this.carrier, digest: this.config.digest, holds: [...this.held].sort() });
+    return { self: this.self.name, nodes, owners: this.elect().owners };
+  }
+
+  private async onRequest(r: Request): Promise<unknown> {
+    switch (r.cmd) {
+      case 'status':
+        return { ...status(this.config, this.view()), counters: this.counters, ready: this.ready };
+      case 'egress-list':
+        return egressList(this.config, this.view());
+      case 'drain':
+        return this.setDraining(true);
+      case 'undrain':
+        return this.setDraining(false);
+    }
+  }
+
+  /** Drain waits (bounded) until what this node held has moved, and says where it went. */
+  private async setDraining(draining: boolean): Promise<unknown> {
+    const before = [...this.held];
+    this.draining = draining;
+    this.log.info(draining ? 'draining: handing floating IPs over' : 'undrained: taking part again');
+    this.sendHeartbeat();
+    this.schedule(false);
+    if (draining) {
+      const deadline = now() + this.membership.timeoutMs + 500;
+      // Done when everything still held is ours by election (no one else could take it).
+      while (now() < deadline && [...this.held].some((ip) => this.elect().owners.get(ip) !== this.self.name)) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+    const owners = this.elect().owners;
+    return { draining, handedOver: Object.fromEntries(before.map((ip) => [ip, owners.get(ip) ?? null])), holds: [...this.held].sort() };
+  }
+}

@@ -1,0 +1,81 @@
+import { selects, type Config } from '../config/model.js';
+import { formatCidr, formatAddress } from '../util/ip.js';
+
+// What `status` and `egress list` show: pure functions of the config and the daemon's
+// view, so the CLI, tests and logs all read the same thing.
+
+export interface NodeStatus {
+  readonly state: 'Up' | 'Down';
+  readonly eligible: boolean;
+  readonly draining: boolean;
+  readonly carrier: boolean;
+  readonly digest?: string;
+  readonly holds: readonly string[];
+}
+
+export interface View {
+  readonly self: string;
+  readonly nodes: ReadonlyMap<string, NodeStatus>;
+  /** floating IP → elected owner. */
+  readonly owners: ReadonlyMap<string, string>;
+}
+
+export interface Status {
+  readonly node: string;
+  readonly nodes: Record<string, 'Up' | 'Down'>;
+  readonly floatingIPs: Record<string, string | null>;
+  readonly policies: Record<string, { egressIP: string; gateway: string | null; state: 'Active' | 'NoGateway' }>;
+  readonly configDigests: Record<string, string | null>;
+  readonly details: Record<string, Omit<NodeStatus, 'digest'>>;
+  readonly [extra: string]: unknown;
+}
+
+export function status(config: Config, view: View): Status {
+  const nodes: Status['nodes'] = {};
+  const digests: Status['configDigests'] = {};
+  const details: Status['details'] = {};
+  for (const n of config.nodes) {
+    const s = view.nodes.get(n.name);
+    nodes[n.name] = s?.state ?? 'Down';
+    digests[n.name] = s?.digest ?? null;
+    if (s) details[n.name] = { state: s.state, eligible: s.eligible, draining: s.draining, carrier: s.carrier, holds: s.holds };
+  }
+  const floatingIPs: Status['floatingIPs'] = {};
+  for (const g of config.gateways) for (const ip of g.floatingIPs) floatingIPs[formatAddress(ip)] = view.owners.get(formatAddress(ip)) ?? null;
+  const policies: Status['policies'] = {};
+  for (const p of config.policies) {
+    const ip = formatAddress(p.egressIP);
+    const owner = view.owners.get(ip) ?? null;
+    policies[p.name] = { egressIP: ip, gateway: owner, state: owner ? 'Active' : 'NoGateway' };
+  }
+  return { node: view.self, nodes, floatingIPs, policies, configDigests: digests, details };
+}
+
+export interface EgressRow { readonly source: string; readonly destination: string; readonly egressIP: string; readonly gateway: string }
+
+/** One row per (source, destination) of every policy, as this node steers it (like `cilium-dbg bpf egress list`). */
+export function egressList(config: Config, view: View): EgressRow[] {
+  const self = config.nodes.find((n) => n.name === view.self)!;
+  const rows: EgressRow[] = [];
+  for (const p of config.policies) {
+    const sources = p.sources.flatMap((s) => s.kind === 'cidrs'
+      ? s.cidrs.map(formatCidr)
+      : s.workloads
+        .map((name) => config.workloads.find((w) => w.name === name)!)
+        .filter((w) => selects(w.nodeSelector, self.labels))
+        .flatMap((w) => [...w.cidrs.map(formatCidr), ...w.cgroups.map((c) => `cgroup:${c}`)]));
+    const ip = formatAddress(p.egressIP);
+    const gateway = view.owners.get(ip) ?? '(none)';
+    const destinations = [...p.destinations.map(formatCidr), ...p.excludedDestinations.map((d) => `!${formatCidr(d)}`)];
+    for (const source of [...new Set(sources)]) for (const destination of destinations) rows.push({ source, destination, egressIP: ip, gateway });
+  }
+  return rows;
+}
+
+export function formatTable(rows: readonly EgressRow[]): string {
+  const header = { source: 'Source', destination: 'Destination CIDR', egressIP: 'Egress IP', gateway: 'Gateway node' };
+  const all = [header, ...rows];
+  const width = (k: keyof EgressRow) => Math.max(...all.map((r) => r[k].length));
+  const keys: (keyof EgressRow)[] = ['source', 'destination', 'egressIP', 'gateway'];
+  return all.map((r) => keys.map((k, i) => (i === keys.length - 1 ? r[k] : r[k].padEnd(width(k)))).join('  ')).join('\n') + '\n';
+}

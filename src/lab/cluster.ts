@@ -1,0 +1,88 @@
+import { join } from 'node:path';
+import { ECHO, SUBNET_PREFIX, type ContainerSpec, type HostSpec, type Lab } from './lab.js';
+
+// The cluster lab of the cluster issue: four hosts (two labelled workers, a labelled
+// control-plane node, an unlabelled worker), three floating IPs in two gateways.
+
+export const CLUSTER_HOSTS: HostSpec[] = [
+  { name: 'h1', ip: `${SUBNET_PREFIX}.1`, labels: { egress: 'yes' } },
+  { name: 'h2', ip: `${SUBNET_PREFIX}.2`, labels: { egress: 'yes' } },
+  { name: 'h3', ip: `${SUBNET_PREFIX}.3`, labels: { egress: 'yes' }, role: 'control-plane' },
+  { name: 'h4', ip: `${SUBNET_PREFIX}.4` },
+];
+export const CLUSTER_CONTAINERS: ContainerSpec[] = [
+  { name: 'c1', host: 'h3', cidr: '10.10.1.0/24', ip: '10.10.1.2' },
+  { name: 'c2', host: 'h4', cidr: '10.10.2.0/24', ip: '10.10.2.2' },
+];
+/** primary: .100 and .101, for labelled nodes; secondary: .102, for anyone. */
+export const CLUSTER_FIPS = { shop: `${SUBNET_PREFIX}.100`, batch: `${SUBNET_PREFIX}.101`, reports: `${SUBNET_PREFIX}.102` } as const;
+
+export interface ClusterConfigOptions {
+  readonly noGateway?: 'drop' | 'masquerade';
+  readonly transport?: 'multicast' | 'unicast';
+  readonly intervalMs?: number;
+  readonly port?: number;
+}
+
+export function clusterConfig(lab: Lab, opts: ClusterConfigOptions = {}): string {
+  const nodes = lab.hosts.map((h) => `  - name: ${h.name}
+    address: ${h.ip}/24
+    role: ${h.role ?? 'worker'}
+    labels: ${JSON.stringify(h.labels ?? {})}`).join('\n');
+  const net = (ip: string) => `${ip.replace(/\.\d+$/, '.0')}/24`;
+  return `version: 1
+cluster:
+  name: ${lab.id}
+  interface: eth0
+  heartbeat:
+    interval: ${opts.intervalMs ?? 100}ms
+    missed: 3
+    transport: ${opts.transport ?? 'multicast'}
+    group: 239.255.76.67
+    port: ${opts.port ?? 7607}
+    keyFile: ${join(lab.dir, 'cluster.key')}
+  noGateway: ${opts.noGateway ?? 'drop'}
+nodes:
+${nodes}
+gateways:
+  - name: primary
+    floatingIPs: [${CLUSTER_FIPS.shop}, ${CLUSTER_FIPS.batch}]
+    nodeSelector: { egress: "yes" }
+  - name: secondary
+    floatingIPs: [${CLUSTER_FIPS.reports}]
+workloads:
+  - name: shop
+    labels: { app: shop }
+    cidrs: [10.10.1.0/24]
+  - name: batch
+    labels: { app: batch }
+    cidrs: [10.10.2.0/24]
+policies:
+  - name: shop
+    sources:
+      - workloadSelector: { matchLabels: { app: shop } }
+    destinations:
+      - cidr: ${net(ECHO.inPolicy)}
+    excludedDestinations:
+      - cidr: ${ECHO.excluded}/32
+    action: SNAT
+    gatewayRef: primary
+    egressIP: ${CLUSTER_FIPS.shop}
+  - name: batch
+    sources:
+      - workloadSelector: { matchLabels: { app: batch } }
+    destinations:
+      - cidr: ${net(ECHO.inPolicy)}
+    action: SNAT
+    gatewayRef: primary
+    egressIP: ${CLUSTER_FIPS.batch}
+  - name: reports
+    sources:
+      - workloadSelector: { matchLabels: { app: shop } }
+    destinations:
+      - cidr: ${net(ECHO.other)}
+    action: SNAT
+    gatewayRef: secondary
+    egressIP: ${CLUSTER_FIPS.reports}
+`;
+}
