@@ -9,6 +9,7 @@ arping -V 2>&1 | grep -q iputils || need+=(iputils-arping)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v sysctl >/dev/null || need+=(procps)
 command -v timeout >/dev/null || need+=(coreutils)
+command -v tcpdump >/dev/null || need+=(tcpdump)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to install: ${need[*]}" >&2; exit 1; fi
   echo "install-deps: apt-get install ${need[*]}"

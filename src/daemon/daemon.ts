@@ -12,8 +12,9 @@ import { reconcile, release } from '../dataplane/reconcile.js';
 import { StateStore } from '../dataplane/state.js';
 import { watchKernel, type KernelEvent, type Watcher } from '../dataplane/watch.js';
 import { plan, type DesiredState } from '../plan/desired.js';
-import { MACVLAN_PREFIX } from '../plan/naming.js';
-import { formatAddress } from '../util/ip.js';
+import { MACVLAN_PREFIX, macvlanName } from '../plan/naming.js';
+import { formatAddress, parseAddress } from '../util/ip.js';
+import { sendGratuitousArp } from '../dataplane/arp.js';
 import { serveControl, type Request } from './control.js';
 import { egressList, status, type NodeStatus, type View } from './status.js';
 
@@ -44,6 +45,8 @@ export interface Counters {
   lastReconcileMs: number;
   takeovers: number;
   repairs: number;
+  /** Announcements started (each is GARP_COUNT gratuitous ARPs, spaced). */
+  garps: number;
 }
 
 const now = (): number => performance.now();
@@ -70,6 +73,8 @@ export class Daemon {
   private held = new Set<string>();
   private election: Election = { owners: new Map(), reasons: new Map() };
   private readonly handoverSince = new Map<string, number>();
+  /** IPs this node holds that another node claims too (until the other lets go). */
+  private contested = new Set<string>();
 
   private lastApplied = '';
   private dirty = false;
@@ -91,6 +96,7 @@ export class Daemon {
     lastReconcileMs: 0,
     takeovers: 0,
     repairs: 0,
+    garps: 0,
   };
 
   constructor(private readonly opts: DaemonOptions) {
@@ -284,6 +290,7 @@ export class Daemon {
         }
         this.lastApplied = key;
         this.counters.takeovers += taking.size;
+        this.counters.garps += changes.filter((c) => c.startsWith('gratuitous ARP')).length;
         if (taking.size) this.log.info({ ips: [...taking], ms: Math.round(this.counters.lastReconcileMs) }, `took over ${[...taking].join(', ')}`);
         this.setHeld(wanted);
       } catch (e) {
@@ -332,6 +339,7 @@ export class Daemon {
     const e = this.elect();
     this.logChanges(e);
     this.election = e;
+    this.announceWins(e);
     const target = new Map(e.owners);
     const t = now();
     const peerClaims = this.membership.claims();
@@ -353,6 +361,23 @@ export class Daemon {
       this.handoverSince.delete(ip);
     }
     return plan(this.config, this.self.name, target, hostFacts(this.config));
+  }
+
+  /**
+   * After a partition heals, the switch may have learned the IP's MAC on the loser's port:
+   * the winner of a conflict announces again (like a VRRP master hearing another master).
+   */
+  private announceWins(e: Election): void {
+    const won = new Set([...e.reasons].filter(([ip, r]) => r === 'conflict' && e.owners.get(ip) === this.self.name && this.held.has(ip)).map(([ip]) => ip));
+    for (const ip of won) {
+      if (this.contested.has(ip)) continue;
+      const a = parseAddress(ip);
+      if (!a.ok) continue;
+      this.log.info({ ip }, `${ip} was claimed by another node too; this node keeps it and announces it again`);
+      void sendGratuitousArp(macvlanName(a.value), ip, (err) => this.log.error({ err: err.message }, 'gratuitous ARP failed'));
+      this.counters.garps++;
+    }
+    this.contested = won;
   }
 
   private logChanges(e: Election): void {

@@ -59,8 +59,9 @@ async function reconcileSysctls(desired: DesiredState, opts: ReconcileOptions, c
   if (toRestore.length) await opts.state.save({ sysctls: originals });
 }
 
-async function reconcileMacvlans(nl: Netlink, desired: DesiredState, changes: string[]): Promise<Macvlan[]> {
-  let links = await nl.links();
+/** Deletes macvlans the plan does not want (first: no forwarding without SNAT). */
+async function removeMacvlans(nl: Netlink, desired: DesiredState, changes: string[]): Promise<void> {
+  const links = await nl.links();
   const byName = new Map(links.map((l) => [l.name, l]));
   const wanted = new Map(desired.macvlans.map((m) => [m.name, m]));
   for (const l of links.filter(isOurMacvlan)) {
@@ -71,7 +72,11 @@ async function reconcileMacvlans(nl: Netlink, desired: DesiredState, changes: st
       changes.push(`delete macvlan ${l.name}`);
     }
   }
-  links = await nl.links();
+}
+
+/** Adds the macvlans and addresses the plan wants (last: SNAT is in place before traffic can arrive). */
+async function addMacvlans(nl: Netlink, desired: DesiredState, changes: string[]): Promise<Macvlan[]> {
+  const links = await nl.links();
   const present = new Map(links.map((l) => [l.name, l]));
   const added: Macvlan[] = [];
   for (const m of desired.macvlans) {
@@ -143,12 +148,15 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
   const nl = new Netlink();
   try {
     await reconcileSysctls(desired, opts, changes);
-    const announced = await reconcileMacvlans(nl, desired, changes);
+    // Order matters for leaks: a macvlan forwards what reaches it, so it must never
+    // exist without its SNAT rule. Remove macvlans, then change nft, then add macvlans.
+    await removeMacvlans(nl, desired, changes);
     const diff = diffTable(desired.nft, await readTable());
     if (diff.commands.length) {
       await runTransaction(`${diff.commands.join('\n')}\n`);
       changes.push(...diff.summary.map((s) => `nft: ${s}`));
     }
+    const announced = await addMacvlans(nl, desired, changes);
     await reconcileRouting(nl, desired, changes);
     if (!opts.noGarp) {
       const extra = desired.macvlans.filter((m) => opts.announce?.has(m.address) && !announced.includes(m));

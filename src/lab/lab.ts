@@ -174,7 +174,8 @@ export class Lab {
 
   /** Starts `egress-natd run` in a lab host; its JSON log goes to daemon-<host>.log in the lab dir. */
   async startDaemon(host: string, config: string, extra: string[] = []): Promise<ChildProcess> {
-    if (this.daemons.get(host)?.exitCode === null) throw new Error(`a daemon already runs on ${host}`);
+    const old = this.daemons.get(host);
+    if (old && old.exitCode === null && old.signalCode === null) throw new Error(`a daemon already runs on ${host}`);
     const q = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
     const logFile = join(this.dir, `daemon-${host}.log`);
     const script = `mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null; EGRESS_NATD_STATE_DIR=${q(join(this.dir, `state-${host}`))} exec ${q(process.execPath)} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
@@ -253,7 +254,14 @@ export class Lab {
     await this.sh(host, `mkdir -p /sys/fs/cgroup/${this.cgroup}`);
   }
 
+  private readonly cleanups: (() => void)[] = [];
+  /** Runs `fn` when the lab is destroyed (processes a helper started outside the namespaces' pids). */
+  onDestroy(fn: () => void): void {
+    this.cleanups.push(fn);
+  }
+
   async destroy(): Promise<void> {
+    for (const fn of this.cleanups.splice(0)) fn();
     if (this.echo && this.echo.exitCode === null) {
       this.echo.kill('SIGTERM');
       await new Promise((r) => { this.echo!.once('exit', r); setTimeout(r, 2000); });
