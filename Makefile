@@ -30,7 +30,7 @@ demo: deps build
 	node dist/src/lab/demo.js
 
 bench: deps build
-	node dist/bench/plan-apply.js
+	node dist/bench/main.js
 
 clean:
 	rm -rf dist

@@ -1,4 +1,3 @@
-import { cpus, hostname, release as kernelRelease } from 'node:os';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,7 +76,8 @@ async function timed(argv: string[]): Promise<{ ms: number; stdout: string }> {
   return { ms: Number(process.hrtime.bigint() - t0) / 1e6, stdout: r.stdout };
 }
 
-async function main(): Promise<void> {
+/** The plan + apply section of BENCHMARKS.md. */
+export async function planApply(): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'egress-bench-'));
   const ns = `enb${randomBytes(3).toString('hex')}`;
   try {
@@ -103,8 +103,6 @@ async function main(): Promise<void> {
     }
     const inProcess = Array.from({ length: RUNS }, () => phases(cfg));
     elements = inProcess[0]!.elements;
-    const cpu = cpus()[0]?.model ?? 'unknown';
-    const date = new Date().toISOString().slice(0, 10);
     const rows: [string, number[], string][] = [
       ['in-process: YAML parse with positions', inProcess.map((x) => x.yaml), ''],
       ['in-process: parse + validate', inProcess.map((x) => x.load), ''],
@@ -120,28 +118,15 @@ async function main(): Promise<void> {
       '|---|---:|---:|---:|---|',
       ...rows.map(([name, xs, note]) => `| ${name} | ${median(xs).toFixed(0)} | ${Math.min(...xs).toFixed(0)} | ${Math.max(...xs).toFixed(0)} | ${note} |`),
     ].join('\n');
-    const text = `# Benchmarks
-
-Written by \`make bench\` on ${date}.
-
-Machine: ${hostname()}, ${cpus().length} × ${cpu}, Linux ${kernelRelease()}, Node ${process.version}. Shared and noisy: medians of ${RUNS} runs in one session.
-
-## plan + apply: ${POLICIES} policies, ${POLICIES * PER_SIDE * 2} CIDRs
+    return `## plan + apply: ${POLICIES} policies, ${POLICIES * PER_SIDE * 2} CIDRs
 
 Each policy has ${PER_SIDE} source and ${PER_SIDE} destination /24s; ${elements} map elements land in the kernel.
-Times are wall clock of the real command (\`egress-natd …\` in a network namespace), including Node start-up.
+Times are wall clock of the real command (\`egress-natd …\` in a network namespace), including Node start-up; ${RUNS} runs each.
 
 ${table}
 `;
-    writeFileSync('BENCHMARKS.md', text);
-    console.log(text);
   } finally {
     await run(['ip', 'netns', 'del', ns], { allowFail: true });
     rmSync(dir, { recursive: true, force: true });
   }
 }
-
-main().catch((e) => {
-  console.error(`bench failed: ${(e as Error).message}`);
-  process.exit(1);
-});

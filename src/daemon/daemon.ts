@@ -81,6 +81,7 @@ export class Daemon {
   private force = false;
   private loop?: Promise<void>;
   private repairTimer?: NodeJS.Timeout;
+  private expiryTimer?: NodeJS.Timeout;
   private settleTimer?: NodeJS.Timeout;
   private readonly timers: NodeJS.Timeout[] = [];
   private transport?: Transport;
@@ -127,7 +128,6 @@ export class Daemon {
     );
     this.control = await serveControl(this.opts.stateDir, (r) => this.onRequest(r));
     this.timers.push(setInterval(() => this.sendHeartbeat(), hb.intervalMs));
-    this.timers.push(setInterval(() => this.expire(), Math.max(5, Math.min(25, hb.intervalMs / 4))));
     this.timers.push(setInterval(() => this.schedule(false), REPLAN_MS));
     this.timers.push(setInterval(() => this.schedule(true), FULL_RECONCILE_MS));
     this.log.info({ incarnation: String(this.incarnation), carrier: this.carrier, listenMs: this.membership.timeoutMs }, 'started: listening before taking part');
@@ -148,6 +148,7 @@ export class Daemon {
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.settleTimer);
     clearTimeout(this.repairTimer);
+    clearTimeout(this.expiryTimer);
     this.watcher?.close();
     this.transport?.close();
     this.control?.close();
@@ -196,6 +197,7 @@ export class Daemon {
       const r = this.membership.receive(d.msg, source, now());
       if (!r.accepted) return this.drop(r.reason, source);
       this.counters.heartbeatsReceived++;
+      if (!this.expiryTimer) this.armExpiry();
       if (r.changed) {
         this.log.debug({ peer: r.peer.name, up: r.peer.up, flags: r.peer.flags, claims: r.peer.claims }, 'peer changed');
         this.schedule(false);
@@ -209,6 +211,23 @@ export class Daemon {
     this.counters.dropped[reason]++;
     // Logged at debug only: a flood of junk must not flood the journal.
     this.log.debug({ reason, source }, 'heartbeat dropped');
+  }
+
+  /**
+   * One timer, at the earliest time a peer can time out. A heartbeat only ever moves a
+   * peer's deadline later, so receiving never re-arms it: it fires, expires who is
+   * due, and arms itself for the next deadline. Exact, and a few wake-ups a second.
+   */
+  private armExpiry(): void {
+    clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+    const next = this.membership.nextExpiry();
+    if (next === undefined || this.leaving) return;
+    this.expiryTimer = setTimeout(() => {
+      this.expiryTimer = undefined;
+      this.expire();
+      this.armExpiry();
+    }, Math.max(0, Math.ceil(next - now())));
   }
 
   private expire(): void {

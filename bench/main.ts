@@ -1,0 +1,33 @@
+import { writeFileSync } from 'node:fs';
+import { cpus, hostname, release as kernelRelease } from 'node:os';
+import { failoverSection, resources } from './cluster.js';
+import { planApply } from './plan-apply.js';
+
+// `make bench`: every benchmark in one run on one machine, written to BENCHMARKS.md.
+
+async function main(): Promise<void> {
+  const only = process.argv[2];
+  const sections: string[] = [];
+  if (!only || only === 'failover') sections.push(await failoverSection());
+  if (!only || only === 'resources') sections.push(await resources());
+  if (!only || only === 'plan') sections.push(await planApply());
+  const date = new Date().toISOString().slice(0, 10);
+  const text = `# Benchmarks
+
+Written by \`make bench\` on ${date}.
+
+Machine: ${hostname()}, ${cpus().length} × ${cpus()[0]?.model ?? 'unknown'}, Linux ${kernelRelease()}, Node ${process.version}.
+Shared and noisy: every figure below comes from this one run; medians and percentiles, not best cases.
+
+${sections.join('\n')}`;
+  if (only) process.stdout.write(text);
+  else {
+    writeFileSync('BENCHMARKS.md', text);
+    process.stdout.write(text);
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench failed: ${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});
