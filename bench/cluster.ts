@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig } from '../src/lab/cluster.js';
-import { ECHO, Lab, REPO, SUBNET_PREFIX, type DaemonStatus } from '../src/lab/lab.js';
+import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled, waitUntil } from '../src/lab/cluster.js';
+import { ECHO, Lab, REPO, SUBNET_PREFIX } from '../src/lab/lab.js';
 import { nowNs, outage, startProber, waitForFlow, type ProbeLog } from '../src/lab/traffic.js';
 import { loadConfig } from '../src/config/load.js';
 
@@ -23,34 +23,12 @@ const pct = (xs: number[], p: number) => sorted(xs)[Math.min(xs.length - 1, Math
 const median = (xs: number[]) => pct(xs, 50);
 const f = (x: number) => x.toFixed(0);
 
-async function waitUntil<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined && v !== false) return v;
-    await sleep(25);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
 /** Longest time without an answer between `since` and the end of the log, ms. */
 function longestGap(log: ProbeLog, since: bigint): number {
   const times = log.replies.map((r) => r.at).filter((t) => t >= since - 50_000_000n).sort((a, b) => (a < b ? -1 : 1));
   let gap = 0;
   for (let i = 1; i < times.length; i++) gap = Math.max(gap, Number(times[i]! - times[i - 1]!) / 1e6);
   return gap;
-}
-
-async function settled(lab: Lab, running: string[]): Promise<DaemonStatus> {
-  return waitUntil('the cluster to settle', async () => {
-    const all = await Promise.all(running.map((h) => lab.status(h)));
-    if (!all.every((s) => s.ready && JSON.stringify(s.floatingIPs) === JSON.stringify(all[0]!.floatingIPs))) return undefined;
-    for (const [ip, owner] of Object.entries(all[0]!.floatingIPs)) {
-      const holders = (await lab.holders(ip)).filter((h) => running.includes(h));
-      if (!owner || holders.join() !== owner) return undefined;
-    }
-    return all[0]!;
-  });
 }
 
 async function failover(lab: Lab, cfg: string): Promise<string> {

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { ECHO, SUBNET_PREFIX, type ContainerSpec, type HostSpec, type Lab } from './lab.js';
+import { ECHO, SUBNET_PREFIX, type ContainerSpec, type DaemonStatus, type HostSpec, type Lab } from './lab.js';
 
 // The cluster lab of the cluster issue: four hosts (two labelled workers, a labelled
 // control-plane node, an unlabelled worker), three floating IPs in two gateways.
@@ -85,4 +85,41 @@ policies:
     gatewayRef: secondary
     egressIP: ${CLUSTER_FIPS.reports}
 `;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a value (not undefined or false); throws after `timeoutMs`, with the last error. */
+export async function waitUntil<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < end) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(25);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+}
+
+/**
+ * Waits until the daemons on `running` are ready, agree on the owners, and each owner
+ * (alone among them) holds its IP in the kernel. A host cut off and killed still has
+ * its addresses: only the running hosts count.
+ */
+export function settled(lab: Lab, running: readonly string[], timeoutMs = 10_000): Promise<DaemonStatus> {
+  return waitUntil(`${running.join(',')} to agree and hold their IPs`, async () => {
+    const all = await Promise.all(running.map((h) => lab.status(h)));
+    if (!all.every((s) => s.ready)) return undefined;
+    const owners = JSON.stringify(all[0]!.floatingIPs);
+    if (!all.every((s) => JSON.stringify(s.floatingIPs) === owners)) return undefined;
+    for (const [ip, owner] of Object.entries(all[0]!.floatingIPs)) {
+      const holders = (await lab.holders(ip)).filter((h) => running.includes(h));
+      if (owner ? holders.join() !== owner : holders.length) return undefined;
+    }
+    return all[0]!;
+  }, timeoutMs);
 }

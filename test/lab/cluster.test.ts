@@ -1,7 +1,7 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig } from '../../src/lab/cluster.js';
+import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled, waitUntil } from '../../src/lab/cluster.js';
 import { ECHO, Lab, REPO, type DaemonStatus } from '../../src/lab/lab.js';
 import { nowNs, outage, startProber, waitForFlow } from '../../src/lab/traffic.js';
 import { virtualMac } from '../../src/plan/naming.js';
@@ -17,21 +17,6 @@ const TIMEOUT_MS = 3 * INTERVAL_MS;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const macOf = (ip: string) => { const a = parseAddress(ip); if (!a.ok) throw new Error(a.error); return virtualMac(a.value); };
 
-async function waitUntil<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(25);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
-}
-
 t.test('cluster', async (t) => {
   const lab = await Lab.create(CLUSTER_HOSTS, CLUSTER_CONTAINERS);
   t.teardown(() => lab.destroy());
@@ -39,20 +24,7 @@ t.test('cluster', async (t) => {
   writeFileSync(cfg, clusterConfig(lab));
   const names = lab.hosts.map((h) => h.name);
 
-  /** Every running daemon ready, agreeing on the owners, and each owner holding its IP alone. */
-  const settled = (running = names) => waitUntil(`${running.join(',')} to agree and hold their IPs`, async () => {
-    const all = await Promise.all(running.map((h) => lab.status(h)));
-    if (!all.every((s) => s.ready)) return undefined;
-    const owners = JSON.stringify(all[0]!.floatingIPs);
-    if (!all.every((s) => JSON.stringify(s.floatingIPs) === owners)) return undefined;
-    for (const ip of FIPS) {
-      const owner = all[0]!.floatingIPs[ip];
-      // A host cut off and killed still has its addresses: only the running ones count.
-      const holders = (await lab.holders(ip)).filter((h) => running.includes(h));
-      if (owner ? holders.join() !== owner : holders.length) return undefined;
-    }
-    return all[0]!;
-  });
+  const settledOn = (running = names) => settled(lab, running);
   const start = async (hosts: string[]) => Promise.all(hosts.map((h) => lab.startDaemon(h, cfg)));
   /** What systemd does after a daemon died: ExecStopPost=egress-natd release. */
   const restart = async (host: string) => {
@@ -62,7 +34,7 @@ t.test('cluster', async (t) => {
   };
 
   await start(names);
-  let status: DaemonStatus = await settled();
+  let status: DaemonStatus = await settledOn();
 
   await t.test('initial owners follow DESIGN.md §4', async (t) => {
     const o = status.floatingIPs;
@@ -91,7 +63,7 @@ t.test('cluster', async (t) => {
     t.comment(`traffic back with ${SHOP} ${o.recoveredMs?.toFixed(0)} ms after the cut`);
     t.same(o.ips, [SHOP], 'the echo server saw only the shop IP, before and after');
     const others = names.filter((n) => n !== victim);
-    status = await settled(others);
+    status = await settledOn(others);
     const heir = status.floatingIPs[SHOP]!;
     t.equal(heir, victim === 'h1' ? 'h2' : 'h1', 'the other labelled worker, before the control plane');
     t.equal(status.nodes[victim], 'Down');
@@ -104,10 +76,10 @@ t.test('cluster', async (t) => {
     await t.test('the old owner returns: nothing moves', async (t) => {
       const before = JSON.stringify(status.floatingIPs);
       await restart(victim);
-      const back = await settled();
+      const back = await settledOn();
       t.equal(back.nodes[victim], 'Up');
       await sleep(5 * INTERVAL_MS);
-      const after = await settled();
+      const after = await settledOn();
       t.equal(JSON.stringify(after.floatingIPs), before, 'every IP stays with its owner');
       status = after;
     });
@@ -130,7 +102,7 @@ t.test('cluster', async (t) => {
     t.comment(`one holder per IP ${ms.toFixed(0)} ms after the heal (heartbeat interval ${INTERVAL_MS} ms)`);
     // One interval to hear each other, plus one reconcile and the polling of four hosts.
     t.ok(ms < INTERVAL_MS + 900, 'settled within one interval (plus the time to apply)');
-    status = await settled();
+    status = await settledOn();
     t.same(Object.values(status.floatingIPs).filter((o) => o === 'h3'), [], 'the control-plane node gave its IPs back to workers');
     t.equal(await lab.probe('c1', ECHO.inPolicy), SHOP, 'traffic flows with the shop IP again');
   });
@@ -153,7 +125,7 @@ t.test('cluster', async (t) => {
     t.notOk((await lab.holders(BATCH)).includes(victim), 'the stopped host holds nothing');
     t.equal((await lab.sh(victim, 'nft list tables')).stdout.includes('egress_natd'), false, 'and removed its nft table on the way out');
     await lab.startDaemon(victim, cfg);
-    status = await settled();
+    status = await settledOn();
   });
 
   await t.test('drain hands the IPs over; undrain takes nothing back', async (t) => {
@@ -168,11 +140,11 @@ t.test('cluster', async (t) => {
     await sleep(400);
     const o = outage(await probe.stop(), since, SHOP);
     t.comment(`drain: ${o.lost} of ${o.sent} requests lost`);
-    status = await settled();
+    status = await settledOn();
     t.equal(status.floatingIPs[SHOP], answer.handedOver[SHOP]);
     await lab.egress(victim, ['undrain']);
     await sleep(5 * INTERVAL_MS);
-    const after = await settled();
+    const after = await settledOn();
     t.same(after.floatingIPs, status.floatingIPs, 'undrain moves nothing back');
     status = after;
   });

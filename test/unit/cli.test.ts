@@ -25,6 +25,7 @@ const bad: [string, string[], RegExp][] = [
   ['an owner the gateway does not admit', ['plan', '-c', cfg, '-n', 'worker1', '--owner', '192.168.1.100=cp1'], /node "cp1" cannot own 192\.168\.1\.100/],
   ['an unknown output format', ['plan', '-c', cfg, '-n', 'worker1', '-o', 'yaml'], /argument 'yaml' is invalid/],
   ['an unknown command', ['frobnicate'], /unknown command 'frobnicate'/],
+  ['run for an unknown node', ['run', '-c', cfg, '-n', 'nobody'], /node "nobody" is not in .*config\.yaml .*use --node/],
 ];
 
 for (const [what, args, message] of bad) {
@@ -45,4 +46,13 @@ t.test('plan output is the same byte for byte, in both formats', async (t) => {
   }
   const json = JSON.parse(cli('plan', '-c', cfg, '-n', 'worker2', '--owner', '192.168.1.100=worker2', '-o', 'json').stdout);
   t.same(json.macvlans.map((m: { address: string }) => m.address), ['192.168.1.100'], 'the json is the whole desired state');
+});
+
+t.test('status, egress list and drain without a daemon: exit 1 and say so', async (t) => {
+  for (const args of [['status'], ['egress', 'list'], ['drain'], ['undrain']]) {
+    const r = cli(...args, '--state-dir', dir);
+    t.equal(r.status, 1, `${args.join(' ')}: exit 1`);
+    t.match(r.stderr, /cannot reach the daemon on .*control\.sock: is egress-natd running\?/);
+    t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  }
 });
