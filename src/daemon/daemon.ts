@@ -69,6 +69,7 @@ export class Daemon {
   private draining = false;
   private carrier = true;
   private leaving = false;
+  private stopped = false;
   /** Floating IPs the kernel holds, as of the last reconcile: what heartbeats claim. */
   private held = new Set<string>();
   private election: Election = { owners: new Map(), reasons: new Map() };
@@ -144,6 +145,8 @@ export class Daemon {
     this.schedule(false);
     const deadline = now() + this.membership.timeoutMs + 100;
     while (this.held.size && now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    await this.loop;
+    this.stopped = true;
     await this.loop;
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.settleTimer);
@@ -273,6 +276,7 @@ export class Daemon {
   }
 
   private schedule(force: boolean): void {
+    if (this.stopped) return; // after release nothing may install anything again
     this.dirty = true;
     this.force ||= force;
     this.loop ??= this.runLoop();
