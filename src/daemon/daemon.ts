@@ -35,6 +35,13 @@ const REPLAN_MS = 10_000;
 const FULL_RECONCILE_MS = 60_000;
 const RETRY_MS = 1_000;
 const REPAIR_DEBOUNCE_MS = 20;
+/**
+ * Listening after start: at least one Down interval (to hear every live claim), and at
+ * least 2 s, so that daemons of a cluster that boots at once (whose start-ups are
+ * seconds apart on a loaded host) all join before the first takes part, and the IPs
+ * spread instead of going to whoever was first. After carrier returns: one interval.
+ */
+const START_LISTEN_MS = 2_000;
 
 export interface Counters {
   heartbeatsSent: number;
@@ -131,9 +138,9 @@ export class Daemon {
     this.timers.push(setInterval(() => this.sendHeartbeat(), hb.intervalMs));
     this.timers.push(setInterval(() => this.schedule(false), REPLAN_MS));
     this.timers.push(setInterval(() => this.schedule(true), FULL_RECONCILE_MS));
-    this.log.info({ incarnation: String(this.incarnation), carrier: this.carrier, listenMs: this.membership.timeoutMs }, 'started: listening before taking part');
+    this.log.info({ incarnation: String(this.incarnation), carrier: this.carrier }, 'started: listening before taking part');
     this.sendHeartbeat();
-    if (this.carrier) this.startSettling();
+    if (this.carrier) this.startSettling(Math.max(this.membership.timeoutMs, START_LISTEN_MS));
   }
 
   /** Announces that it leaves, hands over what it holds (bounded), removes everything, stops. */
@@ -159,7 +166,7 @@ export class Daemon {
     this.log.info({ changes: changes.length }, 'stopped: released everything egress-natd installed');
   }
 
-  private startSettling(): void {
+  private startSettling(listenMs: number): void {
     this.ready = false;
     clearTimeout(this.settleTimer);
     // Like VRRP's master-down timer: hear every live peer's claims before taking anything.
@@ -169,7 +176,7 @@ export class Daemon {
       this.log.info('ready: taking part in the election');
       this.sendHeartbeat();
       this.schedule(true);
-    }, this.membership.timeoutMs);
+    }, listenMs);
   }
 
   private flags(): number {
@@ -266,7 +273,7 @@ export class Daemon {
     if (carrier === this.carrier || this.leaving) return;
     this.carrier = carrier;
     this.log.warn({ interface: this.self.interface }, carrier ? 'carrier back: listening before taking part again' : 'no carrier: giving up floating IPs');
-    if (carrier) this.startSettling();
+    if (carrier) this.startSettling(this.membership.timeoutMs);
     else {
       clearTimeout(this.settleTimer);
       this.ready = false;
@@ -364,6 +371,8 @@ export class Daemon {
     this.election = e;
     this.announceWins(e);
     const target = new Map(e.owners);
+    // The election may give IPs to a joining node (so they wait for it); it takes them only once ready.
+    if (!this.ready) for (const [ip, owner] of e.owners) if (owner === this.self.name && !this.held.has(ip)) target.delete(ip);
     const t = now();
     const peerClaims = this.membership.claims();
     for (const ip of this.held) {

@@ -37,8 +37,7 @@ cluster:
   heartbeat:
     interval: ${opts.intervalMs ?? 100}ms
     missed: 3
-    transport: ${opts.transport ?? 'multicast'}
-    group: 239.255.76.67
+    transport: ${opts.transport ?? 'multicast'}${opts.transport === 'unicast' ? '' : '\n    group: 239.255.76.67'}
     port: ${opts.port ?? 7607}
     keyFile: ${join(lab.dir, 'cluster.key')}
   noGateway: ${opts.noGateway ?? 'drop'}
