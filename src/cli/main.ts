@@ -6,6 +6,7 @@ import { stringify } from 'yaml';
 import { formatDiagnostic, hasErrors, sortDiagnostics } from '../config/diagnostics.js';
 import { DEFAULT_CONFIG, loadConfig } from '../config/load.js';
 import type { Config } from '../config/model.js';
+import { EncodeError } from '../cluster/protocol.js';
 import { askDaemon, type Request } from '../daemon/control.js';
 import { Daemon } from '../daemon/daemon.js';
 import { formatTable, type EgressRow } from '../daemon/status.js';
@@ -175,7 +176,7 @@ export async function main(argv: string[]): Promise<void> {
     await program().parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : EXIT_INPUT);
-    if (e instanceof InputError || e instanceof PlanError) {
+    if (e instanceof InputError || e instanceof PlanError || e instanceof EncodeError) {
       err(`egress-natd: ${e.message}`);
       process.exit(EXIT_INPUT);
     }

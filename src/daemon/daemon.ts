@@ -116,6 +116,8 @@ export class Daemon {
     this.membership = new Membership(opts.config, self.name);
     this.log = opts.log.child({ node: self.name });
     this.state = new StateStore(opts.stateDir);
+    // Names that cannot be put on the wire are a config problem: say so now, not from a timer.
+    this.heartbeat();
   }
 
   async start(): Promise<void> {
@@ -186,7 +188,12 @@ export class Daemon {
   private sendHeartbeat(): void {
     if (!this.transport) return;
     this.seq += 1n;
-    const msg = encode({
+    this.transport.send(this.heartbeat());
+    this.counters.heartbeatsSent++;
+  }
+
+  private heartbeat(): Buffer {
+    return encode({
       cluster: this.config.cluster.name,
       node: this.self.name,
       flags: this.flags(),
@@ -195,8 +202,6 @@ export class Daemon {
       digest: this.config.digest,
       claims: [...this.held].sort(),
     }, this.opts.key);
-    this.transport.send(msg);
-    this.counters.heartbeatsSent++;
   }
 
   private onDatagram(buf: Buffer, source: string): void {
