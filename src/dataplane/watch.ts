@@ -35,11 +35,17 @@ export function watchKernel(onEvent: (e: KernelEvent) => void, onError: (e: Erro
     return new Promise((ok) => child.once('spawn', () => ok()));
   };
   const ready = Promise.all([start('ip'), start('nft')]).then(() => undefined);
+  const close = () => {
+    closed = true;
+    for (const c of children.values()) c.kill('SIGTERM');
+  };
+  // An exit without close() (process.exit on a fatal error) must not leave monitors behind.
+  process.once('exit', close);
   return {
     ready,
     close() {
-      closed = true;
-      for (const c of children.values()) c.kill('SIGTERM');
+      process.off('exit', close);
+      close();
     },
   };
 }
