@@ -56,3 +56,13 @@ t.test('status, egress list and drain without a daemon: exit 1 and say so', asyn
     t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
   }
 });
+
+// Names always fit a heartbeat (255 bytes): the config allows 63 characters.
+t.test('run with a node name too long for the config: exit 2 with its position, before touching anything', async (t) => {
+  const long = 'n'.repeat(256);
+  const file = join(dir, 'long-name.yaml');
+  writeFileSync(file, readFileSync(join(CONFIG_DIR, 'valid.yaml'), 'utf8').replace('name: worker1', `name: ${long}`));
+  const r = cli('run', '-c', file, '-n', long, '--state-dir', join(dir, 'state'));
+  t.equal(r.status, 2, r.stderr);
+  t.match(r.stderr, /long-name\.yaml:14:11: error: nodes\[0\]\.name must be a lowercase name .*at most 63 characters/);
+});
