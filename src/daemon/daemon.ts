@@ -2,17 +2,17 @@ import type { Server } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Config, NodeSpec } from '../config/model.js';
-import { Membership } from '../cluster/membership.js';
+import { isEligible, Membership } from '../cluster/membership.js';
 import { elect, type Election, type LiveNode } from '../cluster/ownership.js';
 import { decode, DROP_REASONS, encode, Flag, type DropReason } from '../cluster/protocol.js';
 import { openTransport, type Transport } from '../cluster/transport.js';
 import { hostFacts } from '../dataplane/facts.js';
 import { Netlink } from '../dataplane/netlink.js';
-import { reconcile, release } from '../dataplane/reconcile.js';
+import { heldAddresses, reconcile, release } from '../dataplane/reconcile.js';
 import { StateStore } from '../dataplane/state.js';
 import { watchKernel, type KernelEvent, type Watcher } from '../dataplane/watch.js';
 import { plan, type DesiredState } from '../plan/desired.js';
-import { MACVLAN_PREFIX, macvlanName } from '../plan/naming.js';
+import { MACVLAN_PREFIX, macvlanName, NFT_TABLE, ROUTE_TABLE_BASE } from '../plan/naming.js';
 import { formatAddress, parseAddress } from '../util/ip.js';
 import { sendGratuitousArp } from '../dataplane/arp.js';
 import { serveControl, type Request } from './control.js';
@@ -57,6 +57,12 @@ export interface Counters {
 }
 
 const now = (): number => performance.now();
+/** `ip monitor` lines about our rules and routes: they name one of our tables (ROUTE_TABLE_BASE + 1..255). */
+const OUR_TABLE_IN_LINE = /\b(?:table|lookup) (\d+)\b/;
+const mentionsOurTable = (line: string): boolean => {
+  const t = Number(OUR_TABLE_IN_LINE.exec(line)?.[1]);
+  return t > ROUTE_TABLE_BASE && t <= ROUTE_TABLE_BASE + 255;
+};
 const sameSet = (a: ReadonlySet<string>, b: ReadonlySet<string>): boolean => a.size === b.size && [...a].every((x) => b.has(x));
 
 export class Daemon {
@@ -252,7 +258,7 @@ export class Daemon {
   }
 
   private onKernelEvent(e: KernelEvent): void {
-    const ours = e.source === 'nft' ? e.line.includes('egress_natd') : e.line.includes(MACVLAN_PREFIX) || /\b(?:table|lookup) 76\d\d\b/.test(e.line);
+    const ours = e.source === 'nft' ? e.line.includes(NFT_TABLE) : e.line.includes(MACVLAN_PREFIX) || mentionsOurTable(e.line);
     if (e.source === 'ip' && new RegExp(`^\\d+: ${this.self.interface}[:@]`).test(e.line)) void this.checkCarrier();
     if (!ours || !this.settled || this.leaving) return;
     if (this.repairTimer) return;
@@ -332,7 +338,7 @@ export class Daemon {
         this.counters.reconcileErrors++;
         this.lastApplied = '';
         this.log.error({ err: (e as Error).message }, `reconcile failed; retrying in ${RETRY_MS} ms`);
-        this.setHeld(await this.heldInKernel().catch(() => new Set([...this.held, ...wanted])));
+        this.setHeld(await heldAddresses().catch(() => new Set([...this.held, ...wanted])));
         setTimeout(() => this.schedule(true), RETRY_MS).unref();
       }
     }
@@ -342,16 +348,6 @@ export class Daemon {
     if (sameSet(held, this.held)) return;
     this.held = held;
     this.sendHeartbeat(); // claims changed: tell the others now, not at the next interval
-  }
-
-  private async heldInKernel(): Promise<Set<string>> {
-    const nl = new Netlink();
-    try {
-      const ours = new Set((await nl.links()).filter((l) => l.name.startsWith(MACVLAN_PREFIX)).map((l) => l.index));
-      return new Set((await nl.addresses()).filter((a) => ours.has(a.index)).map((a) => a.address));
-    } finally {
-      nl.close();
-    }
   }
 
   private selfLive(): LiveNode {
@@ -432,7 +428,7 @@ export class Daemon {
       if (p.downReason === 'never-seen') continue;
       nodes.set(p.name, {
         state: p.up ? 'Up' : 'Down',
-        eligible: p.up && (p.flags & (Flag.READY | Flag.DRAINING | Flag.NO_CARRIER | Flag.LEAVING)) === Flag.READY,
+        eligible: p.up && isEligible(p.flags),
         draining: (p.flags & Flag.DRAINING) !== 0,
         carrier: (p.flags & Flag.NO_CARRIER) === 0,
         digest: p.digest,
@@ -467,7 +463,11 @@ export class Daemon {
     if (draining) {
       const deadline = now() + this.membership.timeoutMs + 500;
       // Done when everything still held is ours by election (no one else could take it).
-      while (now() < deadline && [...this.held].some((ip) => this.elect().owners.get(ip) !== this.self.name)) {
+      const handingOver = () => {
+        const owners = this.elect().owners;
+        return [...this.held].some((ip) => owners.get(ip) !== this.self.name);
+      };
+      while (now() < deadline && handingOver()) {
         await new Promise((r) => setTimeout(r, 5));
       }
     }

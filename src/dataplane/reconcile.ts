@@ -173,6 +173,17 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
   return { changes };
 }
 
+/** Floating IPs on egress-natd's macvlans now: what this host holds, whatever the plan said. */
+export async function heldAddresses(): Promise<Set<string>> {
+  const nl = new Netlink();
+  try {
+    const ours = new Set((await nl.links()).filter(isOurMacvlan).map((l) => l.index));
+    return new Set((await nl.addresses()).filter((a) => ours.has(a.index)).map((a) => a.address));
+  } finally {
+    nl.close();
+  }
+}
+
 /** Removes everything egress-natd installed and restores the sysctls it changed. */
 export async function release(opts: ReconcileOptions): Promise<ReconcileResult> {
   const changes: string[] = [];
