@@ -1,14 +1,15 @@
 import { Command, CommanderError, Option } from 'commander';
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { pino } from 'pino';
 import { stringify } from 'yaml';
 import { formatDiagnostic, hasErrors, sortDiagnostics } from '../config/diagnostics.js';
+import { KeyError, readKey, writeKey } from '../config/key.js';
 import { DEFAULT_CONFIG, loadConfig } from '../config/load.js';
 import type { Config } from '../config/model.js';
 import { EncodeError } from '../cluster/protocol.js';
 import { askDaemon, type Request } from '../daemon/control.js';
 import { Daemon } from '../daemon/daemon.js';
+import { systemdNotifier } from '../daemon/sdnotify.js';
 import { formatTable, type EgressRow } from '../daemon/status.js';
 import { hostFacts } from '../dataplane/facts.js';
 import { release, reconcile } from '../dataplane/reconcile.js';
@@ -20,6 +21,7 @@ import { parseAddress, formatAddress } from '../util/ip.js';
 /** Exit codes: 0 success, 1 the host could not be changed, 2 bad input (config or arguments). */
 const EXIT_RUNTIME = 1;
 const EXIT_INPUT = 2;
+const DEFAULT_KEY = '/etc/egress-natd/cluster.key';
 
 class InputError extends Error {}
 
@@ -119,8 +121,15 @@ export function program(): Command {
       const node = o.node ?? hostname();
       if (!config.nodes.some((n) => n.name === node)) throw new InputError(`node "${node}" is not in ${o.config} (known: ${config.nodes.map((n) => n.name).join(', ')}); use --node`);
       const log = pino({ base: { svc: 'egress-natd' } }, pino.destination(1));
-      const daemon = new Daemon({ config, node, key: readKey(config.cluster.heartbeat.keyFile), stateDir: stateStore(o.stateDir).dir, log });
+      const notifier = systemdNotifier(process.env, (e) => log.warn({ err: e.message }, 'sd_notify'));
+      const daemon = new Daemon({ config, node, key: readKey(config.cluster.heartbeat.keyFile), stateDir: stateStore(o.stateDir).dir, log, notifier });
       let stopping = false;
+      // Before start(): SIGHUP's default action would kill the daemon.
+      process.on('SIGHUP', () => {
+        if (stopping) return;
+        log.info({ signal: 'SIGHUP', file: config.file }, 'signal received: reloading the config');
+        void daemon.reload();
+      });
       const stop = (signal: string) => {
         if (stopping) return;
         stopping = true;
@@ -156,19 +165,16 @@ export function program(): Command {
       out(JSON.stringify(await ask({ cmd: name }, o.stateDir)));
     });
   }
-  return cmd;
-}
 
-/** The cluster key: the file's bytes, less a trailing newline an editor may add. */
-function readKey(file: string): Buffer {
-  try {
-    const raw = readFileSync(file);
-    let end = raw.length;
-    while (end > 0 && (raw[end - 1] === 0x0a || raw[end - 1] === 0x0d)) end--;
-    return raw.subarray(0, end);
-  } catch (e) {
-    throw new InputError(`cannot read key file ${file}: ${(e as Error).message}`);
-  }
+  cmd.command('keygen')
+    .description('write a new cluster key (mode 0600); copy the same key to every host')
+    .argument('[file]', 'where to write it', DEFAULT_KEY)
+    .option('--force', 'replace an existing key (do it on every host: nodes with different keys cannot hear each other)')
+    .action((file: string, o: { force?: boolean }) => {
+      writeKey(file, o.force);
+      out(`wrote a new cluster key to ${file} (mode 0600)`);
+    });
+  return cmd;
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -176,7 +182,7 @@ export async function main(argv: string[]): Promise<void> {
     await program().parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : EXIT_INPUT);
-    if (e instanceof InputError || e instanceof PlanError || e instanceof EncodeError) {
+    if (e instanceof InputError || e instanceof PlanError || e instanceof EncodeError || e instanceof KeyError) {
       err(`egress-natd: ${e.message}`);
       process.exit(EXIT_INPUT);
     }

@@ -33,14 +33,30 @@ export const mayKeep = (flags: number): boolean =>
 export class Membership {
   private readonly peers = new Map<string, Peer>();
   private readonly addresses = new Map<string, string>();
-  readonly timeoutMs: number;
+  private timeout = 0;
 
   constructor(config: Config, readonly self: string) {
-    this.timeoutMs = config.cluster.heartbeat.intervalMs * config.cluster.heartbeat.missed;
-    for (const n of config.nodes) {
-      this.addresses.set(n.name, formatAddress(n.address));
-      if (n.name === self) continue;
-      this.peers.set(n.name, { name: n.name, up: false, incarnation: 0n, seq: 0n, flags: 0, claims: [], digest: '', lastSeen: 0, downReason: 'never-seen' });
+    this.reconfigure(config);
+  }
+
+  get timeoutMs(): number {
+    return this.timeout;
+  }
+
+  /**
+   * A reloaded config: peers that stay keep what was heard from them (a reload must not
+   * make anyone Down); new nodes start never-seen; removed nodes are forgotten. A node
+   * whose address changed starts over, since its old heartbeats came from elsewhere.
+   */
+  reconfigure(config: Config): void {
+    this.timeout = config.cluster.heartbeat.intervalMs * config.cluster.heartbeat.missed;
+    const before = new Map(this.addresses);
+    this.addresses.clear();
+    for (const n of config.nodes) this.addresses.set(n.name, formatAddress(n.address));
+    for (const name of [...this.peers.keys()]) if (!this.addresses.has(name) || before.get(name) !== this.addresses.get(name)) this.peers.delete(name);
+    for (const name of this.addresses.keys()) {
+      if (name === this.self || this.peers.has(name)) continue;
+      this.peers.set(name, { name, up: false, incarnation: 0n, seq: 0n, flags: 0, claims: [], digest: '', lastSeen: 0, downReason: 'never-seen' });
     }
   }
 

@@ -27,6 +27,8 @@ export interface Cluster {
     readonly keyFile: string;
   };
   readonly noGateway: NoGateway;
+  /** Prometheus metrics on 127.0.0.1:port; absent when disabled. */
+  readonly metrics?: { readonly port: number };
 }
 
 export interface NodeSpec {

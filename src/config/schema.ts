@@ -24,6 +24,7 @@ export const clusterShape = z.strictObject({
     keyFile: z.string(),
   }),
   noGateway: z.enum(['drop', 'masquerade']),
+  metrics: z.strictObject({ enabled: z.boolean().optional(), port: z.number().int().optional() }).optional(),
 });
 
 export const nodeShape = z.strictObject({

@@ -30,6 +30,7 @@ export interface ValidateOptions {
 export const MAX_FLOATING_IPS = 255;
 const MIN_INTERVAL_MS = 10;
 const MAX_INTERVAL_MS = 10_000;
+export const DEFAULT_METRICS_PORT = 9607;
 const IFNAME = /^[^\s/:]{1,15}$/;
 
 const pathText = (path: Path): string =>
@@ -173,6 +174,8 @@ function parseCluster(src: ConfigSource, value: unknown, out: Diagnostic[], opts
     if ((facts.mode & 0o077) !== 0) fail(at('keyFile'), `key file ${keyFile} is readable by group or others (mode ${(facts.mode & 0o777).toString(8).padStart(4, '0')}); run "chmod 600 ${keyFile}"`);
     if (facts.size < 32) fail(at('keyFile'), `key file ${keyFile} holds ${facts.size} bytes; a cluster key needs at least 32`);
   }
+  const metricsPort = c.metrics?.port ?? DEFAULT_METRICS_PORT;
+  if (metricsPort < 1 || metricsPort > 65535) fail(['cluster', 'metrics', 'port'], `cluster.metrics.port must be between 1 and 65535, not ${metricsPort}`);
   if (!ok || intervalMs === undefined) return { interface: c.interface };
   return {
     interface: c.interface,
@@ -180,6 +183,7 @@ function parseCluster(src: ConfigSource, value: unknown, out: Diagnostic[], opts
       name: c.name,
       heartbeat: { intervalMs, missed: hb.missed, transport: hb.transport, ...(group ? { group } : {}), port: hb.port, keyFile },
       noGateway: c.noGateway,
+      ...(c.metrics?.enabled === false ? {} : { metrics: { port: metricsPort } }),
     },
   };
 }

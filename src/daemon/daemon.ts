@@ -1,22 +1,28 @@
 import type { Server } from 'node:net';
+import type { Server as HttpServer } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Config, NodeSpec } from '../config/model.js';
+import { formatDiagnostic, hasErrors, sortDiagnostics } from '../config/diagnostics.js';
+import { readKey } from '../config/key.js';
+import { loadConfig } from '../config/load.js';
 import { isEligible, Membership } from '../cluster/membership.js';
 import { elect, type Election, type LiveNode } from '../cluster/ownership.js';
 import { decode, DROP_REASONS, encode, Flag, type DropReason } from '../cluster/protocol.js';
-import { openTransport, type Transport } from '../cluster/transport.js';
+import { openTransport, type Transport, type TransportOptions } from '../cluster/transport.js';
 import { hostFacts } from '../dataplane/facts.js';
 import { Netlink } from '../dataplane/netlink.js';
 import { heldAddresses, reconcile, release } from '../dataplane/reconcile.js';
 import { StateStore } from '../dataplane/state.js';
 import { watchKernel, type KernelEvent, type Watcher } from '../dataplane/watch.js';
-import { plan, type DesiredState } from '../plan/desired.js';
+import { floatingIPs, plan, type DesiredState } from '../plan/desired.js';
 import { MACVLAN_PREFIX, macvlanName, NFT_TABLE, ROUTE_TABLE_BASE } from '../plan/naming.js';
 import { formatAddress, parseAddress } from '../util/ip.js';
 import { sendGratuitousArp } from '../dataplane/arp.js';
 import { serveControl, type Request } from './control.js';
-import { egressList, status, type NodeStatus, type View } from './status.js';
+import { Metrics, type MetricsSnapshot } from './metrics.js';
+import { monotonicUsec, type Notifier } from './sdnotify.js';
+import { configDrift, egressList, status, statusLine, type NodeStatus, type View } from './status.js';
 
 // The daemon: heartbeats in and out, membership, election, and the reconciler of the
 // data plane driven by every change. Everything that decides is in src/cluster and
@@ -28,6 +34,8 @@ export interface DaemonOptions {
   readonly key: Buffer;
   readonly stateDir: string;
   readonly log: Logger;
+  /** systemd's notify socket (READY, RELOADING, STATUS, WATCHDOG); omitted outside systemd. */
+  readonly notifier?: Notifier;
 }
 
 /** How often the daemon re-plans without a trigger (new cgroups), and repairs in full. */
@@ -54,6 +62,9 @@ export interface Counters {
   repairs: number;
   /** Announcements started (each is GARP_COUNT gratuitous ARPs, spaced). */
   garps: number;
+  /** Owner changes from one node to another, by the election's reason. */
+  failovers: Record<string, number>;
+  reloads: { ok: number; failed: number };
 }
 
 const now = (): number => performance.now();
@@ -66,8 +77,9 @@ const mentionsOurTable = (line: string): boolean => {
 const sameSet = (a: ReadonlySet<string>, b: ReadonlySet<string>): boolean => a.size === b.size && [...a].every((x) => b.has(x));
 
 export class Daemon {
-  private readonly config: Config;
-  private readonly self: NodeSpec;
+  private config: Config;
+  private self: NodeSpec;
+  private key: Buffer;
   private readonly membership: Membership;
   private readonly log: Logger;
   private readonly state: StateStore;
@@ -98,9 +110,23 @@ export class Daemon {
   private expiryTimer?: NodeJS.Timeout;
   private settleTimer?: NodeJS.Timeout;
   private readonly timers: NodeJS.Timeout[] = [];
+  private heartbeatTimer?: NodeJS.Timeout;
   private transport?: Transport;
+  private transportKey = '';
   private watcher?: Watcher;
   private control?: Server;
+  private readonly notifier: Notifier;
+  private readonly metrics: Metrics;
+  private metricsServer?: HttpServer;
+  private metricsPort?: number;
+  /** READY=1 was sent (after the first successful reconcile). */
+  private notifiedReady = false;
+  private lastStatusLine = '';
+  /** The set of differing digests last warned about: warn once per difference. */
+  private driftWarned = '';
+  private reloading: Promise<boolean> = Promise.resolve(true);
+  /** monotonic ms when the running reconcile started: the watchdog stops pinging if it hangs. */
+  private reconcileStartedAt?: number;
 
   readonly counters: Counters = {
     heartbeatsSent: 0,
@@ -112,43 +138,205 @@ export class Daemon {
     takeovers: 0,
     repairs: 0,
     garps: 0,
+    failovers: {},
+    reloads: { ok: 0, failed: 0 },
   };
 
   constructor(private readonly opts: DaemonOptions) {
     this.config = opts.config;
-    const self = opts.config.nodes.find((n) => n.name === opts.node);
-    if (!self) throw new Error(`node "${opts.node}" is not in ${opts.config.file} (known: ${opts.config.nodes.map((n) => n.name).join(', ')})`);
-    this.self = self;
-    this.membership = new Membership(opts.config, self.name);
-    this.log = opts.log.child({ node: self.name });
+    this.key = opts.key;
+    this.self = selfIn(opts.config, opts.node);
+    this.membership = new Membership(opts.config, this.self.name);
+    this.log = opts.log.child({ node: this.self.name });
     this.state = new StateStore(opts.stateDir);
+    this.notifier = opts.notifier ?? { send() {}, close() {} };
+    this.metrics = new Metrics(() => this.metricsSnapshot());
     // Names that cannot be put on the wire are a config problem: say so now, not from a timer.
     this.heartbeat();
   }
 
   async start(): Promise<void> {
-    const hb = this.config.cluster.heartbeat;
     this.carrier = await this.readCarrier();
     this.watcher = watchKernel((e) => this.onKernelEvent(e), (e) => this.log.warn({ err: e.message }, 'kernel monitor'));
     await this.watcher.ready;
-    this.transport = await openTransport(
-      {
-        mode: hb.transport,
-        port: hb.port,
-        local: formatAddress(this.self.address),
-        ...(hb.group ? { group: formatAddress(hb.group) } : {}),
-        peers: this.config.nodes.filter((n) => n.name !== this.self.name).map((n) => formatAddress(n.address)),
-      },
-      (msg, source) => this.onDatagram(msg, source),
-      (e) => this.log.debug({ err: e.message }, 'heartbeat socket'),
-    );
+    const options = transportOptions(this.config, this.self);
+    this.transport = await this.openTransport(options);
+    this.transportKey = JSON.stringify(options);
     this.control = await serveControl(this.opts.stateDir, (r) => this.onRequest(r));
-    this.timers.push(setInterval(() => this.sendHeartbeat(), hb.intervalMs));
+    await this.serveMetrics();
+    this.restartHeartbeatTimer();
     this.timers.push(setInterval(() => this.schedule(false), REPLAN_MS));
     this.timers.push(setInterval(() => this.schedule(true), FULL_RECONCILE_MS));
-    this.log.info({ incarnation: String(this.incarnation), carrier: this.carrier }, 'started: listening before taking part');
+    const watchdogMs = this.notifier.watchdogIntervalMs;
+    if (watchdogMs) this.timers.push(setInterval(() => this.pingWatchdog(watchdogMs * 2), watchdogMs));
+    this.log.info({ incarnation: String(this.incarnation), carrier: this.carrier, digest: this.config.digest, watchdogMs }, 'started: listening before taking part');
     this.sendHeartbeat();
+    this.updateStatus();
     if (this.carrier) this.startSettling(Math.max(this.membership.timeoutMs, START_LISTEN_MS));
+    else {
+      // Without carrier it can own nothing, but it still steers this host's traffic (and tells systemd it is up).
+      this.settled = true;
+      this.schedule(true);
+    }
+  }
+
+  private restartHeartbeatTimer(): void {
+    clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = setInterval(() => this.sendHeartbeat(), this.config.cluster.heartbeat.intervalMs);
+  }
+
+  private openTransport(options: TransportOptions): Promise<Transport> {
+    return openTransport(options, (msg, source) => this.onDatagram(msg, source), (e) => this.log.debug({ err: e.message }, 'heartbeat socket'));
+  }
+
+  /** Metrics are for people: failing to serve them is logged, never fatal. */
+  private async serveMetrics(): Promise<void> {
+    const port = this.config.cluster.metrics?.port;
+    if (port === this.metricsPort && (this.metricsServer || port === undefined)) return;
+    this.metricsServer?.close();
+    this.metricsServer = undefined;
+    this.metricsPort = port;
+    if (port === undefined) return;
+    try {
+      this.metricsServer = await this.metrics.serve(port, (e) => this.log.warn({ err: e.message }, 'metrics'));
+      this.log.info({ port }, `metrics on http://127.0.0.1:${port}/metrics`);
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'metrics are off');
+    }
+  }
+
+  /** WATCHDOG=1 from the event loop, unless a reconcile hangs (a hung nft or netlink call is worth a restart). */
+  private pingWatchdog(timeoutMs: number): void {
+    if (this.reconcileStartedAt !== undefined && now() - this.reconcileStartedAt > timeoutMs) {
+      this.log.error({ ms: Math.round(now() - this.reconcileStartedAt) }, 'reconcile hangs: not pinging the watchdog');
+      return;
+    }
+    this.notifier.send({ WATCHDOG: 1 });
+  }
+
+  private updateStatus(): void {
+    const line = statusLine(this.config, this.view(), { ready: this.ready, draining: this.draining, carrier: this.carrier });
+    if (line === this.lastStatusLine) return;
+    this.lastStatusLine = line;
+    this.notifier.send({ STATUS: line });
+  }
+
+  /** Warns once for each new set of differing configs; says so when they agree again. */
+  private checkDrift(): void {
+    const drift = configDrift(this.view());
+    const key = JSON.stringify(drift);
+    if (key === this.driftWarned) return;
+    if (drift.length) {
+      this.log.warn({ digest: this.config.digest, differ: drift }, `config differs across the cluster: ${drift.map((d) => `${d.node} runs ${d.digest.slice(0, 12)}`).join(', ')}; this node runs ${this.config.digest.slice(0, 12)}`);
+    } else if (this.driftWarned) this.log.info({ digest: this.config.digest }, 'configs agree again across the cluster');
+    this.driftWarned = drift.length ? key : '';
+  }
+
+  /**
+   * SIGHUP. A bad file changes nothing: every error is logged with FILE:LINE:COL and the
+   * daemon goes on with the config it has. A good one is applied as a difference: the
+   * reconciler touches only what changed, so unchanged floating IPs and policies keep
+   * flowing. Reloads run one at a time.
+   */
+  reload(): Promise<boolean> {
+    this.reloading = this.reloading.then(() => this.doReload(), () => this.doReload());
+    return this.reloading;
+  }
+
+  private async doReload(): Promise<boolean> {
+    if (this.leaving) return false;
+    const file = this.config.file;
+    this.notifier.send({ RELOADING: 1, MONOTONIC_USEC: String(monotonicUsec()), STATUS: `reloading ${file}` });
+    this.lastStatusLine = '';
+    const ok = await this.applyReload(file);
+    if (ok) this.counters.reloads.ok++;
+    else this.counters.reloads.failed++;
+    this.notifier.send({ READY: 1 });
+    this.updateStatus();
+    return ok;
+  }
+
+  private async applyReload(file: string): Promise<boolean> {
+    const reject = (errors: string[]): false => {
+      for (const e of errors) this.log.error({ file }, e);
+      this.log.error({ file, errors: errors.length, digest: this.config.digest }, `reload rejected (${errors.length} error${errors.length === 1 ? '' : 's'}): still running on the previous config ${this.config.digest.slice(0, 12)}; nothing changed`);
+      return false;
+    };
+    const { config, diagnostics } = loadConfig(file);
+    const sorted = sortDiagnostics(diagnostics);
+    for (const d of sorted.filter((d) => d.severity !== 'error')) this.log.warn({ file }, formatDiagnostic(d));
+    if (!config || hasErrors(diagnostics)) return reject(sorted.filter((d) => d.severity === 'error').map(formatDiagnostic));
+    let self: NodeSpec, key: Buffer;
+    try {
+      self = selfIn(config, this.self.name);
+      key = readKey(config.cluster.heartbeat.keyFile);
+      encode({ cluster: config.cluster.name, node: self.name, flags: 0, incarnation: 0n, seq: 0n, digest: config.digest, claims: [] }, key);
+    } catch (e) {
+      return reject([`${file}: error: ${(e as Error).message}`]);
+    }
+    if (config.digest === this.config.digest && key.equals(this.key)) {
+      this.log.info({ file, digest: config.digest }, 'reload: the config is unchanged');
+      return true;
+    }
+    // A changed transport is opened before the old one closes: a reload never goes deaf.
+    const options = transportOptions(config, self);
+    const optionsKey = JSON.stringify(options);
+    let transport: Transport | undefined;
+    if (optionsKey !== this.transportKey) {
+      try {
+        transport = await this.openTransport(options);
+      } catch (e) {
+        return reject([`${file}: error: cannot open the new heartbeat transport: ${(e as Error).message}`]);
+      }
+    }
+    const before = this.config;
+    this.config = config;
+    this.self = self;
+    this.key = key;
+    this.membership.reconfigure(config);
+    if (transport) {
+      this.transport?.close();
+      this.transport = transport;
+      this.transportKey = optionsKey;
+    }
+    if (config.cluster.heartbeat.intervalMs !== before.cluster.heartbeat.intervalMs) this.restartHeartbeatTimer();
+    this.armExpiry();
+    await this.serveMetrics();
+    this.log.info({ file, from: before.digest, to: config.digest, ...reloadSummary(before, config) }, `reloaded ${file}: applying the difference`);
+    this.sendHeartbeat(); // the new digest, at once
+    this.checkDrift();
+    this.schedule(false);
+    await this.idle();
+    return true;
+  }
+
+  /** Resolves when no reconcile is running or asked for. */
+  private async idle(): Promise<void> {
+    while (this.loop) await this.loop;
+  }
+
+  private metricsSnapshot(): MetricsSnapshot {
+    const v = this.view();
+    return {
+      node: this.self.name,
+      ready: this.ready,
+      digest: this.config.digest,
+      drift: configDrift(v).length > 0,
+      floatingIPs: floatingIPs(this.config).map((f) => ({ ip: f.text, gateway: f.gateway, ...(v.owners.has(f.text) ? { owner: v.owners.get(f.text)! } : {}), held: this.held.has(f.text) })),
+      nodes: this.config.nodes.map((n) => {
+        const s = v.nodes.get(n.name);
+        return { name: n.name, up: s?.state === 'Up', eligible: s?.eligible ?? false, draining: s?.draining ?? false, carrier: s?.carrier ?? false, ...(s?.digest ? { digest: s.digest } : {}) };
+      }),
+      heartbeatsSent: this.counters.heartbeatsSent,
+      heartbeatsReceived: this.counters.heartbeatsReceived,
+      rejected: this.counters.dropped,
+      reconcileErrors: this.counters.reconcileErrors,
+      repairs: this.counters.repairs,
+      takeovers: this.counters.takeovers,
+      failovers: this.counters.failovers,
+      garps: this.counters.garps,
+      reloads: this.counters.reloads,
+    };
   }
 
   /** Announces that it leaves, hands over what it holds (bounded), removes everything, stops. */
@@ -156,6 +344,7 @@ export class Daemon {
     if (this.leaving) return;
     this.leaving = true;
     this.log.info({ holds: [...this.held] }, 'stopping: announcing it to the cluster');
+    this.notifier.send({ STOPPING: 1, STATUS: `stopping: handing over ${[...this.held].join(', ') || 'nothing'}` });
     for (let i = 0; i < 3; i++) this.sendHeartbeat();
     this.schedule(false);
     const deadline = now() + this.membership.timeoutMs + 100;
@@ -164,13 +353,16 @@ export class Daemon {
     this.stopped = true;
     await this.loop;
     for (const t of this.timers) clearInterval(t);
+    clearInterval(this.heartbeatTimer);
     clearTimeout(this.settleTimer);
     clearTimeout(this.repairTimer);
     clearTimeout(this.expiryTimer);
     this.watcher?.close();
     this.transport?.close();
     this.control?.close();
+    this.metricsServer?.close();
     const { changes } = await release({ state: this.state, log: this.log });
+    this.notifier.close();
     this.log.info({ changes: changes.length }, 'stopped: released everything egress-natd installed');
   }
 
@@ -207,13 +399,13 @@ export class Daemon {
       seq: this.seq,
       digest: this.config.digest,
       claims: [...this.held].sort(),
-    }, this.opts.key);
+    }, this.key);
   }
 
   private onDatagram(buf: Buffer, source: string): void {
     // Nothing from the network may throw out of here.
     try {
-      const d = decode(buf, this.opts.key, this.config.cluster.name);
+      const d = decode(buf, this.key, this.config.cluster.name);
       if (!d.ok) return this.drop(d.reason, source);
       const r = this.membership.receive(d.msg, source, now());
       if (!r.accepted) return this.drop(r.reason, source);
@@ -221,7 +413,9 @@ export class Daemon {
       if (!this.expiryTimer) this.armExpiry();
       if (r.changed) {
         this.log.debug({ peer: r.peer.name, up: r.peer.up, flags: r.peer.flags, claims: r.peer.claims }, 'peer changed');
+        this.checkDrift();
         this.schedule(false);
+        this.updateStatus();
       }
     } catch (e) {
       this.log.error({ err: (e as Error).message, source }, 'heartbeat handling failed');
@@ -254,7 +448,11 @@ export class Daemon {
   private expire(): void {
     const gone = this.membership.expire(now());
     for (const name of gone) this.log.info({ peer: name }, `node ${name} is Down: no heartbeat for ${this.membership.timeoutMs} ms`);
-    if (gone.length) this.schedule(false);
+    if (gone.length) {
+      this.checkDrift();
+      this.schedule(false);
+      this.updateStatus();
+    }
   }
 
   private onKernelEvent(e: KernelEvent): void {
@@ -321,10 +519,12 @@ export class Daemon {
       const wanted = new Set(desired.macvlans.map((m) => m.address));
       const taking = new Set([...wanted].filter((ip) => !this.held.has(ip)));
       const started = now();
+      this.reconcileStartedAt = started;
       try {
         const { changes } = await reconcile(desired, { state: this.state, log: this.log, announce: taking });
         this.counters.reconciles++;
         this.counters.lastReconcileMs = now() - started;
+        this.metrics.observeReconcile(this.counters.lastReconcileMs / 1000, true);
         if (force && changes.length && key === this.lastApplied) {
           this.counters.repairs++;
           this.log.warn({ changes }, 'repaired changes made by someone else');
@@ -334,14 +534,23 @@ export class Daemon {
         this.counters.garps += changes.filter((c) => c.startsWith('gratuitous ARP')).length;
         if (taking.size) this.log.info({ ips: [...taking], ms: Math.round(this.counters.lastReconcileMs) }, `took over ${[...taking].join(', ')}`);
         this.setHeld(wanted);
+        if (!this.notifiedReady) {
+          this.notifiedReady = true;
+          this.notifier.send({ READY: 1 });
+          this.log.info({ ms: Math.round(this.counters.lastReconcileMs) }, 'first reconcile done: service ready');
+        }
       } catch (e) {
         this.counters.reconcileErrors++;
+        this.metrics.observeReconcile((now() - started) / 1000, false);
         this.lastApplied = '';
         this.log.error({ err: (e as Error).message }, `reconcile failed; retrying in ${RETRY_MS} ms`);
         this.setHeld(await heldAddresses().catch(() => new Set([...this.held, ...wanted])));
         setTimeout(() => this.schedule(true), RETRY_MS).unref();
+      } finally {
+        this.reconcileStartedAt = undefined;
       }
     }
+    this.updateStatus();
   }
 
   private setHeld(held: Set<string>): void {
@@ -418,6 +627,7 @@ export class Daemon {
       const before = this.election.owners.get(ip);
       const after = e.owners.get(ip);
       if (before === after) continue;
+      if (before !== undefined && after !== undefined) this.counters.failovers[reason] = (this.counters.failovers[reason] ?? 0) + 1;
       this.log.info({ ip, from: before ?? null, to: after ?? null, reason }, `owner of ${ip}: ${before ?? '(none)'} -> ${after ?? '(none)'} (${reason})`);
     }
   }
@@ -459,6 +669,7 @@ export class Daemon {
     this.draining = draining;
     this.log.info(draining ? 'draining: handing floating IPs over' : 'undrained: taking part again');
     this.sendHeartbeat();
+    this.updateStatus();
     this.schedule(false);
     if (draining) {
       const deadline = now() + this.membership.timeoutMs + 500;
@@ -474,4 +685,40 @@ export class Daemon {
     const owners = this.elect().owners;
     return { draining, handedOver: Object.fromEntries(before.map((ip) => [ip, owners.get(ip) ?? null])), holds: [...this.held].sort() };
   }
+}
+
+function selfIn(config: Config, node: string): NodeSpec {
+  const self = config.nodes.find((n) => n.name === node);
+  if (!self) throw new Error(`node "${node}" is not in ${config.file} (known: ${config.nodes.map((n) => n.name).join(', ')})`);
+  return self;
+}
+
+function transportOptions(config: Config, self: NodeSpec): TransportOptions {
+  const hb = config.cluster.heartbeat;
+  return {
+    mode: hb.transport,
+    port: hb.port,
+    local: formatAddress(self.address),
+    ...(hb.group ? { group: formatAddress(hb.group) } : {}),
+    peers: config.nodes.filter((n) => n.name !== self.name).map((n) => formatAddress(n.address)),
+  };
+}
+
+/** What a reload changes, by name, for the log line. */
+export function reloadSummary(before: Config, after: Config): Record<string, string[]> {
+  const diff = (a: readonly string[], b: readonly string[]) => ({ added: b.filter((x) => !a.includes(x)), removed: a.filter((x) => !b.includes(x)) });
+  const ips = (c: Config) => floatingIPs(c).map((f) => f.text);
+  const named = (xs: readonly { name: string }[]) => xs.map((x) => JSON.stringify(x, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)));
+  const f = diff(ips(before), ips(after));
+  const pNames = diff(before.policies.map((p) => p.name), after.policies.map((p) => p.name));
+  const changedPolicies = after.policies.filter((p) => {
+    const old = before.policies.find((q) => q.name === p.name);
+    return old && named([old])[0] !== named([p])[0];
+  }).map((p) => p.name);
+  const n = diff(before.nodes.map((x) => x.name), after.nodes.map((x) => x.name));
+  return {
+    floatingIPsAdded: f.added, floatingIPsRemoved: f.removed,
+    policiesAdded: pNames.added, policiesRemoved: pNames.removed, policiesChanged: changedPolicies,
+    nodesAdded: n.added, nodesRemoved: n.removed,
+  };
 }

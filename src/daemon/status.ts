@@ -79,3 +79,29 @@ export function formatTable(rows: readonly EgressRow[]): string {
   const keys: (keyof EgressRow)[] = ['source', 'destination', 'egressIP', 'gateway'];
   return all.map((r) => keys.map((k, i) => (i === keys.length - 1 ? r[k] : r[k].padEnd(width(k)))).join('  ')).join('\n') + '\n';
 }
+
+export interface SelfState { readonly ready: boolean; readonly draining: boolean; readonly carrier: boolean }
+
+/** systemd's STATUS=: one line that says what this node does, e.g. "owner of 192.168.1.100; 3/3 nodes up". */
+export function statusLine(config: Config, view: View, self: SelfState): string {
+  const holds = view.nodes.get(view.self)?.holds ?? [];
+  const up = config.nodes.filter((n) => view.nodes.get(n.name)?.state === 'Up').length;
+  const what = !self.carrier ? 'no carrier, owns nothing'
+    : !self.ready ? 'listening before taking part'
+      : holds.length ? `owner of ${holds.join(', ')}` : 'standby, owns no floating IP';
+  const drift = configDrift(view);
+  return [
+    `${what}${self.draining ? ' (draining)' : ''}`,
+    `${up}/${config.nodes.length} nodes up`,
+    ...(drift.length ? [`config differs on ${drift.map((d) => d.node).join(', ')}`] : []),
+  ].join('; ');
+}
+
+/** Nodes that are Up with a config digest other than this node's. */
+export function configDrift(view: View): { node: string; digest: string }[] {
+  const own = view.nodes.get(view.self)?.digest;
+  return [...view.nodes]
+    .filter(([name, s]) => name !== view.self && s.state === 'Up' && s.digest !== undefined && s.digest !== own)
+    .map(([node, s]) => ({ node, digest: s.digest! }))
+    .sort((a, b) => a.node.localeCompare(b.node));
+}

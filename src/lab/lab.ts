@@ -43,7 +43,7 @@ export interface DaemonStatus {
   floatingIPs: Record<string, string | null>;
   policies: Record<string, { egressIP: string; gateway: string | null; state: string }>;
   configDigests: Record<string, string | null>;
-  counters: { dropped: Record<string, number>; heartbeatsReceived: number; takeovers: number; repairs: number };
+  counters: { dropped: Record<string, number>; heartbeatsReceived: number; takeovers: number; repairs: number; reconciles: number; reloads: { ok: number; failed: number } };
 }
 
 export class CommandError extends Error {
@@ -173,12 +173,14 @@ export class Lab {
   }
 
   /** Starts `egress-natd run` in a lab host; its JSON log goes to daemon-<host>.log in the lab dir. */
-  async startDaemon(host: string, config: string, extra: string[] = []): Promise<ChildProcess> {
+  /** `egress-natd run` in a lab host; `env` is added to its environment (NOTIFY_SOCKET, ...). Its pid is the daemon's (exec all the way). */
+  async startDaemon(host: string, config: string, extra: string[] = [], env: Readonly<Record<string, string>> = {}): Promise<ChildProcess> {
     const old = this.daemons.get(host);
     if (old && old.exitCode === null && old.signalCode === null) throw new Error(`a daemon already runs on ${host}`);
     const q = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
-    const logFile = join(this.dir, `daemon-${host}.log`);
-    const script = `mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null; EGRESS_NATD_STATE_DIR=${q(join(this.dir, `state-${host}`))} exec ${q(process.execPath)} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
+    const logFile = this.daemonLog(host);
+    const vars = Object.entries(env).map(([k, v]) => `${k}=${q(v)}`).join(' ');
+    const script = `mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null; ${vars} EGRESS_NATD_STATE_DIR=${q(join(this.dir, `state-${host}`))} exec ${q(process.execPath)} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
     const child = spawn('ip', ['netns', 'exec', this.ns(host), 'sh', '-c', script], { stdio: 'ignore' });
     this.daemons.set(host, child);
     await new Promise<void>((ok, fail) => {
@@ -189,6 +191,17 @@ export class Lab {
   }
 
   /** Signals a daemon this lab started and waits for it to exit. */
+  daemonLog(host: string): string {
+    return join(this.dir, `daemon-${host}.log`);
+  }
+
+  /** Sends a signal (SIGHUP: reload) to the daemon of `host`, which must be running. */
+  signalDaemon(host: string, signal: NodeJS.Signals): void {
+    const child = this.daemons.get(host);
+    if (!child || child.exitCode !== null || child.signalCode !== null) throw new Error(`no daemon runs on ${host}`);
+    child.kill(signal);
+  }
+
   async stopDaemon(host: string, signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 10_000): Promise<number | null> {
     const child = this.daemons.get(host);
     if (!child || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null;
