@@ -122,8 +122,8 @@ export class Daemon {
   /** READY=1 was sent (after the first successful reconcile). */
   private notifiedReady = false;
   private lastStatusLine = '';
-  /** The set of differing digests last warned about: warn once per difference. */
-  private driftWarned = '';
+  /** "node:digest" of the nodes that ran another config at the last check. */
+  private driftWarned = new Set<string>();
   private reloading: Promise<boolean> = Promise.resolve(true);
   /** monotonic ms when the running reconcile started: the watchdog stops pinging if it hangs. */
   private reconcileStartedAt?: number;
@@ -221,15 +221,18 @@ export class Daemon {
     this.notifier.send({ STATUS: line });
   }
 
-  /** Warns once for each new set of differing configs; says so when they agree again. */
+  /**
+   * Warns once when a node starts to run another config (a node and digest not warned
+   * about yet); a rolling reload that converges node by node warns once, not per node.
+   */
   private checkDrift(): void {
     const drift = configDrift(this.view());
-    const key = JSON.stringify(drift);
-    if (key === this.driftWarned) return;
-    if (drift.length) {
+    const now = new Set(drift.map((d) => `${d.node}:${d.digest}`));
+    const fresh = [...now].filter((k) => !this.driftWarned.has(k));
+    if (fresh.length) {
       this.log.warn({ digest: this.config.digest, differ: drift }, `config differs across the cluster: ${drift.map((d) => `${d.node} runs ${d.digest.slice(0, 12)}`).join(', ')}; this node runs ${this.config.digest.slice(0, 12)}`);
-    } else if (this.driftWarned) this.log.info({ digest: this.config.digest }, 'configs agree again across the cluster');
-    this.driftWarned = drift.length ? key : '';
+    } else if (!now.size && this.driftWarned.size) this.log.info({ digest: this.config.digest }, 'configs agree again across the cluster');
+    this.driftWarned = now;
   }
 
   /**
