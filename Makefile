@@ -3,7 +3,11 @@ SHELL := /bin/bash
 NODE_MODULES := node_modules/.package-lock.json
 TESTS ?= dist/test/unit dist/test/lab
 
-.PHONY: all build deps test unit lab demo bench clean
+.PHONY: all build deps test unit lab demo bench clean install uninstall deb
+
+# make install: DESTDIR and PREFIX (default /usr/local) are honoured; config and key go to /etc/egress-natd.
+PREFIX ?= /usr/local
+export PREFIX DESTDIR
 
 all: build
 
@@ -32,5 +36,14 @@ demo: deps build
 bench: deps build
 	node dist/bench/main.js
 
+install: build
+	scripts/install.sh install
+
+uninstall:
+	scripts/install.sh uninstall
+
+deb: build
+	scripts/deb.sh
+
 clean:
-	rm -rf dist
+	rm -rf dist build

@@ -1,52 +1,87 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { labConfig } from './config.js';
-import { ECHO, FIPS, Lab } from './lab.js';
+import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled } from './cluster.js';
+import { ECHO, Lab, type DaemonStatus } from './lab.js';
+import { nowNs, outage, startProber, waitForFlow } from './traffic.js';
 
-// `sudo make demo`: the lab with static owners. Shows what the echo server sees from
-// each workload, moves a floating IP to another host, and cleans up.
+// `sudo make demo`: the cluster lab with real daemons. Four hosts on a bridge, a router
+// with an echo server, two containers. Shows which egress IP the echo server sees from
+// each workload and `status`, cuts the owner of an IP off the segment, and measures how
+// long traffic took to come back with the same IP. Cleans up on any exit.
 
 const rows: [string, string, string][] = [
-  ['c1 (container on h1, policy shop)', 'c1', ECHO.inPolicy],
+  ['c1 (container on h3), policy shop', 'c1', ECHO.inPolicy],
   ['c1 to an excluded destination', 'c1', ECHO.excluded],
-  ['c1 to another destination', 'c1', ECHO.other],
-  ['c2 (container on h3, policy batch)', 'c2', ECHO.inPolicy],
-  ['h1 process in cgroup (policy shop)', 'h1', ECHO.inPolicy],
-  ['h1 process outside the cgroup', 'h1', ECHO.inPolicy],
+  ['c1 to another service, policy reports', 'c1', ECHO.other],
+  ['c2 (container on h4), policy batch', 'c2', ECHO.inPolicy],
 ];
 
-async function table(lab: Lab, title: string): Promise<void> {
+const expected = (s: DaemonStatus, from: string, dest: string): string => {
+  if (dest === ECHO.excluded) return 'its own address (excluded)';
+  const policy = from === 'c2' ? 'batch' : dest === ECHO.other ? 'reports' : 'shop';
+  const p = s.policies[policy]!;
+  return `${p.egressIP} via ${p.gateway ?? '(none)'}`;
+};
+
+async function table(lab: Lab, s: DaemonStatus, title: string): Promise<void> {
   console.log(`\n${title}`);
-  console.log(`  ${'workload'.padEnd(38)} ${'destination'.padEnd(15)} echo server sees`);
+  console.log(`  ${'workload'.padEnd(40)} ${'destination'.padEnd(15)} ${'echo server sees'.padEnd(17)} policy says`);
   for (const [label, from, dest] of rows) {
-    const seen = await lab.probe(from, dest, { cgroup: label.includes('in cgroup') });
-    console.log(`  ${label.padEnd(38)} ${dest.padEnd(15)} ${seen ?? '(nothing)'}`);
+    const seen = await lab.probe(from, dest);
+    console.log(`  ${label.padEnd(40)} ${dest.padEnd(15)} ${(seen ?? '(nothing)').padEnd(17)} ${expected(s, from, dest)}`);
   }
+}
+
+async function showStatus(lab: Lab, host: string): Promise<void> {
+  console.log(`\n$ egress-natd status   (on ${host})`);
+  const out = (await lab.egress(host, ['status'])).stdout;
+  // Counters and per-node details are in `status -o json`; the demo shows the summary.
+  const summary = out.split('\n').filter((l, i, all) => {
+    const section = all.slice(0, i + 1).reverse().find((x) => /^\S/.test(x)) ?? '';
+    return !/^(details|counters):/.test(section) && !/^(details|counters):/.test(l);
+  });
+  console.log(summary.map((l) => `  ${l}`).join('\n').trimEnd());
 }
 
 async function main(): Promise<void> {
   const started = Date.now();
-  console.log('egress-natd demo: 3 hosts, a router with an echo server, 2 containers, 1 cgroup workload');
-  const lab = await Lab.create();
+  console.log('egress-natd demo: 4 hosts running the daemon, a router with an echo server, 2 containers');
+  const lab = await Lab.create(CLUSTER_HOSTS, CLUSTER_CONTAINERS);
   const stop = () => void lab.destroy().then(() => process.exit(130));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   try {
     const cfg = join(lab.dir, 'config.yaml');
-    writeFileSync(cfg, labConfig(lab));
-    await lab.makeCgroup('h1');
-    await lab.applyAll(cfg, { [FIPS[0]]: 'h2', [FIPS[1]]: 'h2' });
-    await table(lab, `static owners: ${FIPS[0]} -> h2, ${FIPS[1]} -> h2`);
+    writeFileSync(cfg, clusterConfig(lab));
+    const names = lab.hosts.map((h) => h.name);
+    await Promise.all(names.map((h) => lab.startDaemon(h, cfg)));
+    console.log(`daemons started on ${names.join(', ')}; they listen 2 s, then elect owners`);
+    let s = await settled(lab, names);
+    await table(lab, s, 'egress IPs as the echo server sees them:');
+    await showStatus(lab, 'h4');
 
-    console.log(`\nmoving ${FIPS[0]} from h2 to h3 (static mode: apply on every host)...`);
-    const t0 = Date.now();
-    await lab.applyAll(cfg, { [FIPS[0]]: 'h3', [FIPS[1]]: 'h2' });
-    let seen: string | undefined;
-    while ((seen = await lab.probe('c1', ECHO.inPolicy, { timeoutS: 1 })) !== FIPS[0] && Date.now() - t0 < 10_000);
-    console.log(`c1 sees ${seen} again ${Date.now() - t0} ms after the move began`);
-    await table(lab, `after the move: ${FIPS[0]} -> h3, ${FIPS[1]} -> h2`);
-    for (const h of lab.hosts) await lab.egress(h.name, ['release']);
-    console.log('\nreleased on every host');
+    const ip = CLUSTER_FIPS.shop;
+    const victim = s.floatingIPs[ip]!;
+    console.log(`\ncutting ${victim}, the owner of ${ip}, off the segment (switch port down, daemon killed with -9),`);
+    console.log(`while c1 sends a request every 2 ms...`);
+    const probe = await startProber(lab, 'c1', ECHO.inPolicy, 2);
+    await waitForFlow(probe.log, ip);
+    await lab.setPort(victim, false);
+    const cut = nowNs();
+    await lab.stopDaemon(victim, 'SIGKILL');
+    await waitForFlow(probe.log, ip, 5000);
+    await new Promise((r) => setTimeout(r, 400));
+    const o = outage(await probe.stop(), cut, ip);
+    const others = names.filter((n) => n !== victim);
+    s = await settled(lab, others);
+    console.log(`traffic came back with the same source IP ${ip} ${o.recoveredMs?.toFixed(0)} ms after the cut; new owner ${s.floatingIPs[ip]}`);
+    console.log(`  (${o.lost} of ${o.sent} requests lost; the echo server saw only ${o.ips.join(', ')})`);
+    await table(lab, s, `after the failover (${victim} is Down):`);
+    await showStatus(lab, 'h4');
+
+    for (const h of others) await lab.stopDaemon(h, 'SIGTERM');
+    await lab.egress(victim, ['release']);
+    console.log('\ndaemons stopped (SIGTERM: hand over, release everything); the killed host released by `egress-natd release`');
   } finally {
     await lab.destroy();
   }
