@@ -1,6 +1,6 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONFIG_DIR, REPO } from '../helpers.js';
@@ -65,4 +65,26 @@ t.test('run with a node name too long for the config: exit 2 with its position, 
   const r = cli('run', '-c', file, '-n', long, '--state-dir', join(dir, 'state'));
   t.equal(r.status, 2, r.stderr);
   t.match(r.stderr, /long-name\.yaml:14:11: error: nodes\[0\]\.name must be a lowercase name .*at most 63 characters/);
+});
+
+t.test('keygen: a new 0600 key, never over an existing one unless --force', async (t) => {
+  const key = join(dir, 'keys', 'cluster.key');
+  const first = cli('keygen', key);
+  t.equal(first.status, 0, first.stderr);
+  t.match(first.stdout, /wrote a new cluster key to .*cluster\.key \(mode 0600\)/);
+  const text = readFileSync(key, 'utf8');
+  t.match(text, /^[A-Za-z0-9+/]{64}\n$/, '48 random bytes in base64, one line');
+  t.equal(statSync(key).mode & 0o777, 0o600);
+  const again = cli('keygen', key);
+  t.equal(again.status, 2, 'exit 2');
+  t.match(again.stderr, /cluster\.key exists; not replacing a cluster key/);
+  t.equal(readFileSync(key, 'utf8'), text, 'the key is unchanged');
+  chmodSync(key, 0o644);
+  const forced = cli('keygen', '--force', key);
+  t.equal(forced.status, 0, forced.stderr);
+  t.not(readFileSync(key, 'utf8'), text, 'replaced');
+  t.equal(statSync(key).mode & 0o777, 0o600, 'and 0600 again');
+  const other = cli('keygen', join(dir, 'other.key'));
+  t.not(readFileSync(join(dir, 'other.key'), 'utf8'), readFileSync(key, 'utf8'), 'each key is new');
+  t.equal(other.status, 0);
 });

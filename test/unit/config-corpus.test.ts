@@ -62,3 +62,10 @@ t.test('warnings: a selector that selects nothing, overlapping policies', async 
   t.notOk(shown.some((s) => s.includes('"disjoint" overlaps "egress"')), 'an excluded destination is not an overlap');
   t.ok(shown.some((s) => s.includes('"disjoint" overlaps "second"')), 'but a later policy that covers it is');
 });
+
+t.test('metrics: on 127.0.0.1:9607 unless configured otherwise or disabled', async (t) => {
+  const load = (extra: string) => loadConfigText('m.yaml', validText().replace('  noGateway: drop', `  noGateway: drop${extra}`), fakeKeyFile).config;
+  t.same(load('')?.cluster.metrics, { port: 9607 });
+  t.same(load('\n  metrics: { port: 9100 }')?.cluster.metrics, { port: 9100 });
+  t.equal(load('\n  metrics: { enabled: false }')?.cluster.metrics, undefined);
+});
