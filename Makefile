@@ -3,7 +3,7 @@ SHELL := /bin/bash
 NODE_MODULES := node_modules/.package-lock.json
 TESTS ?= dist/test/unit dist/test/lab
 
-.PHONY: all build deps test unit lab demo bench clean install uninstall deb
+.PHONY: all build deps test-deps test unit lab demo bench clean install uninstall deb
 
 # make install: DESTDIR and PREFIX (default /usr/local) are honoured; config and key go to /etc/egress-natd.
 PREFIX ?= /usr/local
@@ -21,13 +21,16 @@ build: $(NODE_MODULES)
 deps:
 	scripts/install-deps.sh
 
-test: deps build
+test-deps:
+	scripts/install-deps.sh --test
+
+test: deps test-deps build
 	@set -o pipefail; npx tap --reporter=tap $(TESTS) | node scripts/tap-summary.mjs
 
 unit: build
 	@set -o pipefail; npx tap --reporter=tap dist/test/unit | node scripts/tap-summary.mjs
 
-lab: deps build
+lab: deps test-deps build
 	@set -o pipefail; npx tap --reporter=tap dist/test/lab | node scripts/tap-summary.mjs
 
 demo: deps build

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the lab and the daemon need on Debian, only where it is missing.
+# Installs what the lab and the daemon need on Debian, only where it is missing;
+# with --test, also what only the tests need.
 set -euo pipefail
 need=()
 command -v nft >/dev/null || need+=(nftables)
@@ -10,6 +11,13 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v sysctl >/dev/null || need+=(procps)
 command -v timeout >/dev/null || need+=(coreutils)
 command -v tcpdump >/dev/null || need+=(tcpdump)
+if [ "${1:-}" = --test ]; then
+  # What only the tests need: `vagrant validate` (with the libvirt provider), dpkg, systemd-analyze.
+  command -v vagrant >/dev/null || need+=(vagrant)
+  dpkg -s vagrant-libvirt >/dev/null 2>&1 || need+=(vagrant-libvirt)
+  command -v dpkg-deb >/dev/null || need+=(dpkg)
+  command -v systemd-analyze >/dev/null || need+=(systemd)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to install: ${need[*]}" >&2; exit 1; fi
   echo "install-deps: apt-get install ${need[*]}"

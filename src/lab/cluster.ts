@@ -24,31 +24,47 @@ export interface ClusterConfigOptions {
   readonly port?: number;
 }
 
+/** Where a cluster config runs: the namespace lab, or the Vagrant VMs (src/lab/vagrant.ts). */
+export interface ClusterSite {
+  readonly name: string;
+  readonly keyFile: string;
+  readonly interface: string;
+  readonly hosts: readonly HostSpec[];
+  /** The first three octets of the segment: floating IPs are .100, .101, .102. */
+  readonly subnetPrefix: string;
+}
+
 export function clusterConfig(lab: Lab, opts: ClusterConfigOptions = {}): string {
-  const nodes = lab.hosts.map((h) => `  - name: ${h.name}
+  return siteConfig({ name: lab.id, keyFile: join(lab.dir, 'cluster.key'), interface: 'eth0', hosts: lab.hosts, subnetPrefix: SUBNET_PREFIX }, opts);
+}
+
+/** The cluster config of the tests, for any site: same gateways, workloads and policies. */
+export function siteConfig(site: ClusterSite, opts: ClusterConfigOptions = {}): string {
+  const nodes = site.hosts.map((h) => `  - name: ${h.name}
     address: ${h.ip}/24
     role: ${h.role ?? 'worker'}
     labels: ${JSON.stringify(h.labels ?? {})}`).join('\n');
   const net = (ip: string) => `${ip.replace(/\.\d+$/, '.0')}/24`;
+  const fip = (n: number) => `${site.subnetPrefix}.${n}`;
   return `version: 1
 cluster:
-  name: ${lab.id}
-  interface: eth0
+  name: ${site.name}
+  interface: ${site.interface}
   heartbeat:
     interval: ${opts.intervalMs ?? 100}ms
     missed: 3
     transport: ${opts.transport ?? 'multicast'}${opts.transport === 'unicast' ? '' : '\n    group: 239.255.76.67'}
     port: ${opts.port ?? 7607}
-    keyFile: ${join(lab.dir, 'cluster.key')}
+    keyFile: ${site.keyFile}
   noGateway: ${opts.noGateway ?? 'drop'}
 nodes:
 ${nodes}
 gateways:
   - name: primary
-    floatingIPs: [${CLUSTER_FIPS.shop}, ${CLUSTER_FIPS.batch}]
+    floatingIPs: [${fip(100)}, ${fip(101)}]
     nodeSelector: { egress: "yes" }
   - name: secondary
-    floatingIPs: [${CLUSTER_FIPS.reports}]
+    floatingIPs: [${fip(102)}]
 workloads:
   - name: shop
     labels: { app: shop }
@@ -66,7 +82,7 @@ policies:
       - cidr: ${ECHO.excluded}/32
     action: SNAT
     gatewayRef: primary
-    egressIP: ${CLUSTER_FIPS.shop}
+    egressIP: ${fip(100)}
   - name: batch
     sources:
       - workloadSelector: { matchLabels: { app: batch } }
@@ -74,7 +90,7 @@ policies:
       - cidr: ${net(ECHO.inPolicy)}
     action: SNAT
     gatewayRef: primary
-    egressIP: ${CLUSTER_FIPS.batch}
+    egressIP: ${fip(101)}
   - name: reports
     sources:
       - workloadSelector: { matchLabels: { app: shop } }
@@ -82,7 +98,7 @@ policies:
       - cidr: ${net(ECHO.other)}
     action: SNAT
     gatewayRef: secondary
-    egressIP: ${CLUSTER_FIPS.reports}
+    egressIP: ${fip(102)}
 `;
 }
 
