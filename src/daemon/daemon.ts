@@ -99,6 +99,8 @@ export class Daemon {
   private held = new Set<string>();
   private election: Election = { owners: new Map(), reasons: new Map() };
   private readonly handoverSince = new Map<string, number>();
+  /** Mark index of each floating IP, as last planned: a reload keeps them (see HostFacts.indexes). */
+  private indexes = new Map<string, number>();
   /** IPs this node holds that another node claims too (until the other lets go). */
   private contested = new Set<string>();
 
@@ -605,7 +607,9 @@ export class Daemon {
       }
       this.handoverSince.delete(ip);
     }
-    return plan(this.config, this.self.name, target, hostFacts(this.config));
+    const desired = plan(this.config, this.self.name, target, { ...hostFacts(this.config), indexes: this.indexes });
+    this.indexes = new Map(desired.egress.map((e) => [e.ip, e.index]));
+    return desired;
   }
 
   /**

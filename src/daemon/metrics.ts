@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { DROP_REASONS, type DropReason } from '../cluster/protocol.js';
+import type { DropReason } from '../cluster/protocol.js';
 
 // Prometheus metrics, read from the daemon at scrape time: the daemon keeps plain
 // counters and a view of the cluster; nothing here is on the heartbeat path.
@@ -46,6 +46,17 @@ function mirrored(registry: Registry, name: string, help: string, read: (s: Metr
   });
 }
 
+/** A counter with one label, whose values are the daemon's own counts by that label. */
+function byLabel(registry: Registry, name: string, help: string, label: string, read: () => Readonly<Record<string, number>>): void {
+  new Counter({
+    name: PREFIX + name, help, labelNames: [label], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [value, n] of Object.entries(read())) this.inc({ [label]: value }, n);
+    },
+  });
+}
+
 export class Metrics {
   readonly registry = new Registry();
   private readonly reconcile: Histogram<'result'>;
@@ -79,34 +90,13 @@ export class Metrics {
 
     mirrored(r, 'heartbeats_sent_total', 'Heartbeats sent.', (s) => s.heartbeatsSent, snapshot);
     mirrored(r, 'heartbeats_received_total', 'Authenticated heartbeats accepted.', (s) => s.heartbeatsReceived, snapshot);
-    new Counter({
-      name: `${PREFIX}heartbeats_rejected_total`, help: 'Datagrams on the heartbeat port that were dropped, by reason.', labelNames: ['reason'], registers: [r],
-      collect() {
-        this.reset();
-        const s = snapshot();
-        for (const reason of DROP_REASONS) this.inc({ reason }, s.rejected[reason]);
-      },
-    });
-    new Counter({
-      name: `${PREFIX}failovers_total`, help: 'Floating IPs that moved from one node to another, as this node saw it, by reason.', labelNames: ['reason'], registers: [r],
-      collect() {
-        this.reset();
-        for (const [reason, n] of Object.entries(snapshot().failovers)) this.inc({ reason }, n);
-      },
-    });
+    byLabel(r, 'heartbeats_rejected_total', 'Datagrams on the heartbeat port that were dropped, by reason.', 'reason', () => snapshot().rejected);
+    byLabel(r, 'failovers_total', 'Floating IPs that moved from one node to another, as this node saw it, by reason.', 'reason', () => snapshot().failovers);
     mirrored(r, 'takeovers_total', 'Floating IPs this node added (took over).', (s) => s.takeovers, snapshot);
     mirrored(r, 'reconcile_errors_total', 'Reconciles that failed (and were retried).', (s) => s.reconcileErrors, snapshot);
     mirrored(r, 'repairs_total', 'Reconciles that undid changes someone else made to egress-natd\'s objects.', (s) => s.repairs, snapshot);
     mirrored(r, 'gratuitous_arp_total', 'Announcements of a floating IP by gratuitous ARP (each a burst of 3).', (s) => s.garps, snapshot);
-    new Counter({
-      name: `${PREFIX}reloads_total`, help: 'Config reloads (SIGHUP), by result.', labelNames: ['result'], registers: [r],
-      collect() {
-        this.reset();
-        const s = snapshot();
-        this.inc({ result: 'ok' }, s.reloads.ok);
-        this.inc({ result: 'failed' }, s.reloads.failed);
-      },
-    });
+    byLabel(r, 'reloads_total', 'Config reloads (SIGHUP), by result.', 'result', () => snapshot().reloads);
     this.reconcile = new Histogram({
       name: `${PREFIX}reconcile_duration_seconds`, help: 'Time to converge the kernel to the desired state, by result.', labelNames: ['result'], registers: [r],
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],

@@ -1,4 +1,5 @@
 import { selects, type Config, type NodeSpec, type Policy } from '../config/model.js';
+import { MAX_FLOATING_IPS } from '../config/validate.js';
 import { cidrContains, formatAddress, formatRange, type Address } from '../util/ip.js';
 import { subtract, unionOfCidrs } from '../util/intervals.js';
 import { classify, type ClassifiablePolicy } from './classify.js';
@@ -52,15 +53,41 @@ export interface DesiredState {
 export interface HostFacts {
   /** cgroup paths that exist now; nft resolves cgroup paths when it loads rules. Undefined: assume all exist. */
   readonly cgroups?: ReadonlySet<string>;
+  /**
+   * Mark indexes the running daemon already uses (floating IP → index): IPs that stay keep
+   * theirs, so a reload that inserts an IP does not renumber the marks, rules and tables
+   * of IPs that carry traffic. Undefined: file order.
+   */
+  readonly indexes?: ReadonlyMap<string, number>;
 }
 
 export type Owners = ReadonlyMap<string, string>;
 
 export interface FloatingIP { readonly ip: Address; readonly text: string; readonly gateway: string; readonly index: number }
 
-/** Every floating IP with its mark index, in file order (index 1 is the first). */
-export function floatingIPs(config: Config): FloatingIP[] {
-  return config.gateways.flatMap((g) => g.floatingIPs.map((ip) => ({ ip, text: formatAddress(ip), gateway: g.name }))).map((f, i) => ({ ...f, index: i + 1 }));
+/**
+ * Every floating IP with its mark index, in file order: index 1 is the first, unless
+ * `keep` gives an IP its index already; new IPs then take the lowest free indexes.
+ */
+export function floatingIPs(config: Config, keep?: ReadonlyMap<string, number>): FloatingIP[] {
+  const all = config.gateways.flatMap((g) => g.floatingIPs.map((ip) => ({ ip, text: formatAddress(ip), gateway: g.name })));
+  const used = new Set<number>();
+  const kept = all.map((f) => {
+    const k = keep?.get(f.text);
+    if (k === undefined || k < 1 || k > MAX_FLOATING_IPS || used.has(k)) return undefined;
+    used.add(k);
+    return k;
+  });
+  let next = 1;
+  return all.map((f, i) => {
+    let index = kept[i];
+    if (index === undefined) {
+      while (used.has(next)) next++;
+      index = next;
+      used.add(index);
+    }
+    return { ...f, index };
+  });
 }
 
 /** Nodes that may own a floating IP: admitted by its gateway and on its subnet (DESIGN.md §4 rule 1). */
@@ -98,7 +125,7 @@ export function missingCgroups(config: Config, nodeName: string, facts: HostFact
 const egressChain = (index: number): string => `egress_${index}`;
 
 function nftTable(config: Config, node: NodeSpec, egress: readonly EgressState[], macvlans: readonly Macvlan[], facts: HostFacts): NftTableSpec {
-  const fips = floatingIPs(config);
+  const fips = floatingIPs(config, facts.indexes);
   const indexOf = new Map(fips.map((f) => [f.text, f.index]));
   const policies = config.policies.map((p, i) => classifiable(config, node, p, i, indexOf.get(formatAddress(p.egressIP))!, facts));
   const { classes, sources, cgroups } = classify(policies);
@@ -173,7 +200,7 @@ export class PlanError extends Error {}
 export function plan(config: Config, nodeName: string, owners: Owners, facts: HostFacts = {}): DesiredState {
   const node = config.nodes.find((n) => n.name === nodeName);
   if (!node) throw new PlanError(`node "${nodeName}" is not in ${config.file} (known: ${config.nodes.map((n) => n.name).join(', ')})`);
-  const fips = floatingIPs(config);
+  const fips = floatingIPs(config, facts.indexes);
   for (const [ip, owner] of owners) {
     const fip = fips.find((f) => f.text === ip);
     if (!fip) throw new PlanError(`${ip} is not a floating IP of any gateway`);

@@ -17,17 +17,20 @@ const METRICS_PORT = 9607;
 const WATCHDOG_USEC = 400_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A config with one more floating IP (last in its gateway) and one more policy that uses it. */
+/**
+ * A config with one more floating IP, inserted first in the primary gateway (so that file
+ * order would renumber the marks of the IPs that carry traffic), and a policy that uses it.
+ */
 function grown(base: string): string {
   return base
-    .replace(/(floatingIPs: \[[^\]]*\.102)\]/, `$1, ${AUDIT}]`)
+    .replace(`floatingIPs: [${SHOP}, ${BATCH}]`, `floatingIPs: [${AUDIT}, ${SHOP}, ${BATCH}]`)
     .concat(`  - name: audit
     sources:
       - workloadSelector: { matchLabels: { app: batch } }
     destinations:
       - cidr: ${ECHO.other}/32
     action: SNAT
-    gatewayRef: secondary
+    gatewayRef: primary
     egressIP: ${AUDIT}
 `);
 }
@@ -179,6 +182,8 @@ t.test('service', async (t) => {
     const warnings = log('h1').filter((l) => l.msg.startsWith('config differs across the cluster'));
     t.equal(warnings.length, 1, 'h1 warned once, not per node or per heartbeat');
     status = await settled(lab, names);
+    const steering = names.find((h) => status.floatingIPs[SHOP] !== h)!;
+    t.match((await lab.sh(steering, 'ip route show table 7601')).stdout, `via ${SHOP}`, `the shop IP kept mark index 1 on ${steering} (file order would have made it 2)`);
     t.ok(status.floatingIPs[AUDIT], `the new IP has an owner: ${status.floatingIPs[AUDIT]}`);
     t.equal(await lab.probe('c2', ECHO.other), AUDIT, 'the new policy steers c2 to the new IP');
     const end = nowNs();

@@ -2,6 +2,7 @@ import t from 'tap';
 import { diffTable } from '../../src/dataplane/nftdiff.js';
 import { plan } from '../../src/plan/desired.js';
 import { ruleComment, renderTable } from '../../src/plan/nft.js';
+import { parseAddress } from '../../src/util/ip.js';
 import { loadValid } from '../helpers.js';
 
 const owners = (o: Record<string, string>) => new Map(Object.entries(o));
@@ -73,4 +74,25 @@ t.test('the nft diff', async (t) => {
     'delete map inet egress_natd d_000000000000',
     'delete chain inet egress_natd c_000000000000',
   ], 'stale chains are emptied before their sets go, and go last');
+});
+
+t.test('a reload that inserts a floating IP does not renumber the others', async (t) => {
+  const config = loadValid();
+  const first = plan(config, 'worker2', new Map([['192.168.1.100', 'worker1']]));
+  t.same(first.egress.map((e) => [e.ip, e.index]), [['192.168.1.100', 1], ['192.168.1.101', 2]], 'file order at first');
+  const a = parseAddress('192.168.1.99');
+  if (!a.ok) throw new Error(a.error);
+  const grown = { ...config, gateways: config.gateways.map((g) => ({ ...g, floatingIPs: [a.value, ...g.floatingIPs] })) };
+  const owners = new Map([['192.168.1.100', 'worker1']]);
+  const indexes = new Map(first.egress.map((e) => [e.ip, e.index]));
+  const next = plan(grown, 'worker2', owners, { indexes });
+  t.same(next.egress.map((e) => [e.ip, e.index]), [['192.168.1.99', 3], ['192.168.1.100', 1], ['192.168.1.101', 2]], 'kept indexes; the new IP takes the lowest free one');
+  const of = (d: typeof first, ip: string) => {
+    const e = d.egress.find((x) => x.ip === ip)!;
+    return { mark: e.mark, rules: d.rules.filter((r) => r.fwmark === e.mark), routes: d.routes.filter((r) => r.gateway === ip) };
+  };
+  t.same(of(next, '192.168.1.100'), of(first, '192.168.1.100'), 'the mark, rule and route of a flowing IP are the same objects');
+  t.same(plan(grown, 'worker2', owners).egress.map((e) => e.index), [1, 2, 3], 'without the daemon\'s indexes: file order (a restart renumbers)');
+  const removed = { ...config, gateways: config.gateways.map((g) => ({ ...g, floatingIPs: g.floatingIPs.slice(1) })) };
+  t.same(plan(removed, 'worker2', new Map(), { indexes }).egress.map((e) => [e.ip, e.index]), [['192.168.1.101', 2]], 'a removed IP frees its index; the others keep theirs');
 });
