@@ -121,7 +121,7 @@ export function program(): Command {
       const node = o.node ?? hostname();
       if (!config.nodes.some((n) => n.name === node)) throw new InputError(`node "${node}" is not in ${o.config} (known: ${config.nodes.map((n) => n.name).join(', ')}); use --node`);
       const log = pino({ base: { svc: 'egress-natd' } }, pino.destination(1));
-      const notifier = systemdNotifier(process.env, (e) => log.warn({ err: e.message }, 'sd_notify'));
+      const notifier = await systemdNotifier(process.env, (e) => log.warn({ err: e.message }, 'sd_notify'));
       const daemon = new Daemon({ config, node, key: readKey(config.cluster.heartbeat.keyFile), stateDir: stateStore(o.stateDir).dir, log, notifier });
       let stopping = false;
       // Before start(): SIGHUP's default action would kill the daemon.

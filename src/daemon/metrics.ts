@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { DropReason } from '../cluster/protocol.js';
+import { CONTENT_TYPE, Histogram, render, type Family, type Sample } from './prometheus.js';
 
 // Prometheus metrics, read from the daemon at scrape time: the daemon keeps plain
 // counters and a view of the cluster; nothing here is on the heartbeat path.
@@ -33,82 +33,64 @@ export interface MetricsSnapshot {
   readonly reloads: { readonly ok: number; readonly failed: number };
 }
 
-const PREFIX = 'egress_natd_';
+const P = 'egress_natd_';
+const bit = (b: boolean): number => (b ? 1 : 0);
+const gauge = (name: string, help: string, samples: Sample[]): Family => ({ name: P + name, help, type: 'gauge', samples });
+const counter = (name: string, help: string, samples: Sample[]): Family => ({ name: P + name, help, type: 'counter', samples });
+const byLabel = (label: string, counts: Readonly<Record<string, number>>): Sample[] =>
+  Object.entries(counts).map(([value, n]) => ({ labels: { [label]: value }, value: n }));
+const perNode = (s: MetricsSnapshot, read: (n: NodeSnapshot) => boolean): Sample[] => s.nodes.map((n) => ({ labels: { node: n.name }, value: bit(read(n)) }));
 
-/** A counter whose value is the daemon's own count, copied in at scrape time. */
-function mirrored(registry: Registry, name: string, help: string, read: (s: MetricsSnapshot) => number, get: () => MetricsSnapshot): void {
-  new Counter({
-    name: PREFIX + name, help, registers: [registry],
-    collect() {
-      this.reset();
-      this.inc(read(get()));
-    },
-  });
+/** Every family, from one snapshot: a pure function, unit-tested. */
+export function families(s: MetricsSnapshot): Family[] {
+  return [
+    gauge('ready', 'Whether this node takes part in the election (1) or still listens (0).', [{ labels: { node: s.node }, value: bit(s.ready) }]),
+    gauge('floating_ip_owner', 'The elected owner of each floating IP (1 for its owner; owner="" with 0 when none).',
+      s.floatingIPs.map((f) => ({ labels: { ip: f.ip, gateway: f.gateway, owner: f.owner ?? '' }, value: bit(f.owner !== undefined) }))),
+    gauge('floating_ip_held', 'Whether this node holds the floating IP in its kernel.', s.floatingIPs.map((f) => ({ labels: { ip: f.ip }, value: bit(f.held) }))),
+    gauge('node_up', 'Whether each node is Up (heartbeats arrive).', perNode(s, (n) => n.up)),
+    gauge('node_eligible', 'Whether each node may own floating IPs now (Up, ready, not draining, carrier).', perNode(s, (n) => n.eligible)),
+    gauge('node_draining', 'Whether each node is draining.', perNode(s, (n) => n.draining)),
+    gauge('config_info', 'The digest of each node\'s config, as its heartbeats carry it.',
+      s.nodes.filter((n) => n.digest).map((n) => ({ labels: { node: n.name, digest: n.digest! }, value: 1 }))),
+    gauge('config_drift', 'Whether a node that is Up runs a config whose digest differs from this node\'s.', [{ value: bit(s.drift) }]),
+    counter('heartbeats_sent_total', 'Heartbeats sent.', [{ value: s.heartbeatsSent }]),
+    counter('heartbeats_received_total', 'Authenticated heartbeats accepted.', [{ value: s.heartbeatsReceived }]),
+    counter('heartbeats_rejected_total', 'Datagrams on the heartbeat port that were dropped, by reason.', byLabel('reason', s.rejected)),
+    counter('failovers_total', 'Floating IPs that moved from one node to another, as this node saw it, by reason.', byLabel('reason', s.failovers)),
+    counter('takeovers_total', 'Floating IPs this node added (took over).', [{ value: s.takeovers }]),
+    counter('reconcile_errors_total', 'Reconciles that failed (and were retried).', [{ value: s.reconcileErrors }]),
+    counter('repairs_total', 'Reconciles that undid changes someone else made to egress-natd\'s objects.', [{ value: s.repairs }]),
+    counter('gratuitous_arp_total', 'Announcements of a floating IP by gratuitous ARP (each a burst of 3).', [{ value: s.garps }]),
+    counter('reloads_total', 'Config reloads (SIGHUP), by result.', byLabel('result', s.reloads)),
+  ];
 }
 
-/** A counter with one label, whose values are the daemon's own counts by that label. */
-function byLabel(registry: Registry, name: string, help: string, label: string, read: () => Readonly<Record<string, number>>): void {
-  new Counter({
-    name: PREFIX + name, help, labelNames: [label], registers: [registry],
-    collect() {
-      this.reset();
-      for (const [value, n] of Object.entries(read())) this.inc({ [label]: value }, n);
-    },
-  });
+/** The process's own, under the names Prometheus' client libraries use. */
+function processFamilies(): Family[] {
+  const cpu = process.cpuUsage();
+  return [
+    { name: 'process_cpu_seconds_total', help: 'Total user and system CPU time spent in seconds.', type: 'counter', samples: [{ value: (cpu.user + cpu.system) / 1e6 }] },
+    { name: 'process_resident_memory_bytes', help: 'Resident memory size in bytes.', type: 'gauge', samples: [{ value: process.memoryUsage.rss() }] },
+    { name: 'process_start_time_seconds', help: 'Start time of the process since unix epoch in seconds.', type: 'gauge', samples: [{ value: Math.round(Date.now() / 1000 - process.uptime()) }] },
+  ];
 }
 
 export class Metrics {
-  readonly registry = new Registry();
-  private readonly reconcile: Histogram<'result'>;
+  private readonly reconcile = new Histogram([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
 
-  constructor(snapshot: () => MetricsSnapshot) {
-    const r = this.registry;
-    collectDefaultMetrics({ register: r });
-    const labelled = <L extends string>(name: string, help: string, labelNames: L[], fill: (g: Gauge<L>, s: MetricsSnapshot) => void) =>
-      new Gauge<L>({ name: PREFIX + name, help, labelNames, registers: [r], collect() { this.reset(); fill(this, snapshot()); } });
-
-    labelled('ready', 'Whether this node takes part in the election (1) or still listens (0).', ['node'], (g, s) => g.set({ node: s.node }, s.ready ? 1 : 0));
-    labelled('floating_ip_owner', 'The elected owner of each floating IP (1 for its owner; owner="" with 0 when none).', ['ip', 'gateway', 'owner'], (g, s) => {
-      for (const f of s.floatingIPs) g.set({ ip: f.ip, gateway: f.gateway, owner: f.owner ?? '' }, f.owner ? 1 : 0);
-    });
-    labelled('floating_ip_held', 'Whether this node holds the floating IP in its kernel.', ['ip'], (g, s) => {
-      for (const f of s.floatingIPs) g.set({ ip: f.ip }, f.held ? 1 : 0);
-    });
-    labelled('node_up', 'Whether each node is Up (heartbeats arrive).', ['node'], (g, s) => {
-      for (const n of s.nodes) g.set({ node: n.name }, n.up ? 1 : 0);
-    });
-    labelled('node_eligible', 'Whether each node may own floating IPs now (Up, ready, not draining, carrier).', ['node'], (g, s) => {
-      for (const n of s.nodes) g.set({ node: n.name }, n.eligible ? 1 : 0);
-    });
-    labelled('node_draining', 'Whether each node is draining.', ['node'], (g, s) => {
-      for (const n of s.nodes) g.set({ node: n.name }, n.draining ? 1 : 0);
-    });
-    labelled('config_info', 'The digest of each node\'s config, as its heartbeats carry it.', ['node', 'digest'], (g, s) => {
-      for (const n of s.nodes) if (n.digest) g.set({ node: n.name, digest: n.digest }, 1);
-    });
-    labelled('config_drift', 'Whether a node that is Up runs a config whose digest differs from this node\'s.', [], (g, s) => g.set(s.drift ? 1 : 0));
-
-    mirrored(r, 'heartbeats_sent_total', 'Heartbeats sent.', (s) => s.heartbeatsSent, snapshot);
-    mirrored(r, 'heartbeats_received_total', 'Authenticated heartbeats accepted.', (s) => s.heartbeatsReceived, snapshot);
-    byLabel(r, 'heartbeats_rejected_total', 'Datagrams on the heartbeat port that were dropped, by reason.', 'reason', () => snapshot().rejected);
-    byLabel(r, 'failovers_total', 'Floating IPs that moved from one node to another, as this node saw it, by reason.', 'reason', () => snapshot().failovers);
-    mirrored(r, 'takeovers_total', 'Floating IPs this node added (took over).', (s) => s.takeovers, snapshot);
-    mirrored(r, 'reconcile_errors_total', 'Reconciles that failed (and were retried).', (s) => s.reconcileErrors, snapshot);
-    mirrored(r, 'repairs_total', 'Reconciles that undid changes someone else made to egress-natd\'s objects.', (s) => s.repairs, snapshot);
-    mirrored(r, 'gratuitous_arp_total', 'Announcements of a floating IP by gratuitous ARP (each a burst of 3).', (s) => s.garps, snapshot);
-    byLabel(r, 'reloads_total', 'Config reloads (SIGHUP), by result.', 'result', () => snapshot().reloads);
-    this.reconcile = new Histogram({
-      name: `${PREFIX}reconcile_duration_seconds`, help: 'Time to converge the kernel to the desired state, by result.', labelNames: ['result'], registers: [r],
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    });
-  }
+  constructor(private readonly snapshot: () => MetricsSnapshot) {}
 
   observeReconcile(seconds: number, ok: boolean): void {
     this.reconcile.observe({ result: ok ? 'ok' : 'error' }, seconds);
   }
 
-  render(): Promise<string> {
-    return this.registry.metrics();
+  render(): string {
+    return render([
+      ...families(this.snapshot()),
+      { name: `${P}reconcile_duration_seconds`, help: 'Time to converge the kernel to the desired state, by result.', type: 'histogram', samples: this.reconcile.samples() },
+      ...processFamilies(),
+    ]);
   }
 
   /** GET /metrics on 127.0.0.1:port only: metrics name the cluster's nodes and addresses. */
@@ -118,13 +100,12 @@ export class Metrics {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try GET /metrics\n');
         return;
       }
-      this.render().then(
-        (body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(body),
-        (e: Error) => {
-          onError(e);
-          res.writeHead(500, { 'content-type': 'text/plain' }).end(`${e.message}\n`);
-        },
-      );
+      try {
+        res.writeHead(200, { 'content-type': CONTENT_TYPE }).end(this.render());
+      } catch (e) {
+        onError(e as Error);
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(e as Error).message}\n`);
+      }
     });
     return new Promise((ok, fail) => {
       server.once('error', (e) => fail(new Error(`metrics: cannot listen on 127.0.0.1:${port}: ${e.message}`)));

@@ -1,11 +1,10 @@
-import { DgramSocket } from 'node-unix-socket';
-
 // systemd's notify protocol (sd_notify(3)): newline-separated KEY=VALUE datagrams on the
 // unix datagram socket named by $NOTIFY_SOCKET. Node's core has no unix datagram sockets,
 // so the datagram goes out through node-unix-socket (an N-API addon with prebuilt
 // binaries, no install script). It sends from the main PID, so the unit keeps the default
 // NotifyAccess=main; spawning /usr/bin/systemd-notify instead would need
-// NotifyAccess=all and a fork for every watchdog ping.
+// NotifyAccess=all and a fork for every watchdog ping. The addon (5 MB of RSS) is loaded
+// only under systemd.
 
 export interface Notifier {
   /** Half the watchdog timeout, when systemd asked for pings (WATCHDOG_USEC, for this PID). */
@@ -39,11 +38,12 @@ export const monotonicUsec = (): bigint => process.hrtime.bigint() / 1000n;
  * A notifier for $NOTIFY_SOCKET, or one that does nothing when the daemon does not run
  * under systemd. Send errors go to `onError`; they never stop the daemon.
  */
-export function systemdNotifier(env: NodeJS.ProcessEnv, onError: (e: Error) => void): Notifier {
+export async function systemdNotifier(env: NodeJS.ProcessEnv, onError: (e: Error) => void): Promise<Notifier> {
   const target = env['NOTIFY_SOCKET'];
   const watchdogIntervalMs = watchdogInterval(env, process.pid);
   if (!target) return { send() {}, close() {} };
   const address = notifyAddress(target);
+  const { DgramSocket } = await import('node-unix-socket');
   const sock = new DgramSocket();
   sock.on('error', onError);
   let closed = false;

@@ -84,6 +84,17 @@ t.test('service', async (t) => {
     t.ok(pings >= 4 && pings <= 6, `WATCHDOG=1 every WATCHDOG_USEC/2 = 200 ms: ${pings} in 1 s`);
   });
 
+  await t.test('logs: one JSON line per ownership change, with its reason', async (t) => {
+    const changes = log('h1').filter((l) => l.msg.startsWith('owner of '));
+    for (const [ip, owner] of Object.entries(status.floatingIPs)) {
+      const line = changes.find((l) => l['ip'] === ip);
+      t.ok(line, `a line for ${ip}`);
+      t.equal(line?.['to'], owner);
+      t.match(String(line?.['reason']), /^(assigned|kept)$/);
+      t.equal(line?.msg, `owner of ${ip}: (none) -> ${owner} (${String(line?.['reason'])})`);
+    }
+  });
+
   await t.test('metrics: Prometheus text on 127.0.0.1, scraped over HTTP', async (t) => {
     const { samples: m, text, contentType } = await scrape(lab, 'h1', METRICS_PORT);
     t.match(contentType, /^text\/plain; version=0\.0\.4/, 'the Prometheus text format');
@@ -105,7 +116,7 @@ t.test('service', async (t) => {
     t.equal(m.get('egress_natd_config_drift'), 0);
     t.equal(m.get(`egress_natd_config_info{node="h2",digest="${status.configDigests['h2']}"}`), 1, 'each node\'s config digest');
     t.match(text, /# HELP egress_natd_failovers_total /);
-    t.ok(m.has('process_resident_memory_bytes'), 'and the process\'s own (RSS, CPU, event loop)');
+    t.ok(m.get('process_resident_memory_bytes')! > 10e6, 'and the process\'s own (RSS, CPU, start time)');
     // Bound to loopback: another host on the segment cannot scrape it.
     const fromRouter = await lab.sh('r', `timeout 2 bash -c 'exec 3<>/dev/tcp/${SUBNET_PREFIX}.1/${METRICS_PORT}' && echo open || echo closed`, { allowFail: true });
     t.equal(fromRouter.stdout.trim(), 'closed', 'not reachable from the segment');
@@ -202,8 +213,13 @@ t.test('service', async (t) => {
 
   await t.test('SIGTERM: STOPPING=1, then the daemon releases and exits 0', async (t) => {
     const since = nowNs();
+    const held = Object.entries(status.floatingIPs).filter(([, o]) => o === 'h1').map(([ip]) => ip);
     const code = await lab.stopDaemon('h1', 'SIGTERM');
     t.equal(code, 0);
     t.match(notesSince(since)[0], /^STOPPING=1\nSTATUS=stopping: /);
+    for (const ip of held) {
+      const moved = await waitUntil(`h2 to log the move of ${ip}`, async () => log('h2').find((l) => l['ip'] === ip && l['from'] === 'h1'));
+      t.match(moved.msg, new RegExp(`^owner of ${ip.replaceAll('.', '\\.')}: h1 -> h\\d \\(\\w+\\)$`), `h2 logged: ${moved.msg}`);
+    }
   });
 });

@@ -47,7 +47,7 @@ t.test('messages reach a socket bound at a path', async (t) => {
   const systemd = listen(path);
   t.teardown(() => systemd.close());
   const errors: Error[] = [];
-  const n = systemdNotifier({ NOTIFY_SOCKET: path, WATCHDOG_USEC: '400000' }, (e) => errors.push(e));
+  const n = await systemdNotifier({ NOTIFY_SOCKET: path, WATCHDOG_USEC: '400000' }, (e) => errors.push(e));
   t.equal(n.watchdogIntervalMs, 200);
   n.send({ READY: 1, STATUS: 'standby; 1/1 nodes up' });
   n.send({ WATCHDOG: 1 });
@@ -65,7 +65,7 @@ t.test('messages reach a socket in the abstract namespace', async (t) => {
   const name = `enat-notify-${process.pid}-${Date.now()}`;
   const systemd = listen(`\0${name}`);
   t.teardown(() => systemd.close());
-  const n = systemdNotifier({ NOTIFY_SOCKET: `@${name}` }, () => {});
+  const n = await systemdNotifier({ NOTIFY_SOCKET: `@${name}` }, () => {});
   t.teardown(() => n.close());
   n.send({ READY: 1 });
   await until(() => systemd.received.length === 1);
@@ -75,7 +75,7 @@ t.test('messages reach a socket in the abstract namespace', async (t) => {
 
 t.test('a missing socket is an error reported, not thrown', async (t) => {
   const errors: Error[] = [];
-  const n = systemdNotifier({ NOTIFY_SOCKET: '/nonexistent/notify.sock' }, (e) => errors.push(e));
+  const n = await systemdNotifier({ NOTIFY_SOCKET: '/nonexistent/notify.sock' }, (e) => errors.push(e));
   t.teardown(() => n.close());
   n.send({ READY: 1 });
   await until(() => errors.length > 0);
@@ -83,7 +83,7 @@ t.test('a missing socket is an error reported, not thrown', async (t) => {
 });
 
 t.test('outside systemd (no NOTIFY_SOCKET) it does nothing', async (t) => {
-  const n = systemdNotifier({}, () => t.fail('no error expected'));
+  const n = await systemdNotifier({}, () => t.fail('no error expected'));
   n.send({ READY: 1 });
   n.close();
   t.equal(n.watchdogIntervalMs, undefined);
