@@ -158,6 +158,14 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
+    // A SIGHUP during start-up waits for it: a reload swaps sockets that start opens.
+    let started!: () => void;
+    this.reloading = new Promise<boolean>((ok) => { started = () => ok(true); });
+    await this.boot();
+    started();
+  }
+
+  private async boot(): Promise<void> {
     this.carrier = await this.readCarrier();
     this.watcher = watchKernel((e) => this.onKernelEvent(e), (e) => this.log.warn({ err: e.message }, 'kernel monitor'));
     await this.watcher.ready;
