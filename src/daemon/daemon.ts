@@ -224,8 +224,8 @@ export class Daemon {
     this.notifier.send({ WATCHDOG: 1 });
   }
 
-  private updateStatus(): void {
-    const line = statusLine(this.config, this.view(), { ready: this.ready, draining: this.draining, carrier: this.carrier });
+  private updateStatus(view = this.view()): void {
+    const line = statusLine(this.config, view, { ready: this.ready, draining: this.draining, carrier: this.carrier });
     if (line === this.lastStatusLine) return;
     this.lastStatusLine = line;
     this.notifier.send({ STATUS: line });
@@ -235,8 +235,8 @@ export class Daemon {
    * Warns once when a node starts to run another config (a node and digest not warned
    * about yet); a rolling reload that converges node by node warns once, not per node.
    */
-  private checkDrift(): void {
-    const drift = configDrift(this.view());
+  private checkDrift(view: View): void {
+    const drift = configDrift(view);
     const now = new Set(drift.map((d) => `${d.node}:${d.digest}`));
     const fresh = [...now].filter((k) => !this.driftWarned.has(k));
     if (fresh.length) {
@@ -317,7 +317,6 @@ export class Daemon {
     await this.serveMetrics();
     this.log.info({ file, from: before.digest, to: config.digest, ...reloadSummary(before, config) }, `reloaded ${file}: applying the difference`);
     this.sendHeartbeat(); // the new digest, at once
-    this.checkDrift();
     this.schedule(false);
     await this.idle();
     return true;
@@ -426,9 +425,7 @@ export class Daemon {
       if (!this.expiryTimer) this.armExpiry();
       if (r.changed) {
         this.log.debug({ peer: r.peer.name, up: r.peer.up, flags: r.peer.flags, claims: r.peer.claims }, 'peer changed');
-        this.checkDrift();
         this.schedule(false);
-        this.updateStatus();
       }
     } catch (e) {
       this.log.error({ err: (e as Error).message, source }, 'heartbeat handling failed');
@@ -461,11 +458,7 @@ export class Daemon {
   private expire(): void {
     const gone = this.membership.expire(now());
     for (const name of gone) this.log.info({ peer: name }, `node ${name} is Down: no heartbeat for ${this.membership.timeoutMs} ms`);
-    if (gone.length) {
-      this.checkDrift();
-      this.schedule(false);
-      this.updateStatus();
-    }
+    if (gone.length) this.schedule(false);
   }
 
   private onKernelEvent(e: KernelEvent): void {
@@ -563,7 +556,10 @@ export class Daemon {
         this.reconcileStartedAt = undefined;
       }
     }
-    this.updateStatus();
+    // Every change of peers, config or holdings passes here: tell systemd and the log.
+    const view = this.view();
+    this.checkDrift(view);
+    this.updateStatus(view);
   }
 
   private setHeld(held: Set<string>): void {
@@ -684,7 +680,6 @@ export class Daemon {
     this.draining = draining;
     this.log.info(draining ? 'draining: handing floating IPs over' : 'undrained: taking part again');
     this.sendHeartbeat();
-    this.updateStatus();
     this.schedule(false);
     if (draining) {
       const deadline = now() + this.membership.timeoutMs + 500;
