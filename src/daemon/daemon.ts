@@ -2,7 +2,7 @@ import type { Server } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import type { Config, NodeSpec } from '../config/model.js';
+import type { Config, NodeSpec, Policy } from '../config/model.js';
 import { formatDiagnostic, hasErrors, sortDiagnostics } from '../config/diagnostics.js';
 import { readKey } from '../config/key.js';
 import { loadConfig } from '../config/load.js';
@@ -21,7 +21,7 @@ import { formatAddress, parseAddress } from '../util/ip.js';
 import { sendGratuitousArp } from '../dataplane/arp.js';
 import { serveControl, type Request } from './control.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
-import { monotonicUsec, type Notifier } from './sdnotify.js';
+import { monotonicUsec, silentNotifier, type Notifier } from './sdnotify.js';
 import { configDrift, egressList, status, statusLine, type NodeStatus, type View } from './status.js';
 
 // The daemon: heartbeats in and out, membership, election, and the reconciler of the
@@ -151,7 +151,7 @@ export class Daemon {
     this.membership = new Membership(opts.config, this.self.name);
     this.log = opts.log.child({ node: this.self.name });
     this.state = new StateStore(opts.stateDir);
-    this.notifier = opts.notifier ?? { send() {}, close() {} };
+    this.notifier = opts.notifier ?? silentNotifier;
     this.metrics = new Metrics(() => this.metricsSnapshot());
     // Names that cannot be put on the wire are a config problem: say so now, not from a timer.
     this.heartbeat();
@@ -718,12 +718,12 @@ function transportOptions(config: Config, self: NodeSpec): TransportOptions {
 export function reloadSummary(before: Config, after: Config): Record<string, string[]> {
   const diff = (a: readonly string[], b: readonly string[]) => ({ added: b.filter((x) => !a.includes(x)), removed: a.filter((x) => !b.includes(x)) });
   const ips = (c: Config) => floatingIPs(c).map((f) => f.text);
-  const named = (xs: readonly { name: string }[]) => xs.map((x) => JSON.stringify(x, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)));
+  const text = (p: Policy) => JSON.stringify(p, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v));
   const f = diff(ips(before), ips(after));
   const pNames = diff(before.policies.map((p) => p.name), after.policies.map((p) => p.name));
   const changedPolicies = after.policies.filter((p) => {
     const old = before.policies.find((q) => q.name === p.name);
-    return old && named([old])[0] !== named([p])[0];
+    return old && text(old) !== text(p);
   }).map((p) => p.name);
   const n = diff(before.nodes.map((x) => x.name), after.nodes.map((x) => x.name));
   return {

@@ -13,6 +13,9 @@ export interface Notifier {
   close(): void;
 }
 
+/** Outside systemd: notifications go nowhere. */
+export const silentNotifier: Notifier = { send() {}, close() {} };
+
 /** The datagram for one notification; values must be single lines. */
 export function notifyMessage(fields: Readonly<Record<string, string | number>>): string {
   return Object.entries(fields).map(([k, v]) => `${k}=${String(v).replace(/[\r\n]+/g, ' ')}`).join('\n');
@@ -41,7 +44,7 @@ export const monotonicUsec = (): bigint => process.hrtime.bigint() / 1000n;
 export async function systemdNotifier(env: NodeJS.ProcessEnv, onError: (e: Error) => void): Promise<Notifier> {
   const target = env['NOTIFY_SOCKET'];
   const watchdogIntervalMs = watchdogInterval(env, process.pid);
-  if (!target) return { send() {}, close() {} };
+  if (!target) return silentNotifier;
   const address = notifyAddress(target);
   const { DgramSocket } = await import('node-unix-socket');
   const sock = new DgramSocket();
