@@ -34,7 +34,7 @@ lab: deps test-deps build
 	@set -o pipefail; npx tap --reporter=tap dist/test/lab | node scripts/tap-summary.mjs
 
 demo: deps build
-	node dist/src/lab/demo.js
+	node dist/lab/demo.js
 
 bench: deps build
 	node dist/bench/main.js

@@ -1,9 +1,11 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled, waitUntil } from '../src/lab/cluster.js';
-import { ECHO, Lab, REPO, SUBNET_PREFIX } from '../src/lab/lab.js';
-import { nowNs, outage, startProber, waitForFlow, type ProbeLog } from '../src/lab/traffic.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, labSite, settled, siteConfig, waitUntil } from '../lab/cluster.js';
+import { ECHO, Lab, SUBNET_PREFIX, type HostSpec } from '../lab/lab.js';
+import { sibling } from '../lab/paths.js';
+import { cutOff, longestGap, nowNs, outage, startProber, waitForFlow } from '../lab/traffic.js';
 import { loadConfig } from '../src/config/load.js';
 
 // Failover and daemon cost in the namespace lab, default settings (100 ms interval,
@@ -19,19 +21,10 @@ const LOAD_SECONDS = 30;
 const WARMUP_SECONDS = 10;
 const { shop: SHOP } = CLUSTER_FIPS;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
 const pct = (xs: number[], p: number) => sorted(xs)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
 const median = (xs: number[]) => pct(xs, 50);
 const f = (x: number) => x.toFixed(0);
-
-/** Longest time without an answer between `since` and the end of the log, ms. */
-function longestGap(log: ProbeLog, since: bigint): number {
-  const times = log.replies.map((r) => r.at).filter((t) => t >= since - 50_000_000n).sort((a, b) => (a < b ? -1 : 1));
-  let gap = 0;
-  for (let i = 1; i < times.length; i++) gap = Math.max(gap, Number(times[i]! - times[i - 1]!) / 1e6);
-  return gap;
-}
 
 async function failover(lab: Lab, cfg: string): Promise<string> {
   const names = lab.hosts.map((h) => h.name);
@@ -43,9 +36,7 @@ async function failover(lab: Lab, cfg: string): Promise<string> {
     const probe = await startProber(lab, 'c1', ECHO.inPolicy, PROBE_MS);
     await waitForFlow(probe.log, SHOP);
     await sleep(100 + Math.random() * 100); // cut at a random phase of the heartbeat interval
-    await lab.setPort(victim, false);
-    const cut = nowNs();
-    await lab.stopDaemon(victim, 'SIGKILL');
+    const cut = await cutOff(lab, victim);
     await waitForFlow(probe.log, SHOP, 5000);
     await sleep(400);
     const o = outage(await probe.stop(), cut, SHOP);
@@ -53,9 +44,7 @@ async function failover(lab: Lab, cfg: string): Promise<string> {
     unplanned.push(o.recoveredMs);
     unplannedLost.push(o.lost);
     process.stderr.write(`unplanned ${i + 1}/${FAILOVER_TRIALS}: ${f(o.recoveredMs)} ms (${victim} cut)\n`);
-    await lab.egress(victim, ['release']); // what systemd's ExecStopPost does
-    await lab.setPort(victim, true);
-    await lab.startDaemon(victim, cfg);
+    await lab.restartDaemon(victim, cfg);
   }
 
   const planned: Record<'SIGTERM' | 'drain', { gap: number[]; lost: number[]; sent: number[]; handover: number[] }> = {
@@ -78,11 +67,12 @@ async function failover(lab: Lab, cfg: string): Promise<string> {
     const o = outage(log, t0, SHOP);
     if (o.ips.some((ip) => ip !== SHOP)) throw new Error(`planned trial ${i}: ${JSON.stringify(o)}`);
     const r = planned[how];
-    r.gap.push(longestGap(log, t0));
+    const gap = longestGap(log, t0 - 50_000_000n); // from just before the command to the end
+    r.gap.push(gap);
     r.lost.push(o.lost);
     r.sent.push(o.sent);
     r.handover.push(handover);
-    process.stderr.write(`${how} ${i + 1}/${PLANNED_TRIALS * 2}: longest gap ${f(longestGap(log, t0))} ms, ${o.lost}/${o.sent} lost\n`);
+    process.stderr.write(`${how} ${i + 1}/${PLANNED_TRIALS * 2}: longest gap ${f(gap)} ms, ${o.lost}/${o.sent} lost\n`);
     if (how === 'SIGTERM') await lab.startDaemon(victim, cfg);
     else await lab.egress(victim, ['undrain']);
   }
@@ -122,21 +112,18 @@ function procStat(pid: number): { cpuTicks: number; rssKb: number; hwmKb: number
 
 /** One daemon, PEERS simulated peers on the same segment, LOAD_SECONDS of heartbeats. */
 export async function resources(): Promise<string> {
-  const hosts = [{ name: 'h1', ip: `${SUBNET_PREFIX}.1`, labels: { egress: 'yes' } }, { name: 'gen', ip: `${SUBNET_PREFIX}.2` }];
-  const lab = await Lab.create(hosts, []);
+  const daemonHost: HostSpec = { name: 'h1', ip: `${SUBNET_PREFIX}.1`, labels: { egress: 'yes' } };
+  const lab = await Lab.create([daemonHost, { name: 'gen', ip: `${SUBNET_PREFIX}.2` }], []);
   try {
     const peers = Array.from({ length: PEERS }, (_, i) => ({ name: `peer${String(i + 1).padStart(2, '0')}`, ip: `${SUBNET_PREFIX}.${10 + i}` }));
     await lab.sh('gen', peers.map((p) => `ip addr add ${p.ip}/24 dev eth0`).join(' && '));
     const cfg = join(lab.dir, 'config.yaml');
-    const base = clusterConfig(lab).replace(/nodes:\n[\s\S]*?\ngateways:/, `nodes:
-  - { name: h1, address: ${SUBNET_PREFIX}.1/24, role: worker, labels: { egress: "yes" } }
-${peers.map((p) => `  - { name: ${p.name}, address: ${p.ip}/24, role: worker }`).join('\n')}
-gateways:`);
-    writeFileSync(cfg, base);
+    // The cluster config with the daemon's host and the peers as its nodes (not the generator).
+    writeFileSync(cfg, siteConfig({ ...labSite(lab), hosts: [daemonHost, ...peers] }));
     const loaded = loadConfig(cfg);
     if (!loaded.config) throw new Error(`bench config invalid: ${JSON.stringify(loaded.diagnostics)}`);
     const daemon = await lab.startDaemon('h1', cfg);
-    const gen = spawn('ip', ['netns', 'exec', lab.ns('gen'), process.execPath, join(REPO, 'dist/bench/peers.js'),
+    const gen = spawn('ip', ['netns', 'exec', lab.ns('gen'), process.execPath, sibling('./peers.js', import.meta.url),
       join(lab.dir, 'cluster.key'), lab.id, '239.255.76.67', '7607', '100', loaded.config.digest, ...peers.map((p) => `${p.name}=${p.ip}`)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let genOut = '';
     gen.stdout!.on('data', (d: Buffer) => (genOut += d.toString()));

@@ -1,14 +1,13 @@
 import { createSocket, type Socket } from 'node:dgram';
-import { readFileSync } from 'node:fs';
 import { encode, Flag } from '../src/cluster/protocol.js';
+import { readKey } from '../src/config/key.js';
 
 // Simulated peers for the daemon benchmark: N nodes speaking the real protocol with the
 // real key, each from its own address (run in a lab namespace that holds them all).
 //   peers KEYFILE CLUSTER GROUP PORT INTERVAL_MS DIGEST NAME=ADDRESS...
 
 const [keyFile, cluster, group, portText, intervalText, digest, ...peers] = process.argv.slice(2);
-const raw = readFileSync(keyFile!);
-const key = raw.subarray(0, raw.length - (raw[raw.length - 1] === 0x0a ? 1 : 0));
+const key = readKey(keyFile!);
 const port = Number(portText);
 const incarnation = BigInt(Date.now()) * 1000n;
 let seq = 0n;

@@ -2,7 +2,7 @@
 # make install / make uninstall. Honours DESTDIR and PREFIX (default /usr/local).
 #   scripts/install.sh install [--files-only]   program, unit, example config, key (--files-only: no /etc)
 #   scripts/install.sh uninstall            program and unit; /etc/egress-natd stays
-# Config and key live in /etc/egress-natd whatever PREFIX is (the unit and DESIGN.md say so).
+# Config and key live in /etc/egress-natd whatever PREFIX is (the systemd unit reads them there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +34,6 @@ install_files() {
   rm -rf "$DESTDIR$LIBDIR/dist" "$DESTDIR$LIBDIR/node_modules"
   mkdir -p "$DESTDIR$LIBDIR/dist" "$DESTDIR$LIBDIR/bin"
   cp -r dist/src "$DESTDIR$LIBDIR/dist/src"
-  rm -rf "$DESTDIR$LIBDIR/dist/src/lab"   # the lab is for tests and the demo, run from the repository
   cp -r "$modules" "$DESTDIR$LIBDIR/node_modules"
   install -m 0644 package.json "$DESTDIR$LIBDIR/package.json"
   install -m 0755 bin/egress-natd "$DESTDIR$LIBDIR/bin/egress-natd"

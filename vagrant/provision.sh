@@ -74,7 +74,7 @@ if [ "$role" = router ]; then
 Description=egress-natd Vagrant lab: echo server (answers with the source IP it sees)
 After=enat-lab.service
 [Service]
-ExecStart=/usr/bin/node $repo/dist/src/lab/echo-server.js 7
+ExecStart=/usr/bin/node $repo/dist/lab/echo-server.js 7
 Restart=always
 [Install]
 WantedBy=multi-user.target

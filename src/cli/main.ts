@@ -5,7 +5,7 @@ import { stringify } from 'yaml';
 import { formatDiagnostic, hasErrors, sortDiagnostics } from '../config/diagnostics.js';
 import { KeyError, readKey, writeKey } from '../config/key.js';
 import { DEFAULT_CONFIG, loadConfig } from '../config/load.js';
-import type { Config } from '../config/model.js';
+import { nodeNamed, UnknownNodeError, type Config } from '../config/model.js';
 import { EncodeError } from '../cluster/protocol.js';
 import { askDaemon, type Request } from '../daemon/control.js';
 import { Daemon } from '../daemon/daemon.js';
@@ -119,7 +119,11 @@ export function program(): Command {
     .action(async (o: { config: string; node?: string; stateDir?: string }) => {
       const config = loadOrExit(o.config);
       const node = o.node ?? hostname();
-      if (!config.nodes.some((n) => n.name === node)) throw new InputError(`node "${node}" is not in ${o.config} (known: ${config.nodes.map((n) => n.name).join(', ')}); use --node`);
+      try {
+        nodeNamed(config, node);
+      } catch (e) {
+        throw e instanceof UnknownNodeError ? new InputError(`${e.message}; use --node`) : e;
+      }
       const log = pino({ base: { svc: 'egress-natd' } }, pino.destination(1));
       const notifier = await systemdNotifier(process.env, (e) => log.warn({ err: e.message }, 'sd_notify'));
       const daemon = new Daemon({ config, node, key: readKey(config.cluster.heartbeat.keyFile), stateDir: stateStore(o.stateDir).dir, log, notifier });
@@ -182,7 +186,7 @@ export async function main(argv: string[]): Promise<void> {
     await program().parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : EXIT_INPUT);
-    if (e instanceof InputError || e instanceof PlanError || e instanceof EncodeError || e instanceof KeyError) {
+    if (e instanceof InputError || e instanceof UnknownNodeError || e instanceof PlanError || e instanceof EncodeError || e instanceof KeyError) {
       err(`egress-natd: ${e.message}`);
       process.exit(EXIT_INPUT);
     }

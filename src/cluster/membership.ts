@@ -29,6 +29,8 @@ export const isEligible = (flags: number): boolean =>
 export const isJoining = (flags: number): boolean => (flags & (Flag.READY | Flag.DRAINING | Flag.NO_CARRIER | Flag.LEAVING)) === 0;
 export const mayKeep = (flags: number): boolean =>
   (flags & Flag.DRAINING) !== 0 && (flags & (Flag.NO_CARRIER | Flag.LEAVING)) === 0;
+/** What the election needs of a node, from its flags (a peer's as heard, this node's own as sent). */
+export const liveNode = (name: string, flags: number): LiveNode => ({ name, eligible: isEligible(flags), mayKeep: mayKeep(flags), joining: isJoining(flags) });
 
 export class Membership {
   private readonly peers = new Map<string, Peer>();
@@ -107,7 +109,7 @@ export class Membership {
 
   /** Live peers for the election: Up ones, with what their flags allow. */
   live(): LiveNode[] {
-    return this.list().filter((p) => p.up).map((p) => ({ name: p.name, eligible: isEligible(p.flags), mayKeep: mayKeep(p.flags), joining: isJoining(p.flags) }));
+    return this.list().filter((p) => p.up).map((p) => liveNode(p.name, p.flags));
   }
 
   claims(): Claim[] {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Config, NodeSpec } from '../config/model.js';
 import { candidates, floatingIPs } from '../plan/desired.js';
 
-// Who owns each floating IP (DESIGN.md §4): a pure function of the config, the live
+// Who owns each floating IP (docs/design.md, "Election rules"): a pure function of the config, the live
 // nodes and the current claims, so every host that has the same view computes the same
 // owners, whatever order it learned things in.
 

@@ -69,5 +69,50 @@ export interface Policy {
   readonly egressIP: Address;
 }
 
+/** Marks carry the floating IP's index in 8 bits, index 0 meaning none (plan/naming.ts checks MARK_MASK holds them). */
+export const MAX_FLOATING_IPS = 255;
+
 export const selects = (selector: Labels | undefined, labels: Labels): boolean =>
   !selector || Object.entries(selector).every(([k, v]) => labels[k] === v);
+
+export class UnknownNodeError extends Error {}
+
+/** The node called `name`, or UnknownNodeError naming the nodes the config has. */
+export function nodeNamed(config: Config, name: string): NodeSpec {
+  const node = config.nodes.find((n) => n.name === name);
+  if (!node) throw new UnknownNodeError(`node "${name}" is not in ${config.file} (known: ${config.nodes.map((n) => n.name).join(', ')})`);
+  return node;
+}
+
+/** What one entry of a policy's sources brings: its inline CIDRs, or one workload it selects. */
+export interface SourceMatch {
+  readonly cidrs: readonly Cidr[];
+  readonly cgroups: readonly string[];
+}
+
+export interface PolicySourcesOn {
+  /** Each inline CIDR list and each selected workload, in the order of the policy's sources. */
+  readonly matches: readonly SourceMatch[];
+  /** Every CIDR of `matches`. */
+  readonly cidrs: readonly Cidr[];
+  /** Every cgroup of `matches`, each once. */
+  readonly cgroups: readonly string[];
+}
+
+/**
+ * What a policy's sources match on `node`: its inline CIDRs, and the CIDRs and cgroups of
+ * the workloads it selects whose nodeSelector admits the node. Without a node: on any
+ * node (every workload it selects counts).
+ */
+export function policySourcesOn(config: Pick<Config, 'workloads'>, policy: Pick<Policy, 'sources'>, node?: Pick<NodeSpec, 'labels'>): PolicySourcesOn {
+  const matches = policy.sources.flatMap((s): SourceMatch[] => s.kind === 'cidrs'
+    ? [{ cidrs: s.cidrs, cgroups: [] }]
+    : s.workloads
+      .map((name) => config.workloads.find((w) => w.name === name)!)
+      .filter((w) => !node || selects(w.nodeSelector, node.labels)));
+  return {
+    matches,
+    cidrs: matches.flatMap((m) => m.cidrs),
+    cgroups: [...new Set(matches.flatMap((m) => m.cgroups))],
+  };
+}

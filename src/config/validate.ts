@@ -11,7 +11,7 @@ import {
 } from '../util/ip.js';
 import { intersects, overlappingOwners, subtract, unionOfCidrs } from '../util/intervals.js';
 import type { Diagnostic } from './diagnostics.js';
-import { selects, type Cluster, type Config, type Gateway, type Labels, type NodeSpec, type Policy, type PolicySource, type Workload } from './model.js';
+import { MAX_FLOATING_IPS, policySourcesOn, selects, type Cluster, type Config, type Gateway, type Labels, type NodeSpec, type Policy, type PolicySource, type Workload } from './model.js';
 import * as shape from './schema.js';
 import type { ConfigSource, Path } from './source.js';
 
@@ -26,8 +26,6 @@ export interface ValidateOptions {
   readonly digest: string;
 }
 
-/** Marks carry the floating IP's index in 8 bits (see plan/naming.ts). */
-export const MAX_FLOATING_IPS = 255;
 const MIN_INTERVAL_MS = 10;
 const MAX_INTERVAL_MS = 10_000;
 export const DEFAULT_METRICS_PORT = 9607;
@@ -77,14 +75,14 @@ function shapeDiagnostics(src: ConfigSource, base: Path, issues: readonly z.core
   });
 }
 
-function withoutKey(value: unknown, path: readonly PropertyKey[], key: string): unknown {
+function withoutKey(value: unknown, path: readonly PropertyKey[], mappingKey: string): unknown {
   if (path.length === 0) {
-    const { [key]: _, ...rest } = value as Record<string, unknown>;
+    const { [mappingKey]: _, ...rest } = value as Record<string, unknown>;
     return rest;
   }
   const [head, ...tail] = path;
   const copy = (Array.isArray(value) ? [...value] : { ...(value as object) }) as Record<PropertyKey, unknown>;
-  copy[head as string] = withoutKey(copy[head as string], tail, key);
+  copy[head as string] = withoutKey(copy[head as string], tail, mappingKey);
   return copy;
 }
 
@@ -105,7 +103,7 @@ function parseShape<T>(src: ConfigSource, schema: z.ZodType<T>, value: unknown, 
   return again.success ? again.data : undefined;
 }
 
-/** Validates a parsed document: structure first, then every rule of DESIGN.md §2. */
+/** Validates a parsed document: structure first, then every rule of docs/design.md, "Config model". */
 export function validate(src: ConfigSource, opts: ValidateOptions): { config?: Config; diagnostics: Diagnostic[] } {
   const out: Diagnostic[] = [...src.syntaxErrors];
   if (out.length) return { diagnostics: out };
@@ -305,15 +303,15 @@ function parseGateways(src: ConfigSource, items: unknown[], nodes: readonly Node
   return result;
 }
 
-/** `key` names the field inside each entry that holds the CIDR (destinations: `cidr`). */
-function parseCidrList(src: ConfigSource, texts: readonly string[], path: Path, out: Diagnostic[], key?: string): Cidr[] | undefined {
+/** `field` names the field inside each entry that holds the CIDR (destinations: `cidr`). */
+function parseCidrList(src: ConfigSource, texts: readonly string[], path: Path, out: Diagnostic[], field?: string): Cidr[] | undefined {
   const cidrs: Cidr[] = [];
   let ok = true;
   texts.forEach((t, j) => {
     const c = parseCidr(t);
     const msg = !c.ok ? c.error : c.value.family !== 4 ? `"${t}": IPv6 is not supported by config version 1` : undefined;
     if (msg || !c.ok) {
-      out.push(src.diag('error', key ? [...path, j, key] : [...path, j], `${pathText(path)}: ${msg}`));
+      out.push(src.diag('error', field ? [...path, j, field] : [...path, j], `${pathText(path)}: ${msg}`));
       ok = false;
     } else cidrs.push(c.value);
   });
@@ -407,15 +405,16 @@ function parsePolicies(src: ConfigSource, items: unknown[], gateways: readonly P
   return result.map((r) => r.policy);
 }
 
-/** Warns where two policies match the same packets: the first in file order wins. */
+/**
+ * Warns where two policies match the same packets: the first in file order wins. Sources
+ * count on every node at once, so two policies that meet on no single node may warn too.
+ */
 function warnOverlaps(src: ConfigSource, policies: readonly { policy: Policy; index: number }[], workloads: readonly Workload[], out: Diagnostic[]): void {
-  const byName = new Map(workloads.map((w) => [w.name, w]));
   const resolved = policies.map(({ policy }) => {
-    const ws = policy.sources.flatMap((s) => (s.kind === 'workloads' ? s.workloads.map((n) => byName.get(n)!) : []));
-    const cidrs = policy.sources.flatMap((s) => (s.kind === 'cidrs' ? s.cidrs : [])).concat(ws.flatMap((w) => w.cidrs));
+    const { cidrs, cgroups } = policySourcesOn({ workloads }, policy);
     return {
       sources: unionOfCidrs(cidrs),
-      cgroups: ws.flatMap((w) => w.cgroups),
+      cgroups,
       destinations: subtract(unionOfCidrs(policy.destinations), unionOfCidrs(policy.excludedDestinations)),
     };
   });
@@ -427,8 +426,8 @@ function warnOverlaps(src: ConfigSource, policies: readonly { policy: Policy; in
     for (const a of owners) for (const b of related) if (a !== b) sourcePairs.add(a < b ? `${a},${b}` : `${b},${a}`);
   }
   const earlier = new Map<number, number[]>();
-  for (const key of sourcePairs) {
-    const [a, b] = key.split(',').map(Number) as [number, number];
+  for (const pair of sourcePairs) {
+    const [a, b] = pair.split(',').map(Number) as [number, number];
     if (intersects(resolved[a]!.destinations, resolved[b]!.destinations)) earlier.set(b, [...(earlier.get(b) ?? []), a]);
   }
   for (const [b, as] of [...earlier].sort((x, y) => x[0] - y[0])) {

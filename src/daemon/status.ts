@@ -1,4 +1,4 @@
-import { selects, type Config } from '../config/model.js';
+import { nodeNamed, policySourcesOn, type Config } from '../config/model.js';
 import { formatCidr, formatAddress } from '../util/ip.js';
 
 // What `status` and `egress list` show: pure functions of the config and the daemon's
@@ -55,15 +55,10 @@ export interface EgressRow { readonly source: string; readonly destination: stri
 
 /** One row per (source, destination) of every policy, as this node steers it (like `cilium-dbg bpf egress list`). */
 export function egressList(config: Config, view: View): EgressRow[] {
-  const self = config.nodes.find((n) => n.name === view.self)!;
+  const self = nodeNamed(config, view.self);
   const rows: EgressRow[] = [];
   for (const p of config.policies) {
-    const sources = p.sources.flatMap((s) => s.kind === 'cidrs'
-      ? s.cidrs.map(formatCidr)
-      : s.workloads
-        .map((name) => config.workloads.find((w) => w.name === name)!)
-        .filter((w) => selects(w.nodeSelector, self.labels))
-        .flatMap((w) => [...w.cidrs.map(formatCidr), ...w.cgroups.map((c) => `cgroup:${c}`)]));
+    const sources = policySourcesOn(config, p, self).matches.flatMap((m) => [...m.cidrs.map(formatCidr), ...m.cgroups.map((c) => `cgroup:${c}`)]);
     const ip = formatAddress(p.egressIP);
     const gateway = view.owners.get(ip) ?? '(none)';
     const destinations = [...p.destinations.map(formatCidr), ...p.excludedDestinations.map((d) => `!${formatCidr(d)}`)];

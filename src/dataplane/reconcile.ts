@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { DesiredState, Macvlan } from '../plan/desired.js';
-import { MACVLAN_PREFIX, MARK_MASK, ROUTE_TABLE_BASE, RT_PROTOCOL, RULE_PREF_BASE } from '../plan/naming.js';
+import { isOurRulePref, isOurRouteTable, MACVLAN_PREFIX, MARK_MASK, RT_PROTOCOL } from '../plan/naming.js';
 import { sendGratuitousArp } from './arp.js';
 import { Netlink, type Link } from './netlink.js';
 import { deleteTable, readTable, runTransaction } from './nft.js';
@@ -11,10 +11,8 @@ import { readSysctl, writeSysctl } from './sysctl.js';
 // The only place that changes the host: read what the kernel has, compare with the
 // plan, change what differs and nothing else.
 
-const OUR_TABLES = { min: ROUTE_TABLE_BASE + 1, max: ROUTE_TABLE_BASE + 255 };
-const isOurTable = (t: number): boolean => t >= OUR_TABLES.min && t <= OUR_TABLES.max;
 const isOurRule = (r: { priority: number; protocol: number; table: number }): boolean =>
-  r.protocol === RT_PROTOCOL && r.priority > RULE_PREF_BASE && r.priority <= RULE_PREF_BASE + 255 && isOurTable(r.table);
+  r.protocol === RT_PROTOCOL && isOurRulePref(r.priority) && isOurRouteTable(r.table);
 const isOurMacvlan = (l: Link): boolean => l.kind === 'macvlan' && l.name.startsWith(MACVLAN_PREFIX);
 
 export interface ReconcileResult {
@@ -110,22 +108,22 @@ async function addMacvlans(nl: Netlink, desired: DesiredState, changes: string[]
 }
 
 async function reconcileRouting(nl: Netlink, desired: DesiredState, changes: string[]): Promise<void> {
-  const key = (r: { priority: number; fwmark: number; fwmask: number; table: number }) => `${r.priority}/${r.fwmark}/${r.fwmask}/${r.table}`;
+  const ruleKey = (r: { priority: number; fwmark: number; fwmask: number; table: number }) => `${r.priority}/${r.fwmark}/${r.fwmask}/${r.table}`;
   const have = (await nl.rules()).filter(isOurRule);
-  const want = new Map(desired.rules.map((r) => [key(r), r]));
+  const wantRuleKeys = new Set(desired.rules.map(ruleKey));
   for (const r of have) {
-    if (want.has(key(r))) continue;
+    if (wantRuleKeys.has(ruleKey(r))) continue;
     await nl.deleteRule(r);
     changes.push(`delete ip rule pref ${r.priority}`);
   }
-  const haveKeys = new Set(have.map(key));
+  const haveRuleKeys = new Set(have.map(ruleKey));
   for (const r of desired.rules) {
-    if (haveKeys.has(key(r))) continue;
+    if (haveRuleKeys.has(ruleKey(r))) continue;
     await nl.addRule(r, RT_PROTOCOL);
     changes.push(`add ip rule pref ${r.priority} fwmark 0x${r.fwmark.toString(16)}/0x${MARK_MASK.toString(16)} lookup ${r.table}`);
   }
   const links = await nl.links();
-  const routes = (await nl.routes()).filter((r) => isOurTable(r.table));
+  const routes = (await nl.routes()).filter((r) => isOurRouteTable(r.table));
   const wantRoutes = new Map(desired.routes.map((r) => [r.table, r]));
   for (const r of routes) {
     // A wanted table's default route is kept or replaced below; anything else goes.
@@ -194,7 +192,7 @@ export async function release(opts: ReconcileOptions): Promise<ReconcileResult> 
       await nl.deleteRule(r);
       changes.push(`delete ip rule pref ${r.priority}`);
     }
-    for (const table of new Set((await nl.routes()).filter((r) => isOurTable(r.table) && r.dstLen === 0).map((r) => r.table))) {
+    for (const table of new Set((await nl.routes()).filter((r) => isOurRouteTable(r.table) && r.dstLen === 0).map((r) => r.table))) {
       await nl.deleteDefaultRoute(table);
       changes.push(`delete route table ${table}`);
     }

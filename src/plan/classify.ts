@@ -89,8 +89,8 @@ export function classify(policies: readonly ClassifiablePolicy[]): Classificatio
   const byPolicies = new Map<string, number>();
   const byContent = new Map<string, number>();
   const classOf = (members: readonly ClassifiablePolicy[]): number | undefined => {
-    const key = members.map((p) => p.index).sort((a, b) => a - b).join(',');
-    const known = byPolicies.get(key);
+    const policySet = members.map((p) => p.index).sort((a, b) => a - b).join(',');
+    const known = byPolicies.get(policySet);
     if (known !== undefined) return known;
     const destinations = destinationsFor(members);
     // Different policy sets can classify identically: share one lookup then.
@@ -101,7 +101,7 @@ export function classify(policies: readonly ClassifiablePolicy[]): Classificatio
       classes.push({ destinations });
       byContent.set(content, id);
     }
-    if (id !== undefined) byPolicies.set(key, id);
+    if (id !== undefined) byPolicies.set(policySet, id);
     return id;
   };
 

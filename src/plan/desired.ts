@@ -1,5 +1,4 @@
-import { selects, type Config, type NodeSpec, type Policy } from '../config/model.js';
-import { MAX_FLOATING_IPS } from '../config/validate.js';
+import { MAX_FLOATING_IPS, nodeNamed, policySourcesOn, selects, type Config, type NodeSpec, type Policy } from '../config/model.js';
 import { cidrContains, formatAddress, formatRange, type Address } from '../util/ip.js';
 import { subtract, unionOfCidrs } from '../util/intervals.js';
 import { classify, type ClassifiablePolicy } from './classify.js';
@@ -9,8 +8,8 @@ import {
   MARK_MASK,
   markOf,
   macvlanName,
-  ROUTE_TABLE_BASE,
-  RULE_PREF_BASE,
+  routeTableOf,
+  rulePrefOf,
   virtualMac,
 } from './naming.js';
 import { makeSet, type NftChainSpec, type NftSetSpec, type NftTableSpec } from './nft.js';
@@ -90,25 +89,20 @@ export function floatingIPs(config: Config, keep?: ReadonlyMap<string, number>):
   });
 }
 
-/** Nodes that may own a floating IP: admitted by its gateway and on its subnet (DESIGN.md §4 rule 1). */
+/** Nodes that may own a floating IP: admitted by its gateway and on its subnet (docs/design.md, "Election rules", rule 1). */
 export function candidates(config: Config, fip: FloatingIP): NodeSpec[] {
   const gw = config.gateways.find((g) => g.name === fip.gateway)!;
   return config.nodes.filter((n) => selects(gw.nodeSelector, n.labels) && cidrContains(n.subnet, fip.ip));
 }
 
-const conf = (dev: string, key: string): string => `net/ipv4/conf/${dev}/${key}`;
+const conf = (dev: string, setting: string): string => `net/ipv4/conf/${dev}/${setting}`;
 
 function classifiable(config: Config, node: NodeSpec, policy: Policy, index: number, egress: number, facts: HostFacts): ClassifiablePolicy {
-  const workloads = policy.sources
-    .flatMap((s) => (s.kind === 'workloads' ? s.workloads : []))
-    .map((name) => config.workloads.find((w) => w.name === name)!)
-    .filter((w) => selects(w.nodeSelector, node.labels));
-  const cidrs = policy.sources.flatMap((s) => (s.kind === 'cidrs' ? s.cidrs : [])).concat(workloads.flatMap((w) => w.cidrs));
-  const cgroups = [...new Set(workloads.flatMap((w) => w.cgroups))].filter((c) => !facts.cgroups || facts.cgroups.has(c));
+  const { cidrs, cgroups } = policySourcesOn(config, policy, node);
   return {
     index,
     sources: unionOfCidrs(cidrs),
-    cgroups,
+    cgroups: cgroups.filter((c) => !facts.cgroups || facts.cgroups.has(c)),
     destinations: subtract(unionOfCidrs(policy.destinations), unionOfCidrs(policy.excludedDestinations)),
     egress,
   };
@@ -195,11 +189,11 @@ export class PlanError extends Error {}
 
 /**
  * The complete data plane of `nodeName` given who owns each floating IP: a pure
- * function, so that the same inputs always give byte-identical output.
+ * function, so that the same inputs always give byte-identical output. Throws
+ * UnknownNodeError for a node the config lacks, PlanError for owners that cannot be.
  */
 export function plan(config: Config, nodeName: string, owners: Owners, facts: HostFacts = {}): DesiredState {
-  const node = config.nodes.find((n) => n.name === nodeName);
-  if (!node) throw new PlanError(`node "${nodeName}" is not in ${config.file} (known: ${config.nodes.map((n) => n.name).join(', ')})`);
+  const node = nodeNamed(config, nodeName);
   const fips = floatingIPs(config, facts.indexes);
   for (const [ip, owner] of owners) {
     const fip = fips.find((f) => f.text === ip);
@@ -239,8 +233,8 @@ export function plan(config: Config, nodeName: string, owners: Owners, facts: Ho
     configDigest: config.digest,
     egress,
     nft: nftTable(config, node, egress, macvlans, facts),
-    rules: fips.map((f) => ({ priority: RULE_PREF_BASE + f.index, fwmark: markOf(f.index), fwmask: MARK_MASK, table: ROUTE_TABLE_BASE + f.index })),
-    routes: egress.filter((e) => e.mode === 'remote').map((e) => ({ table: ROUTE_TABLE_BASE + e.index, gateway: e.ip, dev: node.interface })),
+    rules: fips.map((f) => ({ priority: rulePrefOf(f.index), fwmark: markOf(f.index), fwmask: MARK_MASK, table: routeTableOf(f.index) })),
+    routes: egress.filter((e) => e.mode === 'remote').map((e) => ({ table: routeTableOf(e.index), gateway: e.ip, dev: node.interface })),
     macvlans,
     // The parent must not answer ARP for the floating IPs its macvlans hold (ARP flux).
     sysctls: mayOwn ? [{ path: conf(node.interface, 'arp_ignore'), value: '1' }, { path: conf(node.interface, 'arp_announce'), value: '2' }] : [],

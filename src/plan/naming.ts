@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { MAX_FLOATING_IPS } from '../config/model.js';
 import { formatAddress, type Address } from '../util/ip.js';
 
 // Every kernel object egress-natd owns is named or numbered here, so that `release`
@@ -11,10 +12,18 @@ export const NFT_TABLE = 'egress_natd';
 export const MARK_MASK = 0x00ff0000;
 export const MARK_SHIFT = 16;
 export const markOf = (index: number): number => (index << MARK_SHIFT) >>> 0;
+if (MARK_MASK >>> MARK_SHIFT !== MAX_FLOATING_IPS) throw new Error('MARK_MASK must hold exactly the indexes 1..MAX_FLOATING_IPS');
 
-/** Policy routing: one rule and one table per floating IP. */
+/** Policy routing: one rule and one table per floating IP, numbered by its mark index (1..MAX_FLOATING_IPS). */
 export const RULE_PREF_BASE = 7600;
 export const ROUTE_TABLE_BASE = 7600;
+export const rulePrefOf = (index: number): number => RULE_PREF_BASE + index;
+export const routeTableOf = (index: number): number => ROUTE_TABLE_BASE + index;
+/** The rule preferences and route tables that are egress-natd's, whatever the config says now. */
+export const OUR_RULE_PREFS = { min: rulePrefOf(1), max: rulePrefOf(MAX_FLOATING_IPS) } as const;
+export const OUR_ROUTE_TABLES = { min: routeTableOf(1), max: routeTableOf(MAX_FLOATING_IPS) } as const;
+export const isOurRulePref = (pref: number): boolean => pref >= OUR_RULE_PREFS.min && pref <= OUR_RULE_PREFS.max;
+export const isOurRouteTable = (table: number): boolean => table >= OUR_ROUTE_TABLES.min && table <= OUR_ROUTE_TABLES.max;
 /** rtnetlink "protocol" stamped on our rules and routes (values above 4 are free for daemons). */
 export const RT_PROTOCOL = 76;
 

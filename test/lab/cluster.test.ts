@@ -1,9 +1,12 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled, waitUntil } from '../../src/lab/cluster.js';
-import { ECHO, Lab, REPO, type DaemonStatus } from '../../src/lab/lab.js';
-import { nowNs, outage, startProber, waitForFlow } from '../../src/lab/traffic.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled, waitUntil } from '../../lab/cluster.js';
+import { ECHO, Lab, type DaemonStatus } from '../../lab/lab.js';
+import { labScript } from '../../lab/paths.js';
+import { cutOff, nowNs, outage, startProber, waitForFlow } from '../../lab/traffic.js';
+import type { DropReason } from '../../src/cluster/protocol.js';
 import { virtualMac } from '../../src/plan/naming.js';
 import { parseAddress } from '../../src/util/ip.js';
 
@@ -14,7 +17,6 @@ const { shop: SHOP, batch: BATCH, reports: REPORTS } = CLUSTER_FIPS;
 const FIPS = [SHOP, BATCH, REPORTS];
 const INTERVAL_MS = 100;
 const TIMEOUT_MS = 3 * INTERVAL_MS;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const macOf = (ip: string) => { const a = parseAddress(ip); if (!a.ok) throw new Error(a.error); return virtualMac(a.value); };
 
 t.test('cluster', async (t) => {
@@ -26,17 +28,11 @@ t.test('cluster', async (t) => {
 
   const settledOn = (running = names) => settled(lab, running);
   const start = async (hosts: string[]) => Promise.all(hosts.map((h) => lab.startDaemon(h, cfg)));
-  /** What systemd does after a daemon died: ExecStopPost=egress-natd release. */
-  const restart = async (host: string) => {
-    await lab.egress(host, ['release']);
-    await lab.setPort(host, true);
-    await lab.startDaemon(host, cfg);
-  };
 
   await start(names);
   let status: DaemonStatus = await settledOn();
 
-  await t.test('initial owners follow DESIGN.md §4', async (t) => {
+  await t.test('initial owners follow the election rules (docs/design.md)', async (t) => {
     const o = status.floatingIPs;
     t.same(status.nodes, { h1: 'Up', h2: 'Up', h3: 'Up', h4: 'Up' });
     t.same([o[SHOP], o[BATCH]].sort(), ['h1', 'h2'], 'primary (labelled nodes): one IP on each labelled worker, none on the control plane');
@@ -55,9 +51,7 @@ t.test('cluster', async (t) => {
     const probe = await startProber(lab, 'c1', ECHO.inPolicy);
     t.teardown(() => probe.stop());
     await waitForFlow(probe.log, SHOP);
-    await lab.setPort(victim, false);
-    const cut = nowNs();
-    await lab.stopDaemon(victim, 'SIGKILL');
+    const cut = await cutOff(lab, victim);
     await waitForFlow(probe.log, SHOP, 5000);
     const o = outage(await probe.stop(), cut, SHOP);
     t.comment(`traffic back with ${SHOP} ${o.recoveredMs?.toFixed(0)} ms after the cut`);
@@ -75,7 +69,7 @@ t.test('cluster', async (t) => {
 
     await t.test('the old owner returns: nothing moves', async (t) => {
       const before = JSON.stringify(status.floatingIPs);
-      await restart(victim);
+      await lab.restartDaemon(victim, cfg);
       const back = await settledOn();
       t.equal(back.nodes[victim], 'Up');
       await sleep(5 * INTERVAL_MS);
@@ -152,7 +146,7 @@ t.test('cluster', async (t) => {
   await t.test('forged, replayed and random datagrams change nothing', async (t) => {
     const before = await lab.status('h1');
     const inject = (host: string, mode: string, local: string, arg: string) =>
-      lab.sh(host, `${process.execPath} ${join(REPO, 'dist/src/lab/inject.js')} ${mode} ${join(lab.dir, 'cluster.key')} ${lab.id} 239.255.76.67 7607 ${local} ${arg}`);
+      lab.sh(host, `${process.execPath} ${labScript('inject')} ${mode} ${join(lab.dir, 'cluster.key')} ${lab.id} 239.255.76.67 7607 ${local} ${arg}`);
     const captured = (await inject('r', 'capture', '192.168.1.254', 'h2')).stdout.trim();
     const r = await inject('h2', 'attack', '192.168.1.2', captured);
     t.comment(`sent: ${r.stdout.trim()}`);
@@ -160,7 +154,7 @@ t.test('cluster', async (t) => {
     const after = await lab.status('h1');
     t.same(after.floatingIPs, before.floatingIPs, 'owners unchanged');
     t.same(after.nodes, before.nodes, 'nodes unchanged (the forged "leaving" of h2 was not believed)');
-    const d = (k: string) => after.counters.dropped[k]! - before.counters.dropped[k]!;
+    const d = (k: DropReason) => after.counters.dropped[k]! - before.counters.dropped[k]!;
     t.ok(d('replay') >= 5, `replays dropped: ${d('replay')}`);
     t.ok(d('bad-mac') >= 5, `forged (wrong key) dropped: ${d('bad-mac')}`);
     t.ok(d('malformed') + d('oversized') + d('bad-magic') + d('truncated') + d('bad-version') >= 150, 'random and damaged datagrams dropped, counted by reason');

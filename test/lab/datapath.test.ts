@@ -1,8 +1,8 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { labConfig } from '../../src/lab/config.js';
-import { ECHO, FIPS, Lab } from '../../src/lab/lab.js';
+import { labConfig } from '../../lab/config.js';
+import { ECHO, FIPS, Lab } from '../../lab/lab.js';
 import { macvlanName, virtualMac } from '../../src/plan/naming.js';
 
 // The static data path on the real kernel: three hosts, a router with an echo server,

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO } from '../../src/lab/lab.js';
+import { REPO } from '../../lab/paths.js';
 
 // How users get egress-natd: `make install` into a DESTDIR, `make uninstall`, the Debian
 // package installed, removed and purged by dpkg (in a root of its own, with the
@@ -35,7 +35,7 @@ t.test('make install into a DESTDIR, with a PREFIX; again; make uninstall', asyn
   t.match(readFileSync(bin, 'utf8'), 'exec node "/opt/enat/lib/egress-natd/bin/egress-natd" "$@"', 'the command runs the installed tree (without DESTDIR)');
   t.ok(existsSync(join(lib, 'node_modules/pino/package.json')), 'production dependencies');
   t.notOk(existsSync(join(lib, 'node_modules/tap')), 'no development dependencies');
-  t.notOk(existsSync(join(lib, 'dist/src/lab')), 'no lab code');
+  t.same(readdirSync(join(lib, 'dist')), ['src'], 'the program only: no lab, tests or benchmarks');
   const unitText = readFileSync(unit, 'utf8');
   t.match(unitText, 'ExecStart=/opt/enat/bin/egress-natd run --config /etc/egress-natd/config.yaml');
   t.match(unitText, 'ExecStopPost=/opt/enat/bin/egress-natd release');

@@ -1,8 +1,8 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { labConfig } from '../../src/lab/config.js';
-import { ECHO, Lab } from '../../src/lab/lab.js';
+import { labConfig } from '../../lab/config.js';
+import { ECHO, Lab } from '../../lab/lab.js';
 
 // cluster.noGateway: what selected traffic gets while its egress IP has no owner.
 

@@ -1,11 +1,13 @@
 import t from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DgramSocket } from 'node-unix-socket';
-import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled, waitUntil } from '../../src/lab/cluster.js';
-import { ECHO, Lab, SUBNET_PREFIX } from '../../src/lab/lab.js';
-import { scrape } from '../../src/lab/scrape.js';
-import { nowNs, outage, startProber, waitForFlow, type ProbeLog } from '../../src/lab/traffic.js';
+import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled, waitUntil } from '../../lab/cluster.js';
+import { policiesYaml } from '../../lab/config.js';
+import { ECHO, Lab, SUBNET_PREFIX } from '../../lab/lab.js';
+import { scrape } from '../../lab/scrape.js';
+import { longestGap, nowNs, outage, startProber, waitForFlow } from '../../lab/traffic.js';
 
 // The daemon as a service, on the real kernel: systemd's notify protocol on a real unix
 // datagram socket, Prometheus metrics scraped over HTTP, SIGHUP reloads (bad and good)
@@ -15,7 +17,6 @@ const { shop: SHOP, batch: BATCH } = CLUSTER_FIPS;
 const AUDIT = `${SUBNET_PREFIX}.103`;
 const METRICS_PORT = 9607;
 const WATCHDOG_USEC = 400_000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * A config with one more floating IP, inserted first in the primary gateway (so that file
@@ -24,23 +25,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 function grown(base: string): string {
   return base
     .replace(`floatingIPs: [${SHOP}, ${BATCH}]`, `floatingIPs: [${AUDIT}, ${SHOP}, ${BATCH}]`)
-    .concat(`  - name: audit
-    sources:
-      - workloadSelector: { matchLabels: { app: batch } }
-    destinations:
-      - cidr: ${ECHO.other}/32
-    action: SNAT
-    gatewayRef: primary
-    egressIP: ${AUDIT}
-`);
-}
-
-/** Largest time between two answers (ms) in [from, to]: how long traffic stood still. */
-function longestGap(log: ProbeLog, from: bigint, to: bigint): number {
-  const at = log.replies.map((r) => r.at).filter((x) => x >= from && x <= to).sort((a, b) => (a < b ? -1 : 1));
-  let gap = 0;
-  for (let i = 1; i < at.length; i++) gap = Math.max(gap, Number(at[i]! - at[i - 1]!) / 1e6);
-  return gap;
+    .concat(`${policiesYaml([{ name: 'audit', from: { app: 'batch' }, to: `${ECHO.other}/32`, gateway: 'primary', egressIP: AUDIT }])}\n`);
 }
 
 interface Note { readonly at: bigint; readonly text: string }

@@ -1,8 +1,8 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled, waitUntil } from '../../src/lab/cluster.js';
-import { ECHO, Lab } from '../../src/lab/lab.js';
+import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled, waitUntil } from '../../lab/cluster.js';
+import { ECHO, Lab } from '../../lab/lab.js';
 
 // The same cluster with unicast heartbeats (to every node's address), and a daemon
 // that stays alive while its link loses carrier: it gives up its IPs at once, and

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatDiagnostic } from '../../src/config/diagnostics.js';
 import { loadConfigText } from '../../src/config/load.js';
-import { REPO } from '../../src/lab/lab.js';
-import { vagrantConfig } from '../../src/lab/vagrant.js';
+import { REPO } from '../../lab/paths.js';
+import { vagrantConfig } from '../../lab/vagrant.js';
 
 // vagrant/: the Vagrantfile passes `vagrant validate` (Debian's vagrant, with its libvirt
 // plugin), and the VMs get the tests' cluster config.
@@ -21,7 +21,7 @@ const vagrant = (cwd: string, ...args: string[]) => spawnSync('vagrant', args, {
 
 t.test('vagrant/config.yaml is the tests\' cluster config for the VMs, and valid', async (t) => {
   const text = readFileSync(join(dir, 'config.yaml'), 'utf8');
-  t.equal(text, vagrantConfig(), 'regenerate with: node dist/src/lab/vagrant.js > vagrant/config.yaml');
+  t.equal(text, vagrantConfig(), 'regenerate with: node dist/lab/vagrant.js > vagrant/config.yaml');
   const r = loadConfigText(join(dir, 'config.yaml'), text, () => ({ exists: true, regular: true, mode: 0o100600, size: 65 }));
   t.same(r.diagnostics.map(formatDiagnostic), []);
   t.same(r.config?.nodes.map((n) => n.name), ['h1', 'h2', 'h3']);

@@ -5,7 +5,7 @@ import { elect, type Claim, type LiveNode } from '../../src/cluster/ownership.js
 import { candidates, floatingIPs } from '../../src/plan/desired.js';
 import { fakeKeyFile, rng } from '../helpers.js';
 
-// Property tests of the election (DESIGN.md §4) over random clusters.
+// Property tests of the election (docs/design.md, "Election rules") over random clusters.
 
 interface Shape {
   nodes: { name: string; role: 'worker' | 'control-plane'; zone: string }[];

@@ -4,7 +4,7 @@ import { loadValid } from '../helpers.js';
 
 const up = (holds: string[] = []): NodeStatus => ({ state: 'Up', eligible: true, draining: false, carrier: true, digest: 'd', holds });
 
-t.test('status mirrors the NetworkGatewayGroup status of DESIGN.md §3', async (t) => {
+t.test('status: nodes Up or Down, the owner of each floating IP, each policy\'s gateway node and state', async (t) => {
   const config = loadValid();
   const s = status(config, {
     self: 'worker1',

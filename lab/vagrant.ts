@@ -5,7 +5,7 @@ import { siteConfig, type ClusterSite } from './cluster.js';
 // 192.168.56.0/24, the range VirtualBox allows host-only networks by default; hosts are
 // .11-.13 because the hypervisor's own address on the network is .1; the router is .254.
 // vagrant/config.yaml is this output, and a test keeps them equal:
-//   node dist/src/lab/vagrant.js > vagrant/config.yaml
+//   node dist/lab/vagrant.js > vagrant/config.yaml
 
 export const VAGRANT_SITE: ClusterSite = {
   name: 'vagrant',
@@ -20,6 +20,6 @@ export const VAGRANT_SITE: ClusterSite = {
 };
 
 export const vagrantConfig = (): string =>
-  `# The Vagrant lab's config, made by src/lab/vagrant.ts from the tests' cluster config.\n${siteConfig(VAGRANT_SITE)}`;
+  `# The Vagrant lab's config, made by lab/vagrant.ts from the tests' cluster config.\n${siteConfig(VAGRANT_SITE)}`;
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) process.stdout.write(vagrantConfig());

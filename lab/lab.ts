@@ -2,19 +2,19 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
+import type { Counters } from '../src/daemon/telemetry.js';
+import type { Status } from '../src/daemon/status.js';
+import { BIN, labScript } from './paths.js';
 
-// The lab (DESIGN.md §6): network namespaces as hosts on a Linux bridge, a router
+// The lab (docs/design.md, "Lab"): network namespaces as hosts on a Linux bridge, a router
 // namespace with an echo server that answers with the source IP it sees. The bridge
 // lives in a namespace of its own, so the machine's own interfaces are never touched.
 // Every name carries a random id; destroy() removes everything, also after failures.
 
 const exec = promisify(execFile);
-const here = dirname(fileURLToPath(import.meta.url));
-export const REPO = resolve(here, '../../..');
-export const BIN = join(REPO, 'bin/egress-natd');
 
 export const SUBNET_PREFIX = '192.168.1';
 export const ROUTER_IP = `${SUBNET_PREFIX}.254`;
@@ -36,14 +36,27 @@ export const DEFAULT_CONTAINERS: ContainerSpec[] = [
   { name: 'c2', host: 'h3', cidr: '10.10.2.0/24', ip: '10.10.2.2' },
 ];
 
-export interface DaemonStatus {
-  node: string;
-  ready: boolean;
-  nodes: Record<string, 'Up' | 'Down'>;
-  floatingIPs: Record<string, string | null>;
-  policies: Record<string, { egressIP: string; gateway: string | null; state: string }>;
-  configDigests: Record<string, string | null>;
-  counters: { dropped: Record<string, number>; heartbeatsReceived: number; takeovers: number; repairs: number; reconciles: number; reloads: { ok: number; failed: number } };
+/** The daemon's answer to `status`: the product's status, with its counters and readiness. */
+export type DaemonStatus = Status & { readonly ready: boolean; readonly counters: Counters };
+
+/** `a.b.c.0/24` for an address `a.b.c.d`. */
+export const net24 = (ip: string): string => `${ip.replace(/\.\d+$/, '.0')}/24`;
+
+/** Single-quotes `s` for sh. */
+const q = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
+
+/** `ip netns exec` remounts /sys without the cgroup2 hierarchy; lab scripts mount it again. */
+const MOUNT_CGROUP = 'mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null;';
+
+/** Calls `fn` with every complete line `stream` yields. */
+export function eachLine(stream: Readable, fn: (line: string) => void): void {
+  let buf = '';
+  stream.on('data', (d: Buffer) => {
+    buf += d.toString();
+    const lines = buf.split('\n');
+    buf = lines.pop()!;
+    for (const l of lines) fn(l);
+  });
 }
 
 export class CommandError extends Error {
@@ -153,17 +166,19 @@ export class Lab {
     return h;
   }
 
-  /** Runs a shell script in a lab namespace, with the cgroup2 hierarchy mounted (see DESIGN.md §5). */
+  /** Runs a shell script in a lab namespace, with the cgroup2 hierarchy mounted (policies select local processes by cgroup). */
   sh(name: string, script: string, opts: { allowFail?: boolean; timeoutMs?: number } = {}) {
-    const withCgroup = `mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null; ${script}`;
-    return run(['ip', 'netns', 'exec', this.ns(name), 'sh', '-c', withCgroup], opts);
+    return run(['ip', 'netns', 'exec', this.ns(name), 'sh', '-c', `${MOUNT_CGROUP} ${script}`], opts);
   }
 
-  /** egress-natd in a lab host; per-host state dir, since all namespaces share /run. */
+  /** The environment of egress-natd in a lab host: a state dir per host, since all namespaces share /run. */
+  private stateEnv(host: string): string {
+    return `EGRESS_NATD_STATE_DIR=${q(join(this.dir, `state-${host}`))}`;
+  }
+
+  /** egress-natd in a lab host. */
   egress(host: string, args: string[], opts: { allowFail?: boolean } = {}) {
-    const q = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
-    const env = `EGRESS_NATD_STATE_DIR=${q(join(this.dir, `state-${host}`))}`;
-    return this.sh(host, `${env} ${q(BIN)} ${args.map(q).join(' ')}`, opts);
+    return this.sh(host, `${this.stateEnv(host)} ${q(BIN)} ${args.map(q).join(' ')}`, opts);
   }
 
   /** `apply` on every lab host with the same static owners (floating IP → host). */
@@ -172,15 +187,16 @@ export class Lab {
     for (const h of this.hosts) await this.egress(h.name, ['apply', '-c', config, '-n', h.name, ...args]);
   }
 
-  /** Starts `egress-natd run` in a lab host; its JSON log goes to daemon-<host>.log in the lab dir. */
-  /** `egress-natd run` in a lab host; `env` is added to its environment (NOTIFY_SOCKET, ...). Its pid is the daemon's (exec all the way). */
+  /**
+   * Starts `egress-natd run` in a lab host; `env` is added to its environment (NOTIFY_SOCKET, ...).
+   * Its JSON log goes to daemon-<host>.log in the lab dir. Its pid is the daemon's (exec all the way).
+   */
   async startDaemon(host: string, config: string, extra: string[] = [], env: Readonly<Record<string, string>> = {}): Promise<ChildProcess> {
     const old = this.daemons.get(host);
     if (old && old.exitCode === null && old.signalCode === null) throw new Error(`a daemon already runs on ${host}`);
-    const q = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
     const logFile = this.daemonLog(host);
     const vars = Object.entries(env).map(([k, v]) => `${k}=${q(v)}`).join(' ');
-    const script = `mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null; ${vars} EGRESS_NATD_STATE_DIR=${q(join(this.dir, `state-${host}`))} exec ${q(process.execPath)} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
+    const script = `${MOUNT_CGROUP} ${vars} ${this.stateEnv(host)} exec ${q(process.execPath)} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
     const child = spawn('ip', ['netns', 'exec', this.ns(host), 'sh', '-c', script], { stdio: 'ignore' });
     this.daemons.set(host, child);
     await new Promise<void>((ok, fail) => {
@@ -190,7 +206,7 @@ export class Lab {
     return child;
   }
 
-  /** Signals a daemon this lab started and waits for it to exit. */
+  /** The log file of the daemon of `host`. */
   daemonLog(host: string): string {
     return join(this.dir, `daemon-${host}.log`);
   }
@@ -202,6 +218,7 @@ export class Lab {
     child.kill(signal);
   }
 
+  /** Signals a daemon this lab started and waits for it to exit. */
   async stopDaemon(host: string, signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 10_000): Promise<number | null> {
     const child = this.daemons.get(host);
     if (!child || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null;
@@ -211,6 +228,13 @@ export class Lab {
     const code = await exited;
     clearTimeout(t);
     return code;
+  }
+
+  /** What systemd does after a daemon died (ExecStopPost=egress-natd release), with the host back on the segment. */
+  async restartDaemon(host: string, config: string): Promise<void> {
+    await this.egress(host, ['release']);
+    await this.setPort(host, true);
+    await this.startDaemon(host, config);
   }
 
   /** Takes a host off the segment (its switch port down), or puts it back. */
@@ -230,16 +254,9 @@ export class Lab {
   }
 
   private async startEcho(): Promise<void> {
-    const script = join(REPO, 'dist/src/lab/echo-server.js');
-    this.echo = spawn('ip', ['netns', 'exec', this.ns('r'), process.execPath, script, String(ECHO_PORT)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.echo = spawn('ip', ['netns', 'exec', this.ns('r'), process.execPath, labScript('echo-server'), String(ECHO_PORT)], { stdio: ['ignore', 'pipe', 'inherit'] });
     this.seen = [];
-    let buf = '';
-    this.echo.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const lines = buf.split('\n');
-      buf = lines.pop()!;
-      for (const l of lines) if (l.startsWith('seen ')) this.seen.push(l.slice(5));
-    });
+    eachLine(this.echo.stdout!, (l) => { if (l.startsWith('seen ')) this.seen.push(l.slice(5)); });
     await new Promise<void>((ok, fail) => {
       const t = setTimeout(() => fail(new Error('echo server did not start')), 10_000);
       this.echo!.stdout!.once('data', () => { clearTimeout(t); ok(); });

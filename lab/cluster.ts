@@ -1,5 +1,7 @@
 import { join } from 'node:path';
-import { ECHO, SUBNET_PREFIX, type ContainerSpec, type DaemonStatus, type HostSpec, type Lab } from './lab.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { nodesYaml, policiesYaml } from './config.js';
+import { ECHO, net24, SUBNET_PREFIX, type ContainerSpec, type DaemonStatus, type HostSpec, type Lab } from './lab.js';
 
 // The cluster lab of the cluster issue: four hosts (two labelled workers, a labelled
 // control-plane node, an unlabelled worker), three floating IPs in two gateways.
@@ -24,7 +26,7 @@ export interface ClusterConfigOptions {
   readonly port?: number;
 }
 
-/** Where a cluster config runs: the namespace lab, or the Vagrant VMs (src/lab/vagrant.ts). */
+/** Where a cluster config runs: the namespace lab, or the Vagrant VMs (lab/vagrant.ts). */
 export interface ClusterSite {
   readonly name: string;
   readonly keyFile: string;
@@ -34,17 +36,16 @@ export interface ClusterSite {
   readonly subnetPrefix: string;
 }
 
+/** The namespace lab as a site: its hosts on eth0, its key. */
+export const labSite = (lab: Lab): ClusterSite =>
+  ({ name: lab.id, keyFile: join(lab.dir, 'cluster.key'), interface: 'eth0', hosts: lab.hosts, subnetPrefix: SUBNET_PREFIX });
+
 export function clusterConfig(lab: Lab, opts: ClusterConfigOptions = {}): string {
-  return siteConfig({ name: lab.id, keyFile: join(lab.dir, 'cluster.key'), interface: 'eth0', hosts: lab.hosts, subnetPrefix: SUBNET_PREFIX }, opts);
+  return siteConfig(labSite(lab), opts);
 }
 
 /** The cluster config of the tests, for any site: same gateways, workloads and policies. */
 export function siteConfig(site: ClusterSite, opts: ClusterConfigOptions = {}): string {
-  const nodes = site.hosts.map((h) => `  - name: ${h.name}
-    address: ${h.ip}/24
-    role: ${h.role ?? 'worker'}
-    labels: ${JSON.stringify(h.labels ?? {})}`).join('\n');
-  const net = (ip: string) => `${ip.replace(/\.\d+$/, '.0')}/24`;
   const fip = (n: number) => `${site.subnetPrefix}.${n}`;
   return `version: 1
 cluster:
@@ -58,7 +59,7 @@ cluster:
     keyFile: ${site.keyFile}
   noGateway: ${opts.noGateway ?? 'drop'}
 nodes:
-${nodes}
+${nodesYaml(site.hosts)}
 gateways:
   - name: primary
     floatingIPs: [${fip(100)}, ${fip(101)}]
@@ -73,36 +74,13 @@ workloads:
     labels: { app: batch }
     cidrs: [10.10.2.0/24]
 policies:
-  - name: shop
-    sources:
-      - workloadSelector: { matchLabels: { app: shop } }
-    destinations:
-      - cidr: ${net(ECHO.inPolicy)}
-    excludedDestinations:
-      - cidr: ${ECHO.excluded}/32
-    action: SNAT
-    gatewayRef: primary
-    egressIP: ${fip(100)}
-  - name: batch
-    sources:
-      - workloadSelector: { matchLabels: { app: batch } }
-    destinations:
-      - cidr: ${net(ECHO.inPolicy)}
-    action: SNAT
-    gatewayRef: primary
-    egressIP: ${fip(101)}
-  - name: reports
-    sources:
-      - workloadSelector: { matchLabels: { app: shop } }
-    destinations:
-      - cidr: ${net(ECHO.other)}
-    action: SNAT
-    gatewayRef: secondary
-    egressIP: ${fip(102)}
+${policiesYaml([
+  { name: 'shop', from: { app: 'shop' }, to: net24(ECHO.inPolicy), except: `${ECHO.excluded}/32`, gateway: 'primary', egressIP: fip(100) },
+  { name: 'batch', from: { app: 'batch' }, to: net24(ECHO.inPolicy), gateway: 'primary', egressIP: fip(101) },
+  { name: 'reports', from: { app: 'shop' }, to: net24(ECHO.other), gateway: 'secondary', egressIP: fip(102) },
+])}
 `;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `fn` until it returns a value (not undefined or false); throws after `timeoutMs`, with the last error. */
 export async function waitUntil<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {

@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { ECHO_PORT, REPO, type Lab } from './lab.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { eachLine, ECHO_PORT, type Lab } from './lab.js';
+import { labScript } from './paths.js';
 
-// Continuous traffic from a lab namespace (src/lab/prober.ts) and what it tells:
+// Continuous traffic from a lab namespace (prober.ts) and what it tells:
 // when answers stopped and came back, with which source IP, and how many were lost.
 
 export interface Reply { readonly seq: number; readonly at: bigint; readonly ip: string }
@@ -17,19 +18,13 @@ export interface Prober {
 export const nowNs = (): bigint => process.hrtime.bigint();
 
 export async function startProber(lab: Lab, from: string, dest: string, intervalMs = 5): Promise<Prober> {
-  const child = spawn('ip', ['netns', 'exec', lab.ns(from), process.execPath, join(REPO, 'dist/src/lab/prober.js'), dest, String(ECHO_PORT), String(intervalMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn('ip', ['netns', 'exec', lab.ns(from), process.execPath, labScript('prober'), dest, String(ECHO_PORT), String(intervalMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const sent = new Map<number, bigint>();
   const replies: Reply[] = [];
-  let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    const lines = buf.split('\n');
-    buf = lines.pop()!;
-    for (const l of lines) {
-      const [kind, seq, at, ip] = l.split(' ');
-      if (kind === 's') sent.set(Number(seq), BigInt(at!));
-      else if (kind === 'r') replies.push({ seq: Number(seq), at: BigInt(at!), ip: ip! });
-    }
+  eachLine(child.stdout!, (l) => {
+    const [kind, seq, at, ip] = l.split(' ');
+    if (kind === 's') sent.set(Number(seq), BigInt(at!));
+    else if (kind === 'r') replies.push({ seq: Number(seq), at: BigInt(at!), ip: ip! });
   });
   await new Promise<void>((ok, fail) => { child.once('spawn', ok); child.once('error', fail); });
   lab.onDestroy(() => void child.kill('SIGKILL'));
@@ -49,7 +44,7 @@ export async function waitForFlow(log: () => ProbeLog, ip: string, timeoutMs = 5
   const start = nowNs();
   while (Date.now() < end) {
     if (log().replies.some((r) => r.at > start && r.ip === ip)) return;
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
   }
   throw new Error(`no answer with source ${ip} within ${timeoutMs} ms`);
 }
@@ -76,4 +71,20 @@ export function outage(log: ProbeLog, since: bigint, ip: string): Outage {
     sent: counted.length,
     ips: [...new Set(log.replies.filter((r) => r.at >= since).map((r) => r.ip))],
   };
+}
+
+/** Longest time between two answers (ms) in [from, to]: how long traffic stood still. */
+export function longestGap(log: ProbeLog, from: bigint, to?: bigint): number {
+  const at = log.replies.map((r) => r.at).filter((x) => x >= from && (to === undefined || x <= to)).sort((a, b) => (a < b ? -1 : 1));
+  let gap = 0;
+  for (let i = 1; i < at.length; i++) gap = Math.max(gap, Number(at[i]! - at[i - 1]!) / 1e6);
+  return gap;
+}
+
+/** Cuts `host` off the segment (its switch port down) and kills its daemon with SIGKILL; returns the time of the cut. */
+export async function cutOff(lab: Lab, host: string): Promise<bigint> {
+  await lab.setPort(host, false);
+  const cut = nowNs();
+  await lab.stopDaemon(host, 'SIGKILL');
+  return cut;
 }

@@ -1,7 +1,7 @@
 import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { decode, encode, Flag } from '../cluster/protocol.js';
+import { decode, encode, Flag } from '../src/cluster/protocol.js';
+import { readKey } from '../src/config/key.js';
 
 // Hostile heartbeats for the lab: the datagrams a broken or malicious peer could send.
 //   inject capture KEYFILE CLUSTER GROUP PORT LOCAL_IP NODE   prints one real heartbeat of NODE, hex
@@ -12,8 +12,7 @@ import { decode, encode, Flag } from '../cluster/protocol.js';
 
 const [mode, keyFile, cluster, group, portText, local, arg] = process.argv.slice(2);
 const port = Number(portText);
-const raw = readFileSync(keyFile!);
-const key = raw.subarray(0, raw.length - (raw[raw.length - 1] === 0x0a ? 1 : 0));
+const key = readKey(keyFile!);
 
 const sock = createSocket({ type: 'udp4', reuseAddr: true });
 sock.bind(port, '0.0.0.0', () => {

@@ -1,8 +1,9 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled } from './cluster.js';
 import { ECHO, Lab, type DaemonStatus } from './lab.js';
-import { nowNs, outage, startProber, waitForFlow } from './traffic.js';
+import { cutOff, outage, startProber, waitForFlow } from './traffic.js';
 
 // `sudo make demo`: the cluster lab with real daemons. Four hosts on a bridge, a router
 // with an echo server, two containers. Shows which egress IP the echo server sees from
@@ -66,11 +67,9 @@ async function main(): Promise<void> {
     console.log(`while c1 sends a request every 2 ms...`);
     const probe = await startProber(lab, 'c1', ECHO.inPolicy, 2);
     await waitForFlow(probe.log, ip);
-    await lab.setPort(victim, false);
-    const cut = nowNs();
-    await lab.stopDaemon(victim, 'SIGKILL');
+    const cut = await cutOff(lab, victim);
     await waitForFlow(probe.log, ip, 5000);
-    await new Promise((r) => setTimeout(r, 400));
+    await sleep(400);
     const o = outage(await probe.stop(), cut, ip);
     const others = names.filter((n) => n !== victim);
     s = await settled(lab, others);

@@ -1,0 +1,226 @@
+import { nodeNamed, type Config, type NodeSpec } from '../config/model.js';
+import { handover, type Handover } from './handover.js';
+import { isEligible, liveNode, Membership, type Receipt } from './membership.js';
+import { elect, type Election, type Reason } from './ownership.js';
+import { decode, encode, Flag } from './protocol.js';
+
+// One member of the cluster, without I/O: heartbeats in and out as bytes, time passed
+// in, and decisions out. The daemon drives it from sockets, timers and the kernel; the
+// handover simulation (test/unit/handover-sim.test.ts) drives several on a fake clock.
+
+/** This node's own condition, which its heartbeat flags carry. */
+export interface SelfCondition {
+  /** Has listened for a full Down interval since start or since carrier returned. */
+  readonly listened: boolean;
+  readonly draining: boolean;
+  readonly carrier: boolean;
+  readonly leaving: boolean;
+}
+
+export interface OwnerChange {
+  readonly ip: string;
+  readonly from?: string;
+  readonly to?: string;
+  readonly reason: Reason;
+}
+
+export interface Decision extends Handover {
+  readonly election: Election;
+  /** Owners that differ from the previous decision's, for the log and the failover counter. */
+  readonly ownerChanges: readonly OwnerChange[];
+}
+
+/** A node as `status` and the metrics see it. */
+export interface NodeView {
+  readonly name: string;
+  readonly up: boolean;
+  readonly eligible: boolean;
+  readonly draining: boolean;
+  readonly carrier: boolean;
+  readonly digest?: string;
+  readonly holds: readonly string[];
+}
+
+export class ClusterNode {
+  private configValue: Config;
+  private selfSpec: NodeSpec;
+  private hmacKeyValue: Buffer;
+  private readonly membership: Membership;
+  private seq = 0n;
+  private cond: SelfCondition = { listened: false, draining: false, carrier: true, leaving: false };
+  /** Floating IPs the kernel holds, as of the last reconcile: what heartbeats claim. */
+  private heldIPs = new Set<string>();
+  /** The election of the last decision whose data plane was applied. */
+  private appliedElection: Election = { owners: new Map(), reasons: new Map() };
+  private last?: Decision;
+
+  /**
+   * @param incarnation larger on every start, so peers tell a restart from a replay
+   * @throws when a name does not fit a heartbeat (a config problem, said at start)
+   */
+  constructor(config: Config, name: string, key: Buffer, readonly incarnation: bigint) {
+    this.configValue = config;
+    this.selfSpec = nodeNamed(config, name);
+    this.hmacKeyValue = key;
+    this.membership = new Membership(config, name);
+    this.encode(0n);
+  }
+
+  get config(): Config {
+    return this.configValue;
+  }
+
+  get self(): NodeSpec {
+    return this.selfSpec;
+  }
+
+  /** The cluster key that signs and verifies heartbeats. */
+  get hmacKey(): Buffer {
+    return this.hmacKeyValue;
+  }
+
+  get condition(): SelfCondition {
+    return this.cond;
+  }
+
+  get held(): ReadonlySet<string> {
+    return this.heldIPs;
+  }
+
+  /** A node is Down after this long without a heartbeat. */
+  get downAfterMs(): number {
+    return this.membership.timeoutMs;
+  }
+
+  /** Changes this node's own condition; true when its flags (what peers hear) changed. */
+  setCondition(change: Partial<SelfCondition>): boolean {
+    const before = this.flags();
+    this.cond = { ...this.cond, ...change };
+    return this.flags() !== before;
+  }
+
+  /** A new config (and key): peers that stay keep what was heard from them. */
+  reconfigure(config: Config, key: Buffer): void {
+    const self = nodeNamed(config, this.selfSpec.name);
+    this.encode(0n, config, self, key); // names that do not fit a heartbeat throw here, before any change
+    this.configValue = config;
+    this.selfSpec = self;
+    this.hmacKeyValue = key;
+    this.membership.reconfigure(config);
+  }
+
+  flags(): number {
+    const c = this.cond;
+    return (
+      (c.listened ? Flag.READY : 0) |
+      (c.draining ? Flag.DRAINING : 0) |
+      (c.carrier ? 0 : Flag.NO_CARRIER) |
+      (c.leaving ? Flag.LEAVING : 0)
+    );
+  }
+
+  /** The next heartbeat to send. */
+  heartbeat(): Buffer {
+    this.seq += 1n;
+    return this.encode(this.seq);
+  }
+
+  private encode(seq: bigint, config = this.configValue, self = this.selfSpec, key = this.hmacKeyValue): Buffer {
+    const claims = [...this.heldIPs].sort();
+    return encode({ cluster: config.cluster.name, node: self.name, flags: this.flags(), incarnation: this.incarnation, seq, digest: config.digest, claims }, key);
+  }
+
+  /** A datagram from `source`; never throws on what the network sends. */
+  receive(datagram: Buffer, source: string, now: number): Receipt {
+    const d = decode(datagram, this.hmacKeyValue, this.configValue.cluster.name);
+    if (!d.ok) return { accepted: false, reason: d.reason };
+    return this.membership.receive(d.msg, source, now);
+  }
+
+  /** Marks Down the peers silent for a Down interval; returns their names. */
+  expire(now: number): string[] {
+    return this.membership.expire(now);
+  }
+
+  nextExpiry(): number | undefined {
+    return this.membership.nextExpiry();
+  }
+
+  /** Whether this node may take floating IPs now: the rule peers apply to its flags. */
+  eligible(): boolean {
+    return isEligible(this.flags());
+  }
+
+  /** The election over the live nodes and claims heard, then the handover rules. */
+  decide(now: number): Decision {
+    const live = [...this.membership.live(), liveNode(this.selfSpec.name, this.flags())];
+    const peerClaims = this.membership.claims();
+    const claims = [...peerClaims, ...[...this.heldIPs].map((ip) => ({ ip, node: this.selfSpec.name }))];
+    const election = elect(this.configValue, live, claims);
+    const previous = this.last?.election.owners ?? new Map<string, string>();
+    const ownerChanges: OwnerChange[] = [];
+    for (const [ip, reason] of election.reasons) {
+      const from = previous.get(ip);
+      const to = election.owners.get(ip);
+      if (from !== to) ownerChanges.push({ ip, ...(from ? { from } : {}), ...(to ? { to } : {}), reason });
+    }
+    const h = handover({
+      self: this.selfSpec.name,
+      election,
+      held: this.heldIPs,
+      ready: this.cond.listened,
+      handingOver: this.cond.draining || this.cond.leaving,
+      peerClaims,
+      handoverSince: this.last?.handoverSince ?? new Map(),
+      contested: this.last?.contested ?? new Set(),
+      now,
+      holdLimitMs: this.membership.timeoutMs,
+    });
+    this.last = { ...h, election, ownerChanges };
+    return this.last;
+  }
+
+  /**
+   * The kernel now holds `held`, after applying `decision` (or failing to: then pass no
+   * decision). True when the claims changed, so peers must hear at once.
+   */
+  applied(held: ReadonlySet<string>, decision?: Decision): boolean {
+    if (decision) this.appliedElection = decision.election;
+    const same = held.size === this.heldIPs.size && [...held].every((ip) => this.heldIPs.has(ip));
+    this.heldIPs = new Set(held);
+    return !same;
+  }
+
+  /** Owners as last applied to this host's data plane (not recomputed). */
+  get owners(): ReadonlyMap<string, string> {
+    return this.appliedElection.owners;
+  }
+
+  /** Every node of the config that was ever heard, and this one. */
+  nodes(): NodeView[] {
+    const views: NodeView[] = [];
+    for (const p of this.membership.list()) {
+      if (p.downReason === 'never-seen') continue;
+      views.push({
+        name: p.name,
+        up: p.up,
+        eligible: p.up && isEligible(p.flags),
+        draining: (p.flags & Flag.DRAINING) !== 0,
+        carrier: (p.flags & Flag.NO_CARRIER) === 0,
+        digest: p.digest,
+        holds: p.up ? p.claims : [],
+      });
+    }
+    const c = this.cond;
+    views.push({
+      name: this.selfSpec.name,
+      up: true,
+      eligible: this.eligible(),
+      draining: c.draining,
+      carrier: c.carrier,
+      digest: this.configValue.digest,
+      holds: [...this.heldIPs].sort(),
+    });
+    return views;
+  }
+}

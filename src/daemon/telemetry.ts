@@ -1,0 +1,188 @@
+import type { Server as HttpServer } from 'node:http';
+import type { Logger } from 'pino';
+import type { Config } from '../config/model.js';
+import type { ClusterNode, OwnerChange } from '../cluster/node.js';
+import { DROP_REASONS, type DropReason } from '../cluster/protocol.js';
+import { floatingIPs } from '../plan/desired.js';
+import { Metrics, type MetricsSnapshot } from './metrics.js';
+import type { Notifier } from './sdnotify.js';
+import { configDrift, statusLine, type NodeStatus, type View } from './status.js';
+
+// What the daemon tells people: counters, Prometheus metrics, systemd's STATUS line and
+// watchdog, and config-drift warnings. Nothing here decides anything or touches the kernel.
+
+export interface Counters {
+  heartbeatsSent: number;
+  heartbeatsReceived: number;
+  dropped: Record<DropReason, number>;
+  reconciles: number;
+  reconcileErrors: number;
+  lastReconcileMs: number;
+  takeovers: number;
+  repairs: number;
+  /** Announcements started (each is GARP_COUNT gratuitous ARPs, spaced). */
+  garps: number;
+  /** Owner changes from one node to another, by the election's reason. */
+  failovers: Record<string, number>;
+  reloads: { ok: number; failed: number };
+}
+
+export const newCounters = (): Counters => ({
+  heartbeatsSent: 0,
+  heartbeatsReceived: 0,
+  dropped: Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>,
+  reconciles: 0,
+  reconcileErrors: 0,
+  lastReconcileMs: 0,
+  takeovers: 0,
+  repairs: 0,
+  garps: 0,
+  failovers: {},
+  reloads: { ok: 0, failed: 0 },
+});
+
+/** The cluster as `status`, metrics and STATUS= show it: owners as applied, never recomputed. */
+export function viewOf(node: ClusterNode): View {
+  const nodes = new Map<string, NodeStatus>();
+  for (const n of node.nodes()) {
+    const { name, up, digest, ...rest } = n;
+    nodes.set(name, { state: up ? 'Up' : 'Down', ...rest, ...(digest !== undefined ? { digest } : {}) });
+  }
+  return { self: node.self.name, nodes, owners: node.owners };
+}
+
+export class Telemetry {
+  readonly counters = newCounters();
+  private readonly metrics: Metrics;
+  private metricsServer?: HttpServer;
+  private metricsPort?: number;
+  private lastStatusLine = '';
+  /** "node:digest" of the nodes that ran another config at the last check. */
+  private driftWarned = new Set<string>();
+  private watchdogTimer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly node: ClusterNode,
+    private readonly notifier: Notifier,
+    private readonly log: Logger,
+  ) {
+    this.metrics = new Metrics(() => this.snapshot());
+  }
+
+  observeReconcile(ms: number, ok: boolean): void {
+    if (ok) {
+      this.counters.reconciles++;
+      this.counters.lastReconcileMs = ms;
+    } else this.counters.reconcileErrors++;
+    this.metrics.observeReconcile(ms / 1000, ok);
+  }
+
+  /** Logs every owner change, and counts those from one node to another as failovers. */
+  ownerChanges(changes: readonly OwnerChange[]): void {
+    for (const { ip, from, to, reason } of changes) {
+      if (from !== undefined && to !== undefined) this.counters.failovers[reason] = (this.counters.failovers[reason] ?? 0) + 1;
+      this.log.info({ ip, from: from ?? null, to: to ?? null, reason }, `owner of ${ip}: ${from ?? '(none)'} -> ${to ?? '(none)'} (${reason})`);
+    }
+  }
+
+  /** After every pass of the reconcile loop: STATUS= and drift, from one view. */
+  update(): void {
+    const view = viewOf(this.node);
+    this.checkDrift(view);
+    this.updateStatus(view);
+  }
+
+  updateStatus(view = viewOf(this.node)): void {
+    const c = this.node.condition;
+    const line = statusLine(this.node.config, view, { ready: c.listened, draining: c.draining, carrier: c.carrier });
+    if (line === this.lastStatusLine) return;
+    this.lastStatusLine = line;
+    this.notifier.send({ STATUS: line });
+  }
+
+  /** The next update sends STATUS= even if the line is the same (after a RELOADING=1). */
+  forgetStatus(): void {
+    this.lastStatusLine = '';
+  }
+
+  /**
+   * Warns once when a node starts to run another config (a node and digest not warned
+   * about yet); a rolling reload that converges node by node warns once, not per node.
+   */
+  private checkDrift(view: View): void {
+    const digest = this.node.config.digest;
+    const drift = configDrift(view);
+    const current = new Set(drift.map((d) => `${d.node}:${d.digest}`));
+    const fresh = [...current].filter((k) => !this.driftWarned.has(k));
+    if (fresh.length) {
+      const who = drift.map((d) => `${d.node} runs ${d.digest.slice(0, 12)}`).join(', ');
+      this.log.warn({ digest, differ: drift }, `config differs across the cluster: ${who}; this node runs ${digest.slice(0, 12)}`);
+    } else if (!current.size && this.driftWarned.size) this.log.info({ digest }, 'configs agree again across the cluster');
+    this.driftWarned = current;
+  }
+
+  /**
+   * WATCHDOG=1 from the event loop every half timeout, unless `hungMs()` says a reconcile
+   * hangs longer than the timeout (a hung nft or netlink call is worth a restart).
+   */
+  startWatchdog(hungMs: () => number): void {
+    const intervalMs = this.notifier.watchdogIntervalMs;
+    if (!intervalMs) return;
+    this.watchdogTimer = setInterval(() => {
+      const ms = hungMs();
+      if (ms > intervalMs * 2) return void this.log.error({ ms: Math.round(ms) }, 'reconcile hangs: not pinging the watchdog');
+      this.notifier.send({ WATCHDOG: 1 });
+    }, intervalMs);
+  }
+
+  /** Serves the metrics on the config's port (again, if it changed). Metrics are for people: failing is logged, never fatal. */
+  async serveMetrics(config: Config): Promise<void> {
+    const port = config.cluster.metrics?.port;
+    if (port === this.metricsPort && (this.metricsServer || port === undefined)) return;
+    this.metricsServer?.close();
+    this.metricsServer = undefined;
+    this.metricsPort = port;
+    if (port === undefined) return;
+    try {
+      this.metricsServer = await this.metrics.serve(port, (e) => this.log.warn({ err: e.message }, 'metrics'));
+      this.log.info({ port }, `metrics on http://127.0.0.1:${port}/metrics`);
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'metrics are off');
+    }
+  }
+
+  close(): void {
+    clearInterval(this.watchdogTimer);
+    this.metricsServer?.close();
+  }
+
+  private snapshot(): MetricsSnapshot {
+    const v = viewOf(this.node);
+    const config = this.node.config;
+    const c = this.counters;
+    return {
+      node: this.node.self.name,
+      ready: this.node.condition.listened,
+      digest: config.digest,
+      drift: configDrift(v).length > 0,
+      floatingIPs: floatingIPs(config).map((f) => {
+        const owner = v.owners.get(f.text);
+        return { ip: f.text, gateway: f.gateway, ...(owner !== undefined ? { owner } : {}), held: this.node.held.has(f.text) };
+      }),
+      nodes: config.nodes.map((n) => {
+        const s = v.nodes.get(n.name);
+        const digest = s?.digest ? { digest: s.digest } : {};
+        return { name: n.name, up: s?.state === 'Up', eligible: s?.eligible ?? false, draining: s?.draining ?? false, carrier: s?.carrier ?? false, ...digest };
+      }),
+      heartbeatsSent: c.heartbeatsSent,
+      heartbeatsReceived: c.heartbeatsReceived,
+      rejected: c.dropped,
+      reconcileErrors: c.reconcileErrors,
+      repairs: c.repairs,
+      takeovers: c.takeovers,
+      failovers: c.failovers,
+      garps: c.garps,
+      reloads: c.reloads,
+    };
+  }
+}

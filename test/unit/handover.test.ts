@@ -1,0 +1,85 @@
+import t from 'tap';
+import { handover, type HandoverInput } from '../../src/cluster/handover.js';
+import type { Election, Reason } from '../../src/cluster/ownership.js';
+
+// The handover rules (docs/design.md, "Handover rules") as a pure function.
+
+const A = '192.168.1.100';
+const B = '192.168.1.101';
+const election = (owners: Record<string, string>, reasons: Record<string, Reason> = {}): Election => ({
+  owners: new Map(Object.entries(owners)),
+  reasons: new Map(Object.keys(owners).map((ip) => [ip, reasons[ip] ?? 'kept'])),
+});
+const input = (over: Partial<HandoverInput>): HandoverInput => ({
+  self: 'n1',
+  election: election({}),
+  held: new Set(),
+  ready: true,
+  handingOver: false,
+  peerClaims: [],
+  handoverSince: new Map(),
+  contested: new Set(),
+  now: 1000,
+  holdLimitMs: 300,
+  ...over,
+});
+
+t.test('a ready node holds what it is elected for and announces what it takes', async (t) => {
+  const h = handover(input({ election: election({ [A]: 'n1', [B]: 'n2' }, { [A]: 'assigned' }), held: new Set([B]) }));
+  t.same([...h.hold], [[A, 'elected']]);
+  t.same([...h.take], [A]);
+  t.same([...h.announce], [A]);
+  t.same([...h.release], [[B, 'not-elected']], 'B goes at once: this node is not handing over');
+  t.same([...h.owners], [[A, 'n1'], [B, 'n2']]);
+  t.equal(h.wakeAt, undefined);
+});
+
+t.test('the joining gate: a node still listening takes nothing new, keeps what it holds', async (t) => {
+  const h = handover(input({ ready: false, election: election({ [A]: 'n1', [B]: 'n1' }), held: new Set([B]) }));
+  t.same([...h.hold], [[B, 'elected']]);
+  t.same([...h.release], [[A, 'joining']]);
+  t.same([...h.owners], [[B, 'n1']], 'the data plane treats A as unowned until the node is ready');
+  t.same([...h.take], []);
+});
+
+t.test('make-before-break: a node handing over keeps the IP until the new owner claims it', async (t) => {
+  const base = input({ handingOver: true, election: election({ [A]: 'n2' }), held: new Set([A]) });
+  const first = handover(base);
+  t.same([...first.hold], [[A, 'make-before-break']]);
+  t.same([...first.owners], [[A, 'n1']], 'still routed and SNATed here');
+  t.equal(first.wakeAt, 1300, 'decide again when the hold runs out');
+  const later = handover({ ...base, now: 1200, handoverSince: first.handoverSince });
+  t.same([...later.hold], [[A, 'make-before-break']], 'the hold keeps its start time');
+  t.equal(later.wakeAt, 1300);
+  const claimed = handover({ ...base, now: 1210, handoverSince: later.handoverSince, peerClaims: [{ ip: A, node: 'n2' }] });
+  t.same([...claimed.hold], [], 'released once n2 claims it');
+  t.same([...claimed.release], [[A, 'handed-over']]);
+  t.same([...claimed.handoverSince], []);
+  const expired = handover({ ...base, now: 1300, handoverSince: later.handoverSince });
+  t.same([...expired.release], [[A, 'handed-over']], 'bounded by one Down interval');
+  const otherClaims = handover({ ...base, peerClaims: [{ ip: A, node: 'n3' }] });
+  t.same([...otherClaims.hold], [[A, 'make-before-break']], 'only the new owner\'s claim ends the hold');
+});
+
+t.test('no make-before-break towards nobody, or when not handing over', async (t) => {
+  const none = handover(input({ handingOver: true, election: election({}), held: new Set([A]) }));
+  t.same([...none.release], [[A, 'not-elected']], 'no candidate: nothing to wait for');
+  const lost = handover(input({ handingOver: false, election: election({ [A]: 'n2' }), held: new Set([A]) }));
+  t.same([...lost.release], [[A, 'not-elected']], 'an IP lost to a conflict or a better claim goes at once');
+});
+
+t.test('a conflict won is announced again, once per conflict', async (t) => {
+  const won = election({ [A]: 'n1' }, { [A]: 'conflict' });
+  const first = handover(input({ election: won, held: new Set([A]) }));
+  t.same([...first.reannounce], [A]);
+  t.same([...first.announce], [A]);
+  t.same([...first.take], [], 'already held: nothing to add');
+  const again = handover(input({ election: won, held: new Set([A]), contested: first.contested }));
+  t.same([...again.announce], [], 'not again while the same conflict lasts');
+  const over = handover(input({ election: election({ [A]: 'n1' }), held: new Set([A]), contested: again.contested }));
+  t.same([...over.contested], []);
+  const anew = handover(input({ election: won, held: new Set([A]), contested: over.contested }));
+  t.same([...anew.reannounce], [A], 'a new conflict is announced again');
+  const lostIt = handover(input({ election: election({ [A]: 'n2' }, { [A]: 'conflict' }), held: new Set([A]) }));
+  t.same([...lostIt.reannounce], [], 'the loser does not announce');
+});
