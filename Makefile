@@ -3,7 +3,7 @@ SHELL := /bin/bash
 NODE_MODULES := node_modules/.package-lock.json
 TESTS ?= dist/test/unit dist/test/lab
 
-.PHONY: all build deps test-deps test unit lab demo bench clean install uninstall deb
+.PHONY: all build deps test-deps test unit lab lint format demo bench clean install uninstall deb
 
 # make install: DESTDIR and PREFIX (default /usr/local) are honoured; config and key go to /etc/egress-natd.
 PREFIX ?= /usr/local
@@ -24,8 +24,17 @@ deps:
 test-deps:
 	scripts/install-deps.sh --test
 
-test: deps test-deps build
+test: deps test-deps build lint
 	@set -o pipefail; npx tap --reporter=tap $(TESTS) | node scripts/tap-summary.mjs
+
+# The formatter and the linter: `make lint` checks (and runs in `make test`); `make format` fixes what they can.
+lint: $(NODE_MODULES)
+	npx prettier --check --log-level=warn '**/*.{ts,mjs,js}'
+	npx eslint .
+
+format: $(NODE_MODULES)
+	npx prettier --write --log-level=warn '**/*.{ts,mjs,js}'
+	npx eslint --fix .
 
 unit: build
 	@set -o pipefail; npx tap --reporter=tap dist/test/unit | node scripts/tap-summary.mjs

@@ -2,7 +2,16 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, labSite, settled, siteConfig, waitUntil } from '../lab/cluster.js';
+import {
+  CLUSTER_CONTAINERS,
+  CLUSTER_FIPS,
+  CLUSTER_HOSTS,
+  clusterConfig,
+  labSite,
+  settled,
+  siteConfig,
+  waitUntil,
+} from '../lab/cluster.js';
 import { ECHO, Lab, SUBNET_PREFIX, type HostSpec } from '../lab/lab.js';
 import { sibling } from '../lab/paths.js';
 import { cutOff, longestGap, nowNs, outage, startProber, waitForFlow } from '../lab/traffic.js';
@@ -40,7 +49,8 @@ async function failover(lab: Lab, cfg: string): Promise<string> {
     await waitForFlow(probe.log, SHOP, 5000);
     await sleep(400);
     const o = outage(await probe.stop(), cut, SHOP);
-    if (o.recoveredMs === undefined || o.ips.some((ip) => ip !== SHOP)) throw new Error(`trial ${i}: ${JSON.stringify(o)}`);
+    if (o.recoveredMs === undefined || o.ips.some((ip) => ip !== SHOP))
+      throw new Error(`trial ${i}: ${JSON.stringify(o)}`);
     unplanned.push(o.recoveredMs);
     unplannedLost.push(o.lost);
     process.stderr.write(`unplanned ${i + 1}/${FAILOVER_TRIALS}: ${f(o.recoveredMs)} ms (${victim} cut)\n`);
@@ -77,7 +87,8 @@ async function failover(lab: Lab, cfg: string): Promise<string> {
     else await lab.egress(victim, ['undrain']);
   }
 
-  const row = (name: string, xs: number[], note: string) => `| ${name} | ${xs.length} | ${f(Math.min(...xs))} | ${f(median(xs))} | ${f(pct(xs, 99))} | ${f(Math.max(...xs))} | ${note} |`;
+  const row = (name: string, xs: number[], note: string) =>
+    `| ${name} | ${xs.length} | ${f(Math.min(...xs))} | ${f(median(xs))} | ${f(pct(xs, 99))} | ${f(Math.max(...xs))} | ${note} |`;
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   return `## Failover: ${lab.hosts.length} hosts, 100 ms heartbeats, 3 missed (the defaults)
 
@@ -115,7 +126,10 @@ export async function resources(): Promise<string> {
   const daemonHost: HostSpec = { name: 'h1', ip: `${SUBNET_PREFIX}.1`, labels: { egress: 'yes' } };
   const lab = await Lab.create([daemonHost, { name: 'gen', ip: `${SUBNET_PREFIX}.2` }], []);
   try {
-    const peers = Array.from({ length: PEERS }, (_, i) => ({ name: `peer${String(i + 1).padStart(2, '0')}`, ip: `${SUBNET_PREFIX}.${10 + i}` }));
+    const peers = Array.from({ length: PEERS }, (_, i) => ({
+      name: `peer${String(i + 1).padStart(2, '0')}`,
+      ip: `${SUBNET_PREFIX}.${10 + i}`,
+    }));
     await lab.sh('gen', peers.map((p) => `ip addr add ${p.ip}/24 dev eth0`).join(' && '));
     const cfg = join(lab.dir, 'config.yaml');
     // The cluster config with the daemon's host and the peers as its nodes (not the generator).
@@ -123,11 +137,30 @@ export async function resources(): Promise<string> {
     const loaded = loadConfig(cfg);
     if (!loaded.config) throw new Error(`bench config invalid: ${JSON.stringify(loaded.diagnostics)}`);
     const daemon = await lab.startDaemon('h1', cfg);
-    const gen = spawn('ip', ['netns', 'exec', lab.ns('gen'), process.execPath, sibling('./peers.js', import.meta.url),
-      join(lab.dir, 'cluster.key'), lab.id, '239.255.76.67', '7607', '100', loaded.config.digest, ...peers.map((p) => `${p.name}=${p.ip}`)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const gen = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        lab.ns('gen'),
+        process.execPath,
+        sibling('./peers.js', import.meta.url),
+        join(lab.dir, 'cluster.key'),
+        lab.id,
+        '239.255.76.67',
+        '7607',
+        '100',
+        loaded.config.digest,
+        ...peers.map((p) => `${p.name}=${p.ip}`),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let genOut = '';
-    gen.stdout!.on('data', (d: Buffer) => (genOut += d.toString()));
-    await waitUntil(`all ${PEERS} peers Up`, async () => Object.values((await lab.status('h1')).nodes).filter((s) => s === 'Up').length === PEERS + 1);
+    gen.stdout.on('data', (d: Buffer) => (genOut += d.toString()));
+    await waitUntil(
+      `all ${PEERS} peers Up`,
+      async () => Object.values((await lab.status('h1')).nodes).filter((s) => s === 'Up').length === PEERS + 1,
+    );
     await sleep(WARMUP_SECONDS * 1000);
     const before = procStat(daemon.pid!);
     const t0 = process.hrtime.bigint();
@@ -136,7 +169,10 @@ export async function resources(): Promise<string> {
     const after = procStat(daemon.pid!);
     const s1 = await lab.status('h1');
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    await new Promise<void>((r) => { gen.once('exit', () => r()); gen.kill('SIGTERM'); });
+    await new Promise<void>((r) => {
+      gen.once('exit', () => r());
+      gen.kill('SIGTERM');
+    });
     const tick = 100; // USER_HZ on Linux
     const cpuPct = ((after.cpuTicks - before.cpuTicks) / tick / seconds) * 100;
     const received = s1.counters.heartbeatsReceived - s0.counters.heartbeatsReceived;

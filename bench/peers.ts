@@ -27,7 +27,11 @@ const sockets = peers.map((p) => {
 const timer = setInterval(() => {
   seq += 1n;
   for (const { name, sock } of sockets) {
-    sock.send(encode({ cluster: cluster!, node: name, flags: Flag.READY, incarnation, seq, digest: digest!, claims: [] }, key), port, group!);
+    sock.send(
+      encode({ cluster: cluster!, node: name, flags: Flag.READY, incarnation, seq, digest: digest!, claims: [] }, key),
+      port,
+      group,
+    );
     sent++;
   }
 }, Number(intervalText));

@@ -19,12 +19,25 @@ function phases(file: string): { yaml: number; load: number; plan: number; rende
   const { config } = loadConfigText(file, text);
   const load = performance.now() - t;
   t = performance.now();
-  const desired = plan(config!, 'n1', new Map([['192.168.1.100', 'n1'], ['192.168.1.101', 'n2']]));
+  const desired = plan(
+    config!,
+    'n1',
+    new Map([
+      ['192.168.1.100', 'n1'],
+      ['192.168.1.101', 'n2'],
+    ]),
+  );
   const planMs = performance.now() - t;
   t = performance.now();
   const rendered = renderTable(desired.nft);
   const render = performance.now() - t;
-  return { yaml, load, plan: planMs, render, elements: rendered.split('\n').filter((l) => / : (goto|\d)/.test(l)).length };
+  return {
+    yaml,
+    load,
+    plan: planMs,
+    render,
+    elements: rendered.split('\n').filter((l) => / : (goto|\d)/.test(l)).length,
+  };
 }
 
 // `make bench`: plan + atomic apply of 1,000 policies with 100,000 CIDRs in all
@@ -42,8 +55,11 @@ function bigConfig(dir: string): string {
   const ip = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
   const policies: string[] = [];
   for (let p = 0; p < POLICIES; p++) {
-    const src = Array.from({ length: PER_SIDE }, (_, i) => `${ip((10 << 24) + ((p * PER_SIDE + i) * 2 << 8))}/24`);
-    const dst = Array.from({ length: PER_SIDE }, (_, i) => `{ cidr: ${ip((100 << 24) + ((p * PER_SIDE + i) * 2 << 8))}/24 }`);
+    const src = Array.from({ length: PER_SIDE }, (_, i) => `${ip((10 << 24) + (((p * PER_SIDE + i) * 2) << 8))}/24`);
+    const dst = Array.from(
+      { length: PER_SIDE },
+      (_, i) => `{ cidr: ${ip((100 << 24) + (((p * PER_SIDE + i) * 2) << 8))}/24 }`,
+    );
     policies.push(`  - name: p${p}
     sources: [{ cidrs: [${src.join(', ')}] }]
     destinations: [${dst.join(', ')}]
@@ -52,7 +68,9 @@ function bigConfig(dir: string): string {
     egressIP: 192.168.1.${100 + (p % 4)}`);
   }
   const file = join(dir, 'big.yaml');
-  writeFileSync(file, `version: 1
+  writeFileSync(
+    file,
+    `version: 1
 cluster:
   name: bench
   interface: eth0
@@ -65,7 +83,8 @@ gateways:
   - { name: gw, floatingIPs: [192.168.1.100, 192.168.1.101, 192.168.1.102, 192.168.1.103] }
 policies:
 ${policies.join('\n')}
-`);
+`,
+  );
   return file;
 }
 
@@ -84,8 +103,25 @@ export async function planApply(): Promise<string> {
   try {
     const cfg = bigConfig(dir);
     await run(['ip', 'netns', 'add', ns]);
-    await run(['ip', 'netns', 'exec', ns, 'sh', '-c', 'ip link set lo up && ip link add eth0 type veth peer name eth0p && ip link set eth0 up && ip link set eth0p up && ip addr add 192.168.1.1/24 dev eth0']);
-    const inNs = (args: string[]) => ['ip', 'netns', 'exec', ns, 'env', `EGRESS_NATD_STATE_DIR=${join(dir, 'state')}`, BIN, ...args];
+    await run([
+      'ip',
+      'netns',
+      'exec',
+      ns,
+      'sh',
+      '-c',
+      'ip link set lo up && ip link add eth0 type veth peer name eth0p && ip link set eth0 up && ip link set eth0p up && ip addr add 192.168.1.1/24 dev eth0',
+    ]);
+    const inNs = (args: string[]) => [
+      'ip',
+      'netns',
+      'exec',
+      ns,
+      'env',
+      `EGRESS_NATD_STATE_DIR=${join(dir, 'state')}`,
+      BIN,
+      ...args,
+    ];
     const owners = ['--owner', '192.168.1.100=n1', '--owner', '192.168.1.101=n2'];
     const check: number[] = [];
     const planMs: number[] = [];
@@ -98,7 +134,8 @@ export async function planApply(): Promise<string> {
       planMs.push(p.ms);
       first.push((await timed(inNs(['apply', '--no-garp', '-c', cfg, '-n', 'n1', ...owners]))).ms);
       const a = await timed(inNs(['apply', '--no-garp', '-c', cfg, '-n', 'n1', ...owners]));
-      if (!a.stdout.startsWith('no change')) throw new Error(`second apply changed something: ${a.stdout.slice(0, 500)}`);
+      if (!a.stdout.startsWith('no change'))
+        throw new Error(`second apply changed something: ${a.stdout.slice(0, 500)}`);
       again.push(a.ms);
       await run(inNs(['release']));
     }
@@ -117,7 +154,10 @@ export async function planApply(): Promise<string> {
     const table = [
       '| step | median ms | min ms | max ms | note |',
       '|---|---:|---:|---:|---|',
-      ...rows.map(([name, xs, note]) => `| ${name} | ${median(xs).toFixed(0)} | ${Math.min(...xs).toFixed(0)} | ${Math.max(...xs).toFixed(0)} | ${note} |`),
+      ...rows.map(
+        ([name, xs, note]) =>
+          `| ${name} | ${median(xs).toFixed(0)} | ${Math.min(...xs).toFixed(0)} | ${Math.max(...xs).toFixed(0)} | ${note} |`,
+      ),
     ].join('\n');
     return `## plan + apply: ${POLICIES} policies, ${POLICIES * PER_SIDE * 2} CIDRs
 

@@ -17,7 +17,11 @@ export const CLUSTER_CONTAINERS: ContainerSpec[] = [
   { name: 'c2', host: 'h4', cidr: '10.10.2.0/24', ip: '10.10.2.2' },
 ];
 /** primary: .100 and .101, for labelled nodes; secondary: .102, for anyone. */
-export const CLUSTER_FIPS = { shop: `${SUBNET_PREFIX}.100`, batch: `${SUBNET_PREFIX}.101`, reports: `${SUBNET_PREFIX}.102` } as const;
+export const CLUSTER_FIPS = {
+  shop: `${SUBNET_PREFIX}.100`,
+  batch: `${SUBNET_PREFIX}.101`,
+  reports: `${SUBNET_PREFIX}.102`,
+} as const;
 
 export interface ClusterConfigOptions {
   readonly noGateway?: 'drop' | 'masquerade';
@@ -37,8 +41,13 @@ export interface ClusterSite {
 }
 
 /** The namespace lab as a site: its hosts on eth0, its key. */
-export const labSite = (lab: Lab): ClusterSite =>
-  ({ name: lab.id, keyFile: join(lab.dir, 'cluster.key'), interface: 'eth0', hosts: lab.hosts, subnetPrefix: SUBNET_PREFIX });
+export const labSite = (lab: Lab): ClusterSite => ({
+  name: lab.id,
+  keyFile: join(lab.dir, 'cluster.key'),
+  interface: 'eth0',
+  hosts: lab.hosts,
+  subnetPrefix: SUBNET_PREFIX,
+});
 
 export function clusterConfig(lab: Lab, opts: ClusterConfigOptions = {}): string {
   return siteConfig(labSite(lab), opts);
@@ -75,7 +84,14 @@ workloads:
     cidrs: [10.10.2.0/24]
 policies:
 ${policiesYaml([
-  { name: 'shop', from: { app: 'shop' }, to: net24(ECHO.inPolicy), except: `${ECHO.excluded}/32`, gateway: 'primary', egressIP: fip(100) },
+  {
+    name: 'shop',
+    from: { app: 'shop' },
+    to: net24(ECHO.inPolicy),
+    except: `${ECHO.excluded}/32`,
+    gateway: 'primary',
+    egressIP: fip(100),
+  },
   { name: 'batch', from: { app: 'batch' }, to: net24(ECHO.inPolicy), gateway: 'primary', egressIP: fip(101) },
   { name: 'reports', from: { app: 'shop' }, to: net24(ECHO.other), gateway: 'secondary', egressIP: fip(102) },
 ])}
@@ -83,7 +99,11 @@ ${policiesYaml([
 }
 
 /** Polls `fn` until it returns a value (not undefined or false); throws after `timeoutMs`, with the last error. */
-export async function waitUntil<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
+export async function waitUntil<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < end) {
@@ -95,7 +115,9 @@ export async function waitUntil<T>(what: string, fn: () => Promise<T | undefined
     }
     await sleep(25);
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`,
+  );
 }
 
 /**
@@ -104,15 +126,19 @@ export async function waitUntil<T>(what: string, fn: () => Promise<T | undefined
  * its addresses: only the running hosts count.
  */
 export function settled(lab: Lab, running: readonly string[], timeoutMs = 10_000): Promise<DaemonStatus> {
-  return waitUntil(`${running.join(',')} to agree and hold their IPs`, async () => {
-    const all = await Promise.all(running.map((h) => lab.status(h)));
-    if (!all.every((s) => s.ready)) return undefined;
-    const owners = JSON.stringify(all[0]!.floatingIPs);
-    if (!all.every((s) => JSON.stringify(s.floatingIPs) === owners)) return undefined;
-    for (const [ip, owner] of Object.entries(all[0]!.floatingIPs)) {
-      const holders = (await lab.holders(ip)).filter((h) => running.includes(h));
-      if (owner ? holders.join() !== owner : holders.length) return undefined;
-    }
-    return all[0]!;
-  }, timeoutMs);
+  return waitUntil(
+    `${running.join(',')} to agree and hold their IPs`,
+    async () => {
+      const all = await Promise.all(running.map((h) => lab.status(h)));
+      if (!all.every((s) => s.ready)) return undefined;
+      const owners = JSON.stringify(all[0]!.floatingIPs);
+      if (!all.every((s) => JSON.stringify(s.floatingIPs) === owners)) return undefined;
+      for (const [ip, owner] of Object.entries(all[0]!.floatingIPs)) {
+        const holders = (await lab.holders(ip)).filter((h) => running.includes(h));
+        if (owner ? holders.join() !== owner : holders.length) return undefined;
+      }
+      return all[0]!;
+    },
+    timeoutMs,
+  );
 }

@@ -7,10 +7,14 @@ export interface LabConfigOptions {
 
 /** The `nodes:` list of a lab config file (without the key): one /24 address per host; role worker unless said. */
 export function nodesYaml(hosts: readonly HostSpec[]): string {
-  return hosts.map((h) => `  - name: ${h.name}
+  return hosts
+    .map(
+      (h) => `  - name: ${h.name}
     address: ${h.ip}/24
     role: ${h.role ?? 'worker'}
-    labels: ${JSON.stringify(h.labels ?? {})}`).join('\n');
+    labels: ${JSON.stringify(h.labels ?? {})}`,
+    )
+    .join('\n');
 }
 
 /** A SNAT policy of a lab config: one source (a workload's `app` label, or CIDRs), one destination, maybe one excluded. */
@@ -25,16 +29,24 @@ export interface PolicySpec {
 
 /** The `policies:` list of a lab config file (without the key). */
 export function policiesYaml(policies: readonly PolicySpec[]): string {
-  return policies.map((p) => `  - name: ${p.name}
+  return policies
+    .map(
+      (p) => `  - name: ${p.name}
     sources:
       - ${'app' in p.from ? `workloadSelector: { matchLabels: { app: ${p.from.app} } }` : `cidrs: [${p.from.cidrs.join(', ')}]`}
     destinations:
-      - cidr: ${p.to}${p.except ? `
+      - cidr: ${p.to}${
+        p.except
+          ? `
     excludedDestinations:
-      - cidr: ${p.except}` : ''}
+      - cidr: ${p.except}`
+          : ''
+      }
     action: SNAT
     gatewayRef: ${p.gateway}
-    egressIP: ${p.egressIP}`).join('\n');
+    egressIP: ${p.egressIP}`,
+    )
+    .join('\n');
 }
 
 /** The lab's config file: two policies, each with its own floating IP of one gateway. */
@@ -66,7 +78,14 @@ workloads:
     cgroups: [${lab.cgroup}]
 policies:
 ${policiesYaml([
-  { name: 'shop', from: { app: 'shop' }, to: net24(ECHO.inPolicy), except: `${ECHO.excluded}/32`, gateway: 'default', egressIP: FIPS[0] },
+  {
+    name: 'shop',
+    from: { app: 'shop' },
+    to: net24(ECHO.inPolicy),
+    except: `${ECHO.excluded}/32`,
+    gateway: 'default',
+    egressIP: FIPS[0],
+  },
   { name: 'batch', from: { cidrs: [c2.cidr] }, to: net24(ECHO.inPolicy), gateway: 'default', egressIP: FIPS[1] },
 ])}
 `;

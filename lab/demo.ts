@@ -29,7 +29,9 @@ async function table(lab: Lab, s: DaemonStatus, title: string): Promise<void> {
   console.log(`  ${'workload'.padEnd(40)} ${'destination'.padEnd(15)} ${'echo server sees'.padEnd(17)} policy says`);
   for (const [label, from, dest] of rows) {
     const seen = await lab.probe(from, dest);
-    console.log(`  ${label.padEnd(40)} ${dest.padEnd(15)} ${(seen ?? '(nothing)').padEnd(17)} ${expected(s, from, dest)}`);
+    console.log(
+      `  ${label.padEnd(40)} ${dest.padEnd(15)} ${(seen ?? '(nothing)').padEnd(17)} ${expected(s, from, dest)}`,
+    );
   }
 }
 
@@ -38,10 +40,19 @@ async function showStatus(lab: Lab, host: string): Promise<void> {
   const out = (await lab.egress(host, ['status'])).stdout;
   // Counters and per-node details are in `status -o json`; the demo shows the summary.
   const summary = out.split('\n').filter((l, i, all) => {
-    const section = all.slice(0, i + 1).reverse().find((x) => /^\S/.test(x)) ?? '';
+    const section =
+      all
+        .slice(0, i + 1)
+        .reverse()
+        .find((x) => /^\S/.test(x)) ?? '';
     return !/^(details|counters):/.test(section) && !/^(details|counters):/.test(l);
   });
-  console.log(summary.map((l) => `  ${l}`).join('\n').trimEnd());
+  console.log(
+    summary
+      .map((l) => `  ${l}`)
+      .join('\n')
+      .trimEnd(),
+  );
 }
 
 async function main(): Promise<void> {
@@ -73,14 +84,18 @@ async function main(): Promise<void> {
     const o = outage(await probe.stop(), cut, ip);
     const others = names.filter((n) => n !== victim);
     s = await settled(lab, others);
-    console.log(`traffic came back with the same source IP ${ip} ${o.recoveredMs?.toFixed(0)} ms after the cut; new owner ${s.floatingIPs[ip]}`);
+    console.log(
+      `traffic came back with the same source IP ${ip} ${o.recoveredMs?.toFixed(0)} ms after the cut; new owner ${s.floatingIPs[ip]}`,
+    );
     console.log(`  (${o.lost} of ${o.sent} requests lost; the echo server saw only ${o.ips.join(', ')})`);
     await table(lab, s, `after the failover (${victim} is Down):`);
     await showStatus(lab, 'h4');
 
     for (const h of others) await lab.stopDaemon(h, 'SIGTERM');
     await lab.egress(victim, ['release']);
-    console.log('\ndaemons stopped (SIGTERM: hand over, release everything); the killed host released by `egress-natd release`');
+    console.log(
+      '\ndaemons stopped (SIGTERM: hand over, release everything); the killed host released by `egress-natd release`',
+    );
   } finally {
     await lab.destroy();
   }

@@ -16,14 +16,22 @@ const server = createServer((sock) => {
 });
 // One UDP socket per local address: a wildcard socket would answer from the address the
 // route picks, not the one asked, and conntrack would not match the answer.
-const addresses = Object.values(networkInterfaces()).flat().filter((a) => a && a.family === 'IPv4').map((a) => a!.address);
+const addresses = Object.values(networkInterfaces())
+  .flat()
+  .filter((a) => a && a.family === 'IPv4')
+  .map((a) => a!.address);
 const sockets = addresses.map((address) => {
   const udp = createSocket('udp4');
-  udp.on('message', (msg, rinfo) => udp.send(`${rinfo.address} ${msg.toString().split('\n')[0]}\n`, rinfo.port, rinfo.address));
+  udp.on('message', (msg, rinfo) =>
+    udp.send(`${rinfo.address} ${msg.toString().split('\n')[0]}\n`, rinfo.port, rinfo.address),
+  );
   udp.on('error', () => undefined);
   return new Promise<typeof udp>((ok) => udp.bind(port, address, () => ok(udp)));
 });
 void Promise.all(sockets).then((udps) => {
   server.listen(port, '0.0.0.0', () => process.stdout.write(`listening ${port}\n`));
-  process.on('SIGTERM', () => { for (const u of udps) u.close(); server.close(() => process.exit(0)); });
+  process.on('SIGTERM', () => {
+    for (const u of udps) u.close();
+    server.close(() => process.exit(0));
+  });
 });

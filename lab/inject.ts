@@ -16,14 +16,17 @@ const key = readKey(keyFile!);
 
 const sock = createSocket({ type: 'udp4', reuseAddr: true });
 sock.bind(port, '0.0.0.0', () => {
-  sock.addMembership(group!, local!);
+  sock.addMembership(group!, local);
   sock.setMulticastInterface(local!);
   sock.setMulticastLoopback(false);
   if (mode === 'attack') attack(Buffer.from(arg!, 'hex'));
 });
 
 if (mode === 'capture') {
-  const timer = setTimeout(() => { process.stderr.write(`no heartbeat of ${arg} seen\n`); process.exit(1); }, 5000);
+  const timer = setTimeout(() => {
+    process.stderr.write(`no heartbeat of ${arg} seen\n`);
+    process.exit(1);
+  }, 5000);
   sock.on('message', (msg) => {
     const d = decode(msg, key, cluster!);
     if (!d.ok || d.msg.node !== arg) return;
@@ -38,13 +41,20 @@ function attack(real: Buffer): void {
   if (!d.ok) throw new Error(`not a heartbeat of this cluster: ${d.reason}`);
   const sent: Record<string, number> = {};
   const send = (kind: string, b: Buffer) => {
-    sock.send(b, port, group!);
+    sock.send(b, port, group);
     sent[kind] = (sent[kind] ?? 0) + 1;
   };
   for (let i = 0; i < 5; i++) send('replay', real);
-  for (let i = 0; i < 5; i++) send('forged', encode({ ...d.msg, seq: d.msg.seq + 1000n + BigInt(i), flags: Flag.LEAVING, claims: [] }, randomBytes(32)));
+  for (let i = 0; i < 5; i++)
+    send(
+      'forged',
+      encode({ ...d.msg, seq: d.msg.seq + 1000n + BigInt(i), flags: Flag.LEAVING, claims: [] }, randomBytes(32)),
+    );
   send('damaged', real.subarray(0, real.length - 1));
   send('damaged', Buffer.concat([real, randomBytes(4096)]));
   for (let i = 0; i < 200; i++) send('random', randomBytes(1 + Math.floor(Math.random() * 600)));
-  setTimeout(() => { process.stdout.write(`${JSON.stringify(sent)}\n`); sock.close(); }, 100);
+  setTimeout(() => {
+    process.stdout.write(`${JSON.stringify(sent)}\n`);
+    sock.close();
+  }, 100);
 }

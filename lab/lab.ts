@@ -23,8 +23,18 @@ export const ECHO = { inPolicy: '203.0.113.10', excluded: '203.0.113.11', other:
 export const ECHO_PORT = 7;
 export const FIPS = [`${SUBNET_PREFIX}.100`, `${SUBNET_PREFIX}.101`] as const;
 
-export interface HostSpec { readonly name: string; readonly ip: string; readonly labels?: Record<string, string>; readonly role?: string }
-export interface ContainerSpec { readonly name: string; readonly host: string; readonly cidr: string; readonly ip: string }
+export interface HostSpec {
+  readonly name: string;
+  readonly ip: string;
+  readonly labels?: Record<string, string>;
+  readonly role?: string;
+}
+export interface ContainerSpec {
+  readonly name: string;
+  readonly host: string;
+  readonly cidr: string;
+  readonly ip: string;
+}
 
 export const DEFAULT_HOSTS: HostSpec[] = [
   { name: 'h1', ip: `${SUBNET_PREFIX}.1`, labels: { 'node-type': 'egressNat' } },
@@ -60,14 +70,25 @@ export function eachLine(stream: Readable, fn: (line: string) => void): void {
 }
 
 export class CommandError extends Error {
-  constructor(readonly argv: string[], readonly code: number | string | undefined, readonly stdout: string, readonly stderr: string) {
+  constructor(
+    readonly argv: string[],
+    readonly code: number | string | undefined,
+    readonly stdout: string,
+    readonly stderr: string,
+  ) {
     super(`${argv.join(' ')} exited ${code}: ${stderr.trim() || stdout.trim()}`);
   }
 }
 
-export async function run(argv: string[], opts: { allowFail?: boolean; timeoutMs?: number } = {}): Promise<{ stdout: string; stderr: string; code: number }> {
+export async function run(
+  argv: string[],
+  opts: { allowFail?: boolean; timeoutMs?: number } = {},
+): Promise<{ stdout: string; stderr: string; code: number }> {
   try {
-    const { stdout, stderr } = await exec(argv[0]!, argv.slice(1), { maxBuffer: 256 * 1024 * 1024, timeout: opts.timeoutMs ?? 120_000 });
+    const { stdout, stderr } = await exec(argv[0]!, argv.slice(1), {
+      maxBuffer: 256 * 1024 * 1024,
+      timeout: opts.timeoutMs ?? 120_000,
+    });
     return { stdout, stderr, code: 0 };
   } catch (e) {
     const x = e as { code?: number | string; stdout?: string; stderr?: string };
@@ -130,28 +151,50 @@ export class Lab {
     };
     await attach('r');
     const routes = this.containers.map((c) => `ip route add ${c.cidr} via ${this.host(c.host).ip}`);
-    await this.sh('r', [
-      `ip addr add ${ROUTER_IP}/24 dev eth0`,
-      ...Object.values(ECHO).map((ip) => `ip addr add ${ip}/32 dev lo`),
-      'sysctl -qw net.ipv4.ip_forward=1',
-      ...routes,
-    ].join(' && '));
+    await this.sh(
+      'r',
+      [
+        `ip addr add ${ROUTER_IP}/24 dev eth0`,
+        ...Object.values(ECHO).map((ip) => `ip addr add ${ip}/32 dev lo`),
+        'sysctl -qw net.ipv4.ip_forward=1',
+        ...routes,
+      ].join(' && '),
+    );
     for (const h of this.hosts) {
       await attach(h.name);
       const own = this.containers.filter((c) => c.host === h.name);
       // A routed fleet: every host reaches every container network through its host.
-      const fleet = this.containers.filter((c) => c.host !== h.name).map((c) => `ip route add ${c.cidr} via ${this.host(c.host).ip}`);
-      await this.sh(h.name, [
-        `ip addr add ${h.ip}/24 dev eth0`,
-        `ip route add default via ${ROUTER_IP}`,
-        ...(own.length ? ['sysctl -qw net.ipv4.ip_forward=1'] : []),
-        ...fleet,
-      ].join(' && '));
+      const fleet = this.containers
+        .filter((c) => c.host !== h.name)
+        .map((c) => `ip route add ${c.cidr} via ${this.host(c.host).ip}`);
+      await this.sh(
+        h.name,
+        [
+          `ip addr add ${h.ip}/24 dev eth0`,
+          `ip route add default via ${ROUTER_IP}`,
+          ...(own.length ? ['sysctl -qw net.ipv4.ip_forward=1'] : []),
+          ...fleet,
+        ].join(' && '),
+      );
     }
     for (const c of this.containers) {
       const ns = await this.addNs(c.name);
       const hostIf = `v-${c.name}`;
-      await run(['ip', 'link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', hostIf, 'netns', this.ns(c.host)]);
+      await run([
+        'ip',
+        'link',
+        'add',
+        'eth0',
+        'netns',
+        ns,
+        'type',
+        'veth',
+        'peer',
+        'name',
+        hostIf,
+        'netns',
+        this.ns(c.host),
+      ]);
       const gw = c.ip.replace(/\.\d+$/, '.1');
       await this.sh(c.host, `ip addr add ${gw}/24 dev ${hostIf} && ip link set ${hostIf} up`);
       await this.sh(c.name, `ip addr add ${c.ip}/24 dev eth0 && ip link set eth0 up && ip route add default via ${gw}`);
@@ -191,11 +234,18 @@ export class Lab {
    * Starts `egress-natd run` in a lab host; `env` is added to its environment (NOTIFY_SOCKET, ...).
    * Its JSON log goes to daemon-<host>.log in the lab dir. Its pid is the daemon's (exec all the way).
    */
-  async startDaemon(host: string, config: string, extra: string[] = [], env: Readonly<Record<string, string>> = {}): Promise<ChildProcess> {
+  async startDaemon(
+    host: string,
+    config: string,
+    extra: string[] = [],
+    env: Readonly<Record<string, string>> = {},
+  ): Promise<ChildProcess> {
     const old = this.daemons.get(host);
     if (old && old.exitCode === null && old.signalCode === null) throw new Error(`a daemon already runs on ${host}`);
     const logFile = this.daemonLog(host);
-    const vars = Object.entries(env).map(([k, v]) => `${k}=${q(v)}`).join(' ');
+    const vars = Object.entries(env)
+      .map(([k, v]) => `${k}=${q(v)}`)
+      .join(' ');
     const script = `${MOUNT_CGROUP} ${vars} ${this.stateEnv(host)} exec ${q(process.execPath)} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
     const child = spawn('ip', ['netns', 'exec', this.ns(host), 'sh', '-c', script], { stdio: 'ignore' });
     this.daemons.set(host, child);
@@ -249,18 +299,36 @@ export class Lab {
 
   /** Hosts whose kernel holds `ip` (on an egress-natd macvlan). */
   async holders(ip: string): Promise<string[]> {
-    const out = await Promise.all(this.hosts.map(async (h) => ((await this.sh(h.name, `ip -o -4 addr show to ${ip}/32`, { allowFail: true })).stdout.includes(ip) ? h.name : '')));
+    const out = await Promise.all(
+      this.hosts.map(async (h) =>
+        (await this.sh(h.name, `ip -o -4 addr show to ${ip}/32`, { allowFail: true })).stdout.includes(ip)
+          ? h.name
+          : '',
+      ),
+    );
     return out.filter(Boolean);
   }
 
   private async startEcho(): Promise<void> {
-    this.echo = spawn('ip', ['netns', 'exec', this.ns('r'), process.execPath, labScript('echo-server'), String(ECHO_PORT)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.echo = spawn(
+      'ip',
+      ['netns', 'exec', this.ns('r'), process.execPath, labScript('echo-server'), String(ECHO_PORT)],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     this.seen = [];
-    eachLine(this.echo.stdout!, (l) => { if (l.startsWith('seen ')) this.seen.push(l.slice(5)); });
+    eachLine(this.echo.stdout!, (l) => {
+      if (l.startsWith('seen ')) this.seen.push(l.slice(5));
+    });
     await new Promise<void>((ok, fail) => {
       const t = setTimeout(() => fail(new Error('echo server did not start')), 10_000);
-      this.echo!.stdout!.once('data', () => { clearTimeout(t); ok(); });
-      this.echo!.once('exit', (code) => { clearTimeout(t); fail(new Error(`echo server exited ${code}`)); });
+      this.echo!.stdout!.once('data', () => {
+        clearTimeout(t);
+        ok();
+      });
+      this.echo!.once('exit', (code) => {
+        clearTimeout(t);
+        fail(new Error(`echo server exited ${code}`));
+      });
     });
   }
 
@@ -271,10 +339,20 @@ export class Lab {
    * Connects from a lab namespace to the echo server; returns the source IP it saw, or
    * undefined when nothing came back in time. `cgroup` runs the client in the lab's cgroup.
    */
-  async probe(from: string, dest: string, opts: { cgroup?: boolean; timeoutS?: number } = {}): Promise<string | undefined> {
-    const enter = opts.cgroup ? `mkdir -p /sys/fs/cgroup/${this.cgroup} && echo $$ > /sys/fs/cgroup/${this.cgroup}/cgroup.procs && ` : '';
+  async probe(
+    from: string,
+    dest: string,
+    opts: { cgroup?: boolean; timeoutS?: number } = {},
+  ): Promise<string | undefined> {
+    const enter = opts.cgroup
+      ? `mkdir -p /sys/fs/cgroup/${this.cgroup} && echo $$ > /sys/fs/cgroup/${this.cgroup}/cgroup.procs && `
+      : '';
     const t = opts.timeoutS ?? 2;
-    const r = await this.sh(from, `${enter}timeout ${t} bash -c 'exec 3<>/dev/tcp/${dest}/${ECHO_PORT} && head -n1 <&3'`, { allowFail: true });
+    const r = await this.sh(
+      from,
+      `${enter}timeout ${t} bash -c 'exec 3<>/dev/tcp/${dest}/${ECHO_PORT} && head -n1 <&3'`,
+      { allowFail: true },
+    );
     const ip = r.stdout.trim();
     return r.code === 0 && ip ? ip : undefined;
   }
@@ -294,7 +372,10 @@ export class Lab {
     for (const fn of this.cleanups.splice(0)) fn();
     if (this.echo && this.echo.exitCode === null) {
       this.echo.kill('SIGTERM');
-      await new Promise((r) => { this.echo!.once('exit', r); setTimeout(r, 2000); });
+      await new Promise((r) => {
+        this.echo!.once('exit', r);
+        setTimeout(r, 2000);
+      });
     }
     for (const ns of [...this.namespaces].reverse()) {
       // Only processes inside our own namespaces: they are ours.

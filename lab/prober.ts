@@ -10,7 +10,9 @@ const port = Number(portText ?? 7);
 const intervalMs = Number(intervalText ?? 5);
 let seq = 0;
 const out: string[] = [];
-const flush = () => { if (out.length) process.stdout.write(out.splice(0).join('')); };
+const flush = () => {
+  if (out.length) process.stdout.write(out.splice(0).join(''));
+};
 const timer = setInterval(() => {
   const n = ++seq;
   const s = createSocket('udp4');
@@ -21,8 +23,21 @@ const timer = setInterval(() => {
     s.close();
   });
   out.push(`s ${n} ${process.hrtime.bigint()}\n`);
-  s.send(String(n), port, dest!);
-  setTimeout(() => { try { s.close(); } catch { /* closed on answer */ } }, 2000).unref();
+  s.send(String(n), port, dest);
+  setTimeout(() => {
+    try {
+      s.close();
+    } catch {
+      /* closed on answer */
+    }
+  }, 2000).unref();
 }, intervalMs);
 const flusher = setInterval(flush, 50);
-process.on('SIGTERM', () => { clearInterval(timer); setTimeout(() => { clearInterval(flusher); flush(); process.exit(0); }, 300); });
+process.on('SIGTERM', () => {
+  clearInterval(timer);
+  setTimeout(() => {
+    clearInterval(flusher);
+    flush();
+    process.exit(0);
+  }, 300);
+});

@@ -15,7 +15,11 @@ export function parseSamples(text: string): Samples {
   return samples;
 }
 
-export async function scrape(lab: Lab, host: string, port: number): Promise<{ text: string; samples: Samples; contentType: string }> {
+export async function scrape(
+  lab: Lab,
+  host: string,
+  port: number,
+): Promise<{ text: string; samples: Samples; contentType: string }> {
   const js = `fetch('http://127.0.0.1:${port}/metrics').then(async (r) => { if (!r.ok) throw new Error('HTTP ' + r.status); console.log(r.headers.get('content-type')); process.stdout.write(await r.text()); }).catch((e) => { console.error(e.message); process.exit(1); })`;
   const { stdout } = await lab.sh(host, `${process.execPath} -e "${js}"`);
   const nl = stdout.indexOf('\n');

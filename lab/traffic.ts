@@ -6,35 +6,50 @@ import { labScript } from './paths.js';
 // Continuous traffic from a lab namespace (prober.ts) and what it tells:
 // when answers stopped and came back, with which source IP, and how many were lost.
 
-export interface Reply { readonly seq: number; readonly at: bigint; readonly ip: string }
-export interface ProbeLog { readonly sent: ReadonlyMap<number, bigint>; readonly replies: readonly Reply[] }
+export interface Reply {
+  readonly seq: number;
+  readonly at: bigint;
+  readonly ip: string;
+}
+export interface ProbeLog {
+  readonly sent: ReadonlyMap<number, bigint>;
+  readonly replies: readonly Reply[];
+}
 
 export interface Prober {
   /** What has come in so far (live). */
-  log(): ProbeLog;
+  readonly log: () => ProbeLog;
   stop(): Promise<ProbeLog>;
 }
 
 export const nowNs = (): bigint => process.hrtime.bigint();
 
 export async function startProber(lab: Lab, from: string, dest: string, intervalMs = 5): Promise<Prober> {
-  const child = spawn('ip', ['netns', 'exec', lab.ns(from), process.execPath, labScript('prober'), dest, String(ECHO_PORT), String(intervalMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', lab.ns(from), process.execPath, labScript('prober'), dest, String(ECHO_PORT), String(intervalMs)],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   const sent = new Map<number, bigint>();
   const replies: Reply[] = [];
-  eachLine(child.stdout!, (l) => {
+  eachLine(child.stdout, (l) => {
     const [kind, seq, at, ip] = l.split(' ');
     if (kind === 's') sent.set(Number(seq), BigInt(at!));
     else if (kind === 'r') replies.push({ seq: Number(seq), at: BigInt(at!), ip: ip! });
   });
-  await new Promise<void>((ok, fail) => { child.once('spawn', ok); child.once('error', fail); });
+  await new Promise<void>((ok, fail) => {
+    child.once('spawn', ok);
+    child.once('error', fail);
+  });
   lab.onDestroy(() => void child.kill('SIGKILL'));
   return {
     log: () => ({ sent, replies }),
-    stop: () => new Promise((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve({ sent, replies });
-      child.once('exit', () => resolve({ sent, replies }));
-      child.kill('SIGTERM');
-    }),
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve({ sent, replies });
+        child.once('exit', () => resolve({ sent, replies }));
+        child.kill('SIGTERM');
+      }),
   };
 }
 
@@ -64,7 +79,9 @@ export function outage(log: ProbeLog, since: bigint, ip: string): Outage {
   const after = [...log.sent].filter(([, t]) => t >= since);
   const last = after.length ? after[after.length - 1]![1] : since;
   const counted = after.filter(([, t]) => last - t > 300_000_000n);
-  const first = log.replies.filter((r) => r.ip === ip && (log.sent.get(r.seq) ?? 0n) >= since).sort((a, b) => (a.at < b.at ? -1 : 1))[0];
+  const first = log.replies
+    .filter((r) => r.ip === ip && (log.sent.get(r.seq) ?? 0n) >= since)
+    .sort((a, b) => (a.at < b.at ? -1 : 1))[0];
   return {
     recoveredMs: first ? Number(first.at - since) / 1e6 : undefined,
     lost: counted.filter(([seq]) => !answered.has(seq)).length,
@@ -75,7 +92,10 @@ export function outage(log: ProbeLog, since: bigint, ip: string): Outage {
 
 /** Longest time between two answers (ms) in [from, to]: how long traffic stood still. */
 export function longestGap(log: ProbeLog, from: bigint, to?: bigint): number {
-  const at = log.replies.map((r) => r.at).filter((x) => x >= from && (to === undefined || x <= to)).sort((a, b) => (a < b ? -1 : 1));
+  const at = log.replies
+    .map((r) => r.at)
+    .filter((x) => x >= from && (to === undefined || x <= to))
+    .sort((a, b) => (a < b ? -1 : 1));
   let gap = 0;
   for (let i = 1; i < at.length; i++) gap = Math.max(gap, Number(at[i]! - at[i - 1]!) / 1e6);
   return gap;

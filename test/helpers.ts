@@ -10,10 +10,14 @@ export const CONFIG_DIR = join(REPO, 'test/config');
 /** Key files for unit tests, by name: no files on disk (git does not keep mode 0600). */
 export function fakeKeyFile(path: string): KeyFileFacts {
   switch (basename(path)) {
-    case 'good.key': return { exists: true, regular: true, mode: 0o100600, size: 64 };
-    case 'world-readable.key': return { exists: true, regular: true, mode: 0o100644, size: 64 };
-    case 'short.key': return { exists: true, regular: true, mode: 0o100600, size: 10 };
-    default: return { exists: false };
+    case 'good.key':
+      return { exists: true, regular: true, mode: 0o100600, size: 64 };
+    case 'world-readable.key':
+      return { exists: true, regular: true, mode: 0o100644, size: 64 };
+    case 'short.key':
+      return { exists: true, regular: true, mode: 0o100600, size: 10 };
+    default:
+      return { exists: false };
   }
 }
 
@@ -28,5 +32,5 @@ export function loadValid(text = validText()) {
 /** A seeded generator, so that random tests fail reproducibly. */
 export function rng(seed: number): () => number {
   let s = seed >>> 0;
-  return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+  return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
 }

@@ -53,7 +53,10 @@ function planFor(config: Config, opts: { node?: string; owner: string[] }) {
   const node = opts.node ?? hostname();
   const facts = hostFacts(config);
   const desired = plan(config, node, parseOwners(opts.owner), facts);
-  for (const c of missingCgroups(config, node, facts)) err(`warning: cgroup ${c} does not exist on this host; its traffic is not selected until it does and apply runs again`);
+  for (const c of missingCgroups(config, node, facts))
+    err(
+      `warning: cgroup ${c} does not exist on this host; its traffic is not selected until it does and apply runs again`,
+    );
   return desired;
 }
 
@@ -67,30 +70,45 @@ export function program(): Command {
     .exitOverride()
     .showHelpAfterError();
   const configOpt = () => new Option('-c, --config <file>', 'config file').default(DEFAULT_CONFIG);
-  const nodeOpt = () => new Option('-n, --node <name>', 'this host\'s node name (default: the hostname)');
+  const nodeOpt = () => new Option('-n, --node <name>', "this host's node name (default: the hostname)");
   const ownerOpt = () => new Option('--owner <ip=node...>', 'static owner of a floating IP (repeatable)').default([]);
-  const stateOpt = () => new Option('--state-dir <dir>', 'where egress-natd keeps what it must undo (default /run/egress-natd)');
+  const stateOpt = () =>
+    new Option('--state-dir <dir>', 'where egress-natd keeps what it must undo (default /run/egress-natd)');
 
-  cmd.command('check')
+  cmd
+    .command('check')
     .description('validate the config: exit 0, or 2 with every error as FILE:LINE:COL')
     .addOption(configOpt())
     .action((o: { config: string }) => {
       const config = loadOrExit(o.config);
-      out(`${o.config}: ok (${config.nodes.length} nodes, ${config.gateways.length} gateways, ${config.policies.length} policies)`);
+      out(
+        `${o.config}: ok (${config.nodes.length} nodes, ${config.gateways.length} gateways, ${config.policies.length} policies)`,
+      );
     });
 
-  cmd.command('plan')
+  cmd
+    .command('plan')
     .description('print the data plane this node would install, given those owners; changes nothing')
-    .addOption(configOpt()).addOption(nodeOpt()).addOption(ownerOpt())
-    .addOption(new Option('-o, --output <format>', 'nft: what nft -f takes; json: the whole desired state').choices(['nft', 'json']).default('nft'))
+    .addOption(configOpt())
+    .addOption(nodeOpt())
+    .addOption(ownerOpt())
+    .addOption(
+      new Option('-o, --output <format>', 'nft: what nft -f takes; json: the whole desired state')
+        .choices(['nft', 'json'])
+        .default('nft'),
+    )
     .action((o: { config: string; node?: string; owner: string[]; output: 'nft' | 'json' }) => {
       const desired = planFor(loadOrExit(o.config), o);
       process.stdout.write(o.output === 'nft' ? renderTable(desired.nft) : `${JSON.stringify(desired, null, 2)}\n`);
     });
 
-  cmd.command('apply')
+  cmd
+    .command('apply')
     .description('static mode: converge this host to the plan once and exit')
-    .addOption(configOpt()).addOption(nodeOpt()).addOption(ownerOpt()).addOption(stateOpt())
+    .addOption(configOpt())
+    .addOption(nodeOpt())
+    .addOption(ownerOpt())
+    .addOption(stateOpt())
     .option('--no-garp', 'do not send gratuitous ARP for added addresses')
     .action(async (o: { config: string; node?: string; owner: string[]; stateDir?: string; garp: boolean }) => {
       const desired = planFor(loadOrExit(o.config), o);
@@ -100,22 +118,30 @@ export function program(): Command {
       if (changes.length === 0) out(`no change: node ${desired.node} already matches the plan`);
       else {
         for (const c of changes) out(c);
-        out(`applied ${changes.length} change${changes.length === 1 ? '' : 's'} to node ${desired.node} in ${ms.toFixed(0)} ms`);
+        out(
+          `applied ${changes.length} change${changes.length === 1 ? '' : 's'} to node ${desired.node} in ${ms.toFixed(0)} ms`,
+        );
       }
     });
 
-  cmd.command('release')
+  cmd
+    .command('release')
     .description('remove everything egress-natd installed on this host and restore the sysctls it changed')
     .addOption(stateOpt())
     .action(async (o: { stateDir?: string }) => {
       const { changes } = await release({ state: stateStore(o.stateDir), log: logger() });
       for (const c of changes) out(c);
-      out(changes.length ? `released: ${changes.length} change${changes.length === 1 ? '' : 's'}` : 'nothing to release');
+      out(
+        changes.length ? `released: ${changes.length} change${changes.length === 1 ? '' : 's'}` : 'nothing to release',
+      );
     });
 
-  cmd.command('run')
+  cmd
+    .command('run')
     .description('the daemon: heartbeats, election, and the data plane kept in line with them')
-    .addOption(configOpt()).addOption(nodeOpt()).addOption(stateOpt())
+    .addOption(configOpt())
+    .addOption(nodeOpt())
+    .addOption(stateOpt())
     .action(async (o: { config: string; node?: string; stateDir?: string }) => {
       const config = loadOrExit(o.config);
       const node = o.node ?? hostname();
@@ -126,7 +152,14 @@ export function program(): Command {
       }
       const log = pino({ base: { svc: 'egress-natd' } }, pino.destination(1));
       const notifier = await systemdNotifier(process.env, (e) => log.warn({ err: e.message }, 'sd_notify'));
-      const daemon = new Daemon({ config, node, key: readKey(config.cluster.heartbeat.keyFile), stateDir: stateStore(o.stateDir).dir, log, notifier });
+      const daemon = new Daemon({
+        config,
+        node,
+        key: readKey(config.cluster.heartbeat.keyFile),
+        stateDir: stateStore(o.stateDir).dir,
+        log,
+        notifier,
+      });
       let stopping = false;
       // Before start(): SIGHUP's default action would kill the daemon.
       process.on('SIGHUP', () => {
@@ -138,10 +171,13 @@ export function program(): Command {
         if (stopping) return;
         stopping = true;
         log.info({ signal }, 'signal received');
-        daemon.stop().then(() => process.exit(0), (e: Error) => {
-          log.error({ err: e.message }, 'stop failed');
-          process.exit(EXIT_RUNTIME);
-        });
+        daemon.stop().then(
+          () => process.exit(0),
+          (e: Error) => {
+            log.error({ err: e.message }, 'stop failed');
+            process.exit(EXIT_RUNTIME);
+          },
+        );
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
@@ -149,7 +185,8 @@ export function program(): Command {
     });
 
   const ask = (req: Request, stateDir?: string) => askDaemon(stateStore(stateDir).dir, req);
-  cmd.command('status')
+  cmd
+    .command('status')
     .description('from the running daemon: nodes, owners of floating IPs, policies, config digests')
     .addOption(stateOpt())
     .addOption(new Option('-o, --output <format>', 'output format').choices(['yaml', 'json']).default('yaml'))
@@ -157,23 +194,35 @@ export function program(): Command {
       const s = await ask({ cmd: 'status' }, o.stateDir);
       process.stdout.write(o.output === 'json' ? `${JSON.stringify(s, null, 2)}\n` : stringify(s));
     });
-  cmd.command('egress')
+  cmd
+    .command('egress')
     .description('egress list: what this node steers where')
     .command('list')
     .addOption(stateOpt())
     .action(async (o: { stateDir?: string }) => {
       process.stdout.write(formatTable((await ask({ cmd: 'egress-list' }, o.stateDir)) as EgressRow[]));
     });
-  for (const [name, what] of [['drain', 'hand this node\'s floating IPs over gracefully and take none'], ['undrain', 'take part in the election again']] as const) {
-    cmd.command(name).description(what).addOption(stateOpt()).action(async (o: { stateDir?: string }) => {
-      out(JSON.stringify(await ask({ cmd: name }, o.stateDir)));
-    });
+  for (const [name, what] of [
+    ['drain', "hand this node's floating IPs over gracefully and take none"],
+    ['undrain', 'take part in the election again'],
+  ] as const) {
+    cmd
+      .command(name)
+      .description(what)
+      .addOption(stateOpt())
+      .action(async (o: { stateDir?: string }) => {
+        out(JSON.stringify(await ask({ cmd: name }, o.stateDir)));
+      });
   }
 
-  cmd.command('keygen')
+  cmd
+    .command('keygen')
     .description('write a new cluster key (mode 0600); copy the same key to every host')
     .argument('[file]', 'where to write it', DEFAULT_KEY)
-    .option('--force', 'replace an existing key (do it on every host: nodes with different keys cannot hear each other)')
+    .option(
+      '--force',
+      'replace an existing key (do it on every host: nodes with different keys cannot hear each other)',
+    )
     .action((file: string, o: { force?: boolean }) => {
       writeKey(file, o.force);
       out(`wrote a new cluster key to ${file} (mode 0600)`);
@@ -186,7 +235,13 @@ export async function main(argv: string[]): Promise<void> {
     await program().parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : EXIT_INPUT);
-    if (e instanceof InputError || e instanceof UnknownNodeError || e instanceof PlanError || e instanceof EncodeError || e instanceof KeyError) {
+    if (
+      e instanceof InputError ||
+      e instanceof UnknownNodeError ||
+      e instanceof PlanError ||
+      e instanceof EncodeError ||
+      e instanceof KeyError
+    ) {
       err(`egress-natd: ${e.message}`);
       process.exit(EXIT_INPUT);
     }

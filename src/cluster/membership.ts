@@ -26,18 +26,27 @@ export type Receipt =
 
 export const isEligible = (flags: number): boolean =>
   (flags & Flag.READY) !== 0 && (flags & (Flag.DRAINING | Flag.NO_CARRIER | Flag.LEAVING)) === 0;
-export const isJoining = (flags: number): boolean => (flags & (Flag.READY | Flag.DRAINING | Flag.NO_CARRIER | Flag.LEAVING)) === 0;
+export const isJoining = (flags: number): boolean =>
+  (flags & (Flag.READY | Flag.DRAINING | Flag.NO_CARRIER | Flag.LEAVING)) === 0;
 export const mayKeep = (flags: number): boolean =>
   (flags & Flag.DRAINING) !== 0 && (flags & (Flag.NO_CARRIER | Flag.LEAVING)) === 0;
 /** What the election needs of a node, from its flags (a peer's as heard, this node's own as sent). */
-export const liveNode = (name: string, flags: number): LiveNode => ({ name, eligible: isEligible(flags), mayKeep: mayKeep(flags), joining: isJoining(flags) });
+export const liveNode = (name: string, flags: number): LiveNode => ({
+  name,
+  eligible: isEligible(flags),
+  mayKeep: mayKeep(flags),
+  joining: isJoining(flags),
+});
 
 export class Membership {
   private readonly peers = new Map<string, Peer>();
   private readonly addresses = new Map<string, string>();
   private timeout = 0;
 
-  constructor(config: Config, readonly self: string) {
+  constructor(
+    config: Config,
+    readonly self: string,
+  ) {
     this.reconfigure(config);
   }
 
@@ -55,10 +64,21 @@ export class Membership {
     const before = new Map(this.addresses);
     this.addresses.clear();
     for (const n of config.nodes) this.addresses.set(n.name, formatAddress(n.address));
-    for (const name of [...this.peers.keys()]) if (!this.addresses.has(name) || before.get(name) !== this.addresses.get(name)) this.peers.delete(name);
+    for (const name of [...this.peers.keys()])
+      if (!this.addresses.has(name) || before.get(name) !== this.addresses.get(name)) this.peers.delete(name);
     for (const name of this.addresses.keys()) {
       if (name === this.self || this.peers.has(name)) continue;
-      this.peers.set(name, { name, up: false, incarnation: 0n, seq: 0n, flags: 0, claims: [], digest: '', lastSeen: 0, downReason: 'never-seen' });
+      this.peers.set(name, {
+        name,
+        up: false,
+        incarnation: 0n,
+        seq: 0n,
+        flags: 0,
+        claims: [],
+        digest: '',
+        lastSeen: 0,
+        downReason: 'never-seen',
+      });
     }
   }
 
@@ -71,7 +91,11 @@ export class Membership {
       return { accepted: false, reason: 'replay' };
     }
     const leaving = (hb.flags & Flag.LEAVING) !== 0;
-    const changed = peer.up === leaving || peer.flags !== hb.flags || peer.claims.join() !== hb.claims.join() || peer.digest !== hb.digest;
+    const changed =
+      peer.up === leaving ||
+      peer.flags !== hb.flags ||
+      peer.claims.join() !== hb.claims.join() ||
+      peer.digest !== hb.digest;
     peer.incarnation = hb.incarnation;
     peer.seq = hb.seq;
     peer.flags = hb.flags;
@@ -99,7 +123,8 @@ export class Membership {
   /** The earliest time a peer that is Up can time out, for the daemon's timer. */
   nextExpiry(): number | undefined {
     let next: number | undefined;
-    for (const p of this.peers.values()) if (p.up && (next === undefined || p.lastSeen + this.timeoutMs < next)) next = p.lastSeen + this.timeoutMs;
+    for (const p of this.peers.values())
+      if (p.up && (next === undefined || p.lastSeen + this.timeoutMs < next)) next = p.lastSeen + this.timeoutMs;
     return next;
   }
 
@@ -109,10 +134,14 @@ export class Membership {
 
   /** Live peers for the election: Up ones, with what their flags allow. */
   live(): LiveNode[] {
-    return this.list().filter((p) => p.up).map((p) => liveNode(p.name, p.flags));
+    return this.list()
+      .filter((p) => p.up)
+      .map((p) => liveNode(p.name, p.flags));
   }
 
   claims(): Claim[] {
-    return this.list().filter((p) => p.up).flatMap((p) => p.claims.map((ip) => ({ ip, node: p.name })));
+    return this.list()
+      .filter((p) => p.up)
+      .flatMap((p) => p.claims.map((ip) => ({ ip, node: p.name })));
   }
 }

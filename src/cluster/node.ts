@@ -58,7 +58,12 @@ export class ClusterNode {
    * @param incarnation larger on every start, so peers tell a restart from a replay
    * @throws when a name does not fit a heartbeat (a config problem, said at start)
    */
-  constructor(config: Config, name: string, key: Buffer, readonly incarnation: bigint) {
+  constructor(
+    config: Config,
+    name: string,
+    key: Buffer,
+    readonly incarnation: bigint,
+  ) {
     this.configValue = config;
     this.selfSpec = nodeNamed(config, name);
     this.hmacKeyValue = key;
@@ -127,7 +132,18 @@ export class ClusterNode {
 
   private encode(seq: bigint, config = this.configValue, self = this.selfSpec, key = this.hmacKeyValue): Buffer {
     const claims = [...this.heldIPs].sort();
-    return encode({ cluster: config.cluster.name, node: self.name, flags: this.flags(), incarnation: this.incarnation, seq, digest: config.digest, claims }, key);
+    return encode(
+      {
+        cluster: config.cluster.name,
+        node: self.name,
+        flags: this.flags(),
+        incarnation: this.incarnation,
+        seq,
+        digest: config.digest,
+        claims,
+      },
+      key,
+    );
   }
 
   /** A datagram from `source`; never throws on what the network sends. */

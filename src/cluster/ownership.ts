@@ -89,10 +89,14 @@ interface Path {
 }
 
 /** Breadth-first from the most loaded nodes, over IPs that may move, to a node with ≥ 2 fewer IPs. */
-function costReducingPath(owner: Map<string, string>, movable: Map<string, readonly string[]>, load: Map<string, number>): Path | undefined {
+function costReducingPath(
+  owner: Map<string, string>,
+  movable: Map<string, readonly string[]>,
+  load: Map<string, number>,
+): Path | undefined {
   const held = new Map<string, string[]>();
   for (const [ip, n] of [...owner].sort(([a], [b]) => (a < b ? -1 : 1))) held.set(n, [...(held.get(n) ?? []), ip]);
-  const sources = [...held.keys()].sort((a, b) => (load.get(b)! - load.get(a)!) || (a < b ? -1 : 1));
+  const sources = [...held.keys()].sort((a, b) => load.get(b)! - load.get(a)! || (a < b ? -1 : 1));
   for (const from of sources) {
     const fromLoad = load.get(from)!;
     const via = new Map<string, [ip: string, prev: string] | null>([[from, null]]);

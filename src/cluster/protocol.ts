@@ -49,22 +49,34 @@ export type DropReason =
   | 'replay';
 
 export const DROP_REASONS: readonly DropReason[] = [
-  'truncated', 'oversized', 'bad-magic', 'bad-version', 'malformed', 'bad-mac', 'other-cluster', 'unknown-node', 'wrong-source', 'replay',
+  'truncated',
+  'oversized',
+  'bad-magic',
+  'bad-version',
+  'malformed',
+  'bad-mac',
+  'other-cluster',
+  'unknown-node',
+  'wrong-source',
+  'replay',
 ];
 
-export type Decoded = { readonly ok: true; readonly msg: Heartbeat } | { readonly ok: false; readonly reason: DropReason };
+export type Decoded =
+  { readonly ok: true; readonly msg: Heartbeat } | { readonly ok: false; readonly reason: DropReason };
 
 export class EncodeError extends Error {}
 
 const name = (label: string, s: string): Buffer => {
   const b = Buffer.from(s, 'utf8');
-  if (b.length < 1 || b.length > 255) throw new EncodeError(`${label} "${s}" must be 1 to 255 bytes of UTF-8 to fit a heartbeat`);
+  if (b.length < 1 || b.length > 255)
+    throw new EncodeError(`${label} "${s}" must be 1 to 255 bytes of UTF-8 to fit a heartbeat`);
   return Buffer.concat([Buffer.from([b.length]), b]);
 };
 
 function ipv4(text: string): Buffer {
   const parts = text.split('.').map(Number);
-  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) throw new EncodeError(`claim ${text} is not an IPv4 address`);
+  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255))
+    throw new EncodeError(`claim ${text} is not an IPv4 address`);
   return Buffer.from(parts);
 }
 
@@ -94,7 +106,10 @@ const mac = (key: Buffer, body: Buffer): Buffer => createHmac('sha256', key).upd
 /** A bounds-checked reader: every read past the end returns undefined instead of throwing. */
 class Reader {
   pos = 0;
-  constructor(private readonly b: Buffer, private readonly end: number) {}
+  constructor(
+    private readonly b: Buffer,
+    private readonly end: number,
+  ) {}
   u8(): number | undefined {
     return this.pos + 1 <= this.end ? this.b[this.pos++] : undefined;
   }
@@ -142,7 +157,8 @@ export function decode(buf: Buffer, key: Buffer, cluster: string): Decoded {
   const n4 = r.u8();
   const v4 = n4 === undefined ? undefined : r.bytes(n4 * 4);
   const n6 = r.u8();
-  if (clusterName === undefined || node === undefined || v4 === undefined || n6 !== 0 || r.pos !== bodyEnd) return drop('malformed');
+  if (clusterName === undefined || node === undefined || v4 === undefined || n6 !== 0 || r.pos !== bodyEnd)
+    return drop('malformed');
   // Before the MAC, so that a neighbouring cluster (with its own key) is reported as such.
   if (clusterName !== cluster) return drop('other-cluster');
   if (!timingSafeEqual(mac(key, buf.subarray(0, bodyEnd)), buf.subarray(bodyEnd))) return drop('bad-mac');

@@ -20,16 +20,23 @@ export interface Transport {
 
 export type Receive = (message: Buffer, source: string) => void;
 
-export async function openTransport(opts: TransportOptions, receive: Receive, onError: (e: Error) => void): Promise<Transport> {
+export async function openTransport(
+  opts: TransportOptions,
+  receive: Receive,
+  onError: (e: Error) => void,
+): Promise<Transport> {
   const sock: Socket = createSocket({ type: 'udp4', reuseAddr: true });
   sock.on('message', (msg, rinfo) => receive(msg, rinfo.address));
   await new Promise<void>((ok, fail) => {
     sock.once('error', fail);
     // Multicast needs the wildcard address to receive the group's datagrams.
-    sock.bind({ port: opts.port, address: opts.mode === 'multicast' ? '0.0.0.0' : opts.local, exclusive: false }, () => {
-      sock.off('error', fail);
-      ok();
-    });
+    sock.bind(
+      { port: opts.port, address: opts.mode === 'multicast' ? '0.0.0.0' : opts.local, exclusive: false },
+      () => {
+        sock.off('error', fail);
+        ok();
+      },
+    );
   });
   sock.on('error', onError);
   if (opts.mode === 'multicast') {
@@ -40,7 +47,9 @@ export async function openTransport(opts: TransportOptions, receive: Receive, on
       sock.setMulticastLoopback(false);
     } catch (e) {
       sock.close();
-      throw new Error(`cannot join multicast group ${opts.group} on ${opts.local}: ${(e as Error).message}`);
+      throw new Error(`cannot join multicast group ${opts.group} on ${opts.local}: ${(e as Error).message}`, {
+        cause: e,
+      });
     }
   }
   const destinations = opts.mode === 'multicast' ? [opts.group!] : opts.peers;

@@ -16,7 +16,5 @@ export const hasErrors = (ds: readonly Diagnostic[]): boolean => ds.some((d) => 
 
 /** Stable order: by position, then message, so output is deterministic. */
 export function sortDiagnostics(ds: readonly Diagnostic[]): Diagnostic[] {
-  return [...ds].sort(
-    (a, b) => a.line - b.line || a.col - b.col || a.message.localeCompare(b.message),
-  );
+  return [...ds].sort((a, b) => a.line - b.line || a.col - b.col || a.message.localeCompare(b.message));
 }

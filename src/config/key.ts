@@ -32,7 +32,8 @@ export function writeKey(file: string, force = false): void {
   try {
     fd = openSync(file, force ? 'w' : 'wx', 0o600);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new KeyError(`${file} exists; not replacing a cluster key (use --force to replace it on every host)`);
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST')
+      throw new KeyError(`${file} exists; not replacing a cluster key (use --force to replace it on every host)`);
     throw new KeyError(`cannot write key file ${file}: ${(e as Error).message}`);
   }
   try {

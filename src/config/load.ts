@@ -23,7 +23,11 @@ export function inspectKeyFile(path: string): KeyFileFacts {
 }
 
 /** Validates config text; `keyFile` is injectable so tests need no files. */
-export function loadConfigText(file: string, text: string, keyFile: (p: string) => KeyFileFacts = inspectKeyFile): LoadResult {
+export function loadConfigText(
+  file: string,
+  text: string,
+  keyFile: (p: string) => KeyFileFacts = inspectKeyFile,
+): LoadResult {
   const digest = createHash('sha256').update(text).digest('hex');
   return validate(new ConfigSource(file, text), {
     keyFile,

@@ -80,7 +80,10 @@ export class UnknownNodeError extends Error {}
 /** The node called `name`, or UnknownNodeError naming the nodes the config has. */
 export function nodeNamed(config: Config, name: string): NodeSpec {
   const node = config.nodes.find((n) => n.name === name);
-  if (!node) throw new UnknownNodeError(`node "${name}" is not in ${config.file} (known: ${config.nodes.map((n) => n.name).join(', ')})`);
+  if (!node)
+    throw new UnknownNodeError(
+      `node "${name}" is not in ${config.file} (known: ${config.nodes.map((n) => n.name).join(', ')})`,
+    );
   return node;
 }
 
@@ -104,12 +107,18 @@ export interface PolicySourcesOn {
  * the workloads it selects whose nodeSelector admits the node. Without a node: on any
  * node (every workload it selects counts).
  */
-export function policySourcesOn(config: Pick<Config, 'workloads'>, policy: Pick<Policy, 'sources'>, node?: Pick<NodeSpec, 'labels'>): PolicySourcesOn {
-  const matches = policy.sources.flatMap((s): SourceMatch[] => s.kind === 'cidrs'
-    ? [{ cidrs: s.cidrs, cgroups: [] }]
-    : s.workloads
-      .map((name) => config.workloads.find((w) => w.name === name)!)
-      .filter((w) => !node || selects(w.nodeSelector, node.labels)));
+export function policySourcesOn(
+  config: Pick<Config, 'workloads'>,
+  policy: Pick<Policy, 'sources'>,
+  node?: Pick<NodeSpec, 'labels'>,
+): PolicySourcesOn {
+  const matches = policy.sources.flatMap((s): SourceMatch[] =>
+    s.kind === 'cidrs'
+      ? [{ cidrs: s.cidrs, cgroups: [] }]
+      : s.workloads
+          .map((name) => config.workloads.find((w) => w.name === name)!)
+          .filter((w) => !node || selects(w.nodeSelector, node.labels)),
+  );
   return {
     matches,
     cidrs: matches.flatMap((m) => m.cidrs),

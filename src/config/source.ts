@@ -13,7 +13,10 @@ export class ConfigSource {
   private readonly counter = new LineCounter();
   private readonly doc;
 
-  constructor(readonly file: string, text: string) {
+  constructor(
+    readonly file: string,
+    text: string,
+  ) {
     this.doc = parseDocument(text, { lineCounter: this.counter, uniqueKeys: true, prettyErrors: false });
     this.syntaxErrors = [...this.doc.errors, ...this.doc.warnings].map((e) => {
       const p = this.counter.linePos(e.pos[0]);

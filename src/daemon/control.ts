@@ -21,7 +21,8 @@ export async function serveControl(stateDir: string, handle: (r: Request) => Pro
     sock.on('error', () => undefined);
     sock.on('data', (d: string) => {
       buf += d;
-      if (buf.length > MAX_REQUEST) return void sock.end(`${JSON.stringify({ ok: false, error: 'request too long' })}\n`);
+      if (buf.length > MAX_REQUEST)
+        return void sock.end(`${JSON.stringify({ ok: false, error: 'request too long' })}\n`);
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
       const line = buf.slice(0, nl);
@@ -36,7 +37,8 @@ export async function serveControl(stateDir: string, handle: (r: Request) => Pro
     } catch {
       return { ok: false, error: 'not JSON' };
     }
-    if (!['status', 'egress-list', 'drain', 'undrain'].includes(req?.cmd)) return { ok: false, error: `unknown command ${JSON.stringify(req?.cmd)}` };
+    if (!['status', 'egress-list', 'drain', 'undrain'].includes(req?.cmd))
+      return { ok: false, error: `unknown command ${JSON.stringify(req?.cmd)}` };
     try {
       return { ok: true, result: await handle(req) };
     } catch (e) {
@@ -58,13 +60,21 @@ export function askDaemon(stateDir: string, req: Request, timeoutMs = 5000): Pro
   return new Promise((resolve, reject) => {
     const sock = createConnection(path);
     let buf = '';
-    const timer = setTimeout(() => { sock.destroy(); reject(new ControlError(`no answer from the daemon on ${path} within ${timeoutMs} ms`)); }, timeoutMs);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new ControlError(`no answer from the daemon on ${path} within ${timeoutMs} ms`));
+    }, timeoutMs);
     sock.setEncoding('utf8');
     sock.on('connect', () => sock.write(`${JSON.stringify(req)}\n`));
     sock.on('data', (d: string) => (buf += d));
     sock.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      const why = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? 'is egress-natd running?' : e.code === 'EACCES' ? 'root only' : e.message;
+      const why =
+        e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
+          ? 'is egress-natd running?'
+          : e.code === 'EACCES'
+            ? 'root only'
+            : e.message;
       reject(new ControlError(`cannot reach the daemon on ${path}: ${why}`));
     });
     sock.on('end', () => {

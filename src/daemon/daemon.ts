@@ -85,7 +85,9 @@ export class Daemon {
     this.state = new StateStore(opts.stateDir);
     this.notifier = opts.notifier ?? silentNotifier;
     this.telemetry = new Telemetry(this.node, this.notifier, this.log);
-    this.heartbeats = new Heartbeats(this.node, this.telemetry.counters, this.log, { peersChanged: () => this.schedule(false) });
+    this.heartbeats = new Heartbeats(this.node, this.telemetry.counters, this.log, {
+      peersChanged: () => this.schedule(false),
+    });
     this.kernel = new KernelWatch(() => this.node.self.interface, this.log, {
       repair: () => {
         if (this.applying && !this.node.condition.leaving) this.schedule(true);
@@ -125,10 +127,15 @@ export class Daemon {
     await this.telemetry.serveMetrics(this.node.config);
     this.timers.push(setInterval(() => this.schedule(false), REPLAN_MS));
     this.timers.push(setInterval(() => this.schedule(true), FULL_RECONCILE_MS));
-    this.telemetry.startWatchdog(() => (this.reconcileStartedAt === undefined ? 0 : monotonicMs() - this.reconcileStartedAt));
+    this.telemetry.startWatchdog(() =>
+      this.reconcileStartedAt === undefined ? 0 : monotonicMs() - this.reconcileStartedAt,
+    );
     const { incarnation } = this.node;
     const watchdogMs = this.notifier.watchdogIntervalMs;
-    this.log.info({ incarnation: String(incarnation), carrier, interface: iface, digest: this.node.config.digest, watchdogMs }, 'started: listening before taking part');
+    this.log.info(
+      { incarnation: String(incarnation), carrier, interface: iface, digest: this.node.config.digest, watchdogMs },
+      'started: listening before taking part',
+    );
     this.heartbeats.send();
     this.telemetry.updateStatus();
     if (carrier) this.listen(Math.max(this.node.downAfterMs, START_LISTEN_MS));
@@ -155,7 +162,10 @@ export class Daemon {
   private onCarrier(carrier: boolean): void {
     if (this.node.condition.leaving) return;
     this.node.setCondition({ carrier });
-    this.log.warn({ interface: this.node.self.interface }, carrier ? 'carrier back: listening before taking part again' : 'no carrier: giving up floating IPs');
+    this.log.warn(
+      { interface: this.node.self.interface },
+      carrier ? 'carrier back: listening before taking part again' : 'no carrier: giving up floating IPs',
+    );
     if (carrier) this.listen(this.node.downAfterMs);
     else {
       clearTimeout(this.listenTimer);
@@ -205,7 +215,10 @@ export class Daemon {
     const reject = (errors: readonly string[]): false => {
       for (const e of errors) this.log.error({ file }, e);
       const n = errors.length;
-      this.log.error({ file, errors: n, digest: before.digest }, `reload rejected (${n} error${n === 1 ? '' : 's'}): still running on the previous config ${before.digest.slice(0, 12)}; nothing changed`);
+      this.log.error(
+        { file, errors: n, digest: before.digest },
+        `reload rejected (${n} error${n === 1 ? '' : 's'}): still running on the previous config ${before.digest.slice(0, 12)}; nothing changed`,
+      );
       return false;
     };
     if (!r.ok) return reject(r.errors);
@@ -222,7 +235,10 @@ export class Daemon {
     this.node.reconfigure(r.config, r.hmacKey);
     this.heartbeats.reconfigured(transport);
     await this.telemetry.serveMetrics(r.config);
-    this.log.info({ file, from: before.digest, to: r.config.digest, ...reloadSummary(before, r.config) }, `reloaded ${file}: applying the difference`);
+    this.log.info(
+      { file, from: before.digest, to: r.config.digest, ...reloadSummary(before, r.config) },
+      `reloaded ${file}: applying the difference`,
+    );
     this.heartbeats.send(); // the new digest, at once
     this.schedule(false);
     await this.idle();
@@ -307,7 +323,8 @@ export class Daemon {
     const decision = this.node.decide(monotonicMs());
     this.telemetry.ownerChanges(decision.ownerChanges);
     this.wakeAt(decision.wakeAt);
-    for (const ip of decision.reannounce) this.log.info({ ip }, `${ip} was claimed by another node too; this node keeps it and announces it again`);
+    for (const ip of decision.reannounce)
+      this.log.info({ ip }, `${ip} was claimed by another node too; this node keeps it and announces it again`);
     const { config, self } = this.node;
     const desired = plan(config, self.name, decision.owners, { ...hostFacts(config), indexes: this.indexes });
     this.indexes = new Map(desired.egress.map((e) => [e.ip, e.index]));

@@ -71,7 +71,11 @@ export class Heartbeats {
   }
 
   private openTransport(options: TransportOptions): Promise<Transport> {
-    return openTransport(options, (msg, source) => this.onDatagram(msg, source), (e) => this.log.debug({ err: e.message }, 'heartbeat socket'));
+    return openTransport(
+      options,
+      (msg, source) => this.onDatagram(msg, source),
+      (e) => this.log.debug({ err: e.message }, 'heartbeat socket'),
+    );
   }
 
   private restartSending(): void {
@@ -99,7 +103,10 @@ export class Heartbeats {
       this.counters.heartbeatsReceived++;
       if (!this.expiryTimer) this.armExpiry();
       if (r.changed) {
-        this.log.debug({ peer: r.peer.name, up: r.peer.up, flags: r.peer.flags, claims: r.peer.claims }, 'peer changed');
+        this.log.debug(
+          { peer: r.peer.name, up: r.peer.up, flags: r.peer.flags, claims: r.peer.claims },
+          'peer changed',
+        );
         this.events.peersChanged();
       }
     } catch (e) {
@@ -117,13 +124,17 @@ export class Heartbeats {
     this.expiryTimer = undefined;
     const next = this.node.nextExpiry();
     if (next === undefined || this.closed) return;
-    this.expiryTimer = setTimeout(() => {
-      this.expiryTimer = undefined;
-      const gone = this.node.expire(monotonicMs());
-      for (const name of gone) this.log.info({ peer: name }, `node ${name} is Down: no heartbeat for ${this.node.downAfterMs} ms`);
-      if (gone.length) this.events.peersChanged();
-      this.armExpiry();
-    }, Math.max(0, Math.ceil(next - monotonicMs())));
+    this.expiryTimer = setTimeout(
+      () => {
+        this.expiryTimer = undefined;
+        const gone = this.node.expire(monotonicMs());
+        for (const name of gone)
+          this.log.info({ peer: name }, `node ${name} is Down: no heartbeat for ${this.node.downAfterMs} ms`);
+        if (gone.length) this.events.peersChanged();
+        this.armExpiry();
+      },
+      Math.max(0, Math.ceil(next - monotonicMs())),
+    );
   }
 
   /** Stops expiring peers (a leaving node decides nothing more from timeouts). */

@@ -53,7 +53,10 @@ export class KernelWatch {
   /** Starts the monitors; returns the interface's carrier now. */
   async start(): Promise<boolean> {
     this.carrier = await readCarrier(this.iface());
-    this.watcher = watchKernel((e) => this.onEvent(e), (e) => this.log.warn({ err: e.message }, 'kernel monitor'));
+    this.watcher = watchKernel(
+      (e) => this.onEvent(e),
+      (e) => this.log.warn({ err: e.message }, 'kernel monitor'),
+    );
     await this.watcher.ready;
     return this.carrier;
   }

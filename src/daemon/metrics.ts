@@ -19,7 +19,12 @@ export interface MetricsSnapshot {
   readonly ready: boolean;
   readonly digest: string;
   readonly drift: boolean;
-  readonly floatingIPs: readonly { readonly ip: string; readonly gateway: string; readonly owner?: string; readonly held: boolean }[];
+  readonly floatingIPs: readonly {
+    readonly ip: string;
+    readonly gateway: string;
+    readonly owner?: string;
+    readonly held: boolean;
+  }[];
   readonly nodes: readonly NodeSnapshot[];
   readonly heartbeatsSent: number;
   readonly heartbeatsReceived: number;
@@ -35,33 +40,85 @@ export interface MetricsSnapshot {
 
 const P = 'egress_natd_';
 const bit = (b: boolean): number => (b ? 1 : 0);
-const gauge = (name: string, help: string, samples: Sample[]): Family => ({ name: P + name, help, type: 'gauge', samples });
-const counter = (name: string, help: string, samples: Sample[]): Family => ({ name: P + name, help, type: 'counter', samples });
+const gauge = (name: string, help: string, samples: Sample[]): Family => ({
+  name: P + name,
+  help,
+  type: 'gauge',
+  samples,
+});
+const counter = (name: string, help: string, samples: Sample[]): Family => ({
+  name: P + name,
+  help,
+  type: 'counter',
+  samples,
+});
 const byLabel = (label: string, counts: Readonly<Record<string, number>>): Sample[] =>
   Object.entries(counts).map(([value, n]) => ({ labels: { [label]: value }, value: n }));
-const perNode = (s: MetricsSnapshot, read: (n: NodeSnapshot) => boolean): Sample[] => s.nodes.map((n) => ({ labels: { node: n.name }, value: bit(read(n)) }));
+const perNode = (s: MetricsSnapshot, read: (n: NodeSnapshot) => boolean): Sample[] =>
+  s.nodes.map((n) => ({ labels: { node: n.name }, value: bit(read(n)) }));
 
 /** Every family, from one snapshot: a pure function, unit-tested. */
 export function families(s: MetricsSnapshot): Family[] {
   return [
-    gauge('ready', 'Whether this node takes part in the election (1) or still listens (0).', [{ labels: { node: s.node }, value: bit(s.ready) }]),
-    gauge('floating_ip_owner', 'The elected owner of each floating IP (1 for its owner; owner="" with 0 when none).',
-      s.floatingIPs.map((f) => ({ labels: { ip: f.ip, gateway: f.gateway, owner: f.owner ?? '' }, value: bit(f.owner !== undefined) }))),
-    gauge('floating_ip_held', 'Whether this node holds the floating IP in its kernel.', s.floatingIPs.map((f) => ({ labels: { ip: f.ip }, value: bit(f.held) }))),
-    gauge('node_up', 'Whether each node is Up (heartbeats arrive).', perNode(s, (n) => n.up)),
-    gauge('node_eligible', 'Whether each node may own floating IPs now (Up, ready, not draining, carrier).', perNode(s, (n) => n.eligible)),
-    gauge('node_draining', 'Whether each node is draining.', perNode(s, (n) => n.draining)),
-    gauge('config_info', 'The digest of each node\'s config, as its heartbeats carry it.',
-      s.nodes.filter((n) => n.digest).map((n) => ({ labels: { node: n.name, digest: n.digest! }, value: 1 }))),
-    gauge('config_drift', 'Whether a node that is Up runs a config whose digest differs from this node\'s.', [{ value: bit(s.drift) }]),
+    gauge('ready', 'Whether this node takes part in the election (1) or still listens (0).', [
+      { labels: { node: s.node }, value: bit(s.ready) },
+    ]),
+    gauge(
+      'floating_ip_owner',
+      'The elected owner of each floating IP (1 for its owner; owner="" with 0 when none).',
+      s.floatingIPs.map((f) => ({
+        labels: { ip: f.ip, gateway: f.gateway, owner: f.owner ?? '' },
+        value: bit(f.owner !== undefined),
+      })),
+    ),
+    gauge(
+      'floating_ip_held',
+      'Whether this node holds the floating IP in its kernel.',
+      s.floatingIPs.map((f) => ({ labels: { ip: f.ip }, value: bit(f.held) })),
+    ),
+    gauge(
+      'node_up',
+      'Whether each node is Up (heartbeats arrive).',
+      perNode(s, (n) => n.up),
+    ),
+    gauge(
+      'node_eligible',
+      'Whether each node may own floating IPs now (Up, ready, not draining, carrier).',
+      perNode(s, (n) => n.eligible),
+    ),
+    gauge(
+      'node_draining',
+      'Whether each node is draining.',
+      perNode(s, (n) => n.draining),
+    ),
+    gauge(
+      'config_info',
+      "The digest of each node's config, as its heartbeats carry it.",
+      s.nodes.filter((n) => n.digest).map((n) => ({ labels: { node: n.name, digest: n.digest! }, value: 1 })),
+    ),
+    gauge('config_drift', "Whether a node that is Up runs a config whose digest differs from this node's.", [
+      { value: bit(s.drift) },
+    ]),
     counter('heartbeats_sent_total', 'Heartbeats sent.', [{ value: s.heartbeatsSent }]),
     counter('heartbeats_received_total', 'Authenticated heartbeats accepted.', [{ value: s.heartbeatsReceived }]),
-    counter('heartbeats_rejected_total', 'Datagrams on the heartbeat port that were dropped, by reason.', byLabel('reason', s.rejected)),
-    counter('failovers_total', 'Floating IPs that moved from one node to another, as this node saw it, by reason.', byLabel('reason', s.failovers)),
+    counter(
+      'heartbeats_rejected_total',
+      'Datagrams on the heartbeat port that were dropped, by reason.',
+      byLabel('reason', s.rejected),
+    ),
+    counter(
+      'failovers_total',
+      'Floating IPs that moved from one node to another, as this node saw it, by reason.',
+      byLabel('reason', s.failovers),
+    ),
     counter('takeovers_total', 'Floating IPs this node added (took over).', [{ value: s.takeovers }]),
     counter('reconcile_errors_total', 'Reconciles that failed (and were retried).', [{ value: s.reconcileErrors }]),
-    counter('repairs_total', 'Reconciles that undid changes someone else made to egress-natd\'s objects.', [{ value: s.repairs }]),
-    counter('gratuitous_arp_total', 'Announcements of a floating IP by gratuitous ARP (each a burst of 3).', [{ value: s.garps }]),
+    counter('repairs_total', "Reconciles that undid changes someone else made to egress-natd's objects.", [
+      { value: s.repairs },
+    ]),
+    counter('gratuitous_arp_total', 'Announcements of a floating IP by gratuitous ARP (each a burst of 3).', [
+      { value: s.garps },
+    ]),
     counter('reloads_total', 'Config reloads (SIGHUP), by result.', byLabel('result', s.reloads)),
   ];
 }
@@ -70,9 +127,24 @@ export function families(s: MetricsSnapshot): Family[] {
 function processFamilies(): Family[] {
   const cpu = process.cpuUsage();
   return [
-    { name: 'process_cpu_seconds_total', help: 'Total user and system CPU time spent in seconds.', type: 'counter', samples: [{ value: (cpu.user + cpu.system) / 1e6 }] },
-    { name: 'process_resident_memory_bytes', help: 'Resident memory size in bytes.', type: 'gauge', samples: [{ value: process.memoryUsage.rss() }] },
-    { name: 'process_start_time_seconds', help: 'Start time of the process since unix epoch in seconds.', type: 'gauge', samples: [{ value: Math.round(Date.now() / 1000 - process.uptime()) }] },
+    {
+      name: 'process_cpu_seconds_total',
+      help: 'Total user and system CPU time spent in seconds.',
+      type: 'counter',
+      samples: [{ value: (cpu.user + cpu.system) / 1e6 }],
+    },
+    {
+      name: 'process_resident_memory_bytes',
+      help: 'Resident memory size in bytes.',
+      type: 'gauge',
+      samples: [{ value: process.memoryUsage.rss() }],
+    },
+    {
+      name: 'process_start_time_seconds',
+      help: 'Start time of the process since unix epoch in seconds.',
+      type: 'gauge',
+      samples: [{ value: Math.round(Date.now() / 1000 - process.uptime()) }],
+    },
   ];
 }
 
@@ -88,7 +160,12 @@ export class Metrics {
   render(): string {
     return render([
       ...families(this.snapshot()),
-      { name: `${P}reconcile_duration_seconds`, help: 'Time to converge the kernel to the desired state, by result.', type: 'histogram', samples: this.reconcile.samples() },
+      {
+        name: `${P}reconcile_duration_seconds`,
+        help: 'Time to converge the kernel to the desired state, by result.',
+        type: 'histogram',
+        samples: this.reconcile.samples(),
+      },
       ...processFamilies(),
     ]);
   }

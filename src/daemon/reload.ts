@@ -11,18 +11,41 @@ import { floatingIPs } from '../plan/desired.js';
 
 export type ReloadCandidate =
   | { readonly ok: false; readonly errors: readonly string[]; readonly warnings: readonly string[] }
-  | { readonly ok: true; readonly unchanged: boolean; readonly config: Config; readonly self: NodeSpec; readonly hmacKey: Buffer; readonly warnings: readonly string[] };
+  | {
+      readonly ok: true;
+      readonly unchanged: boolean;
+      readonly config: Config;
+      readonly self: NodeSpec;
+      readonly hmacKey: Buffer;
+      readonly warnings: readonly string[];
+    };
 
-export function readReload(file: string, nodeName: string, current: { readonly config: Config; readonly hmacKey: Buffer }): ReloadCandidate {
+export function readReload(
+  file: string,
+  nodeName: string,
+  current: { readonly config: Config; readonly hmacKey: Buffer },
+): ReloadCandidate {
   const { config, diagnostics } = loadConfig(file);
   const sorted = sortDiagnostics(diagnostics);
   const warnings = sorted.filter((d) => d.severity !== 'error').map(formatDiagnostic);
-  if (!config || hasErrors(diagnostics)) return { ok: false, errors: sorted.filter((d) => d.severity === 'error').map(formatDiagnostic), warnings };
+  if (!config || hasErrors(diagnostics))
+    return { ok: false, errors: sorted.filter((d) => d.severity === 'error').map(formatDiagnostic), warnings };
   try {
     const self = nodeNamed(config, nodeName);
     const hmacKey = readKey(config.cluster.heartbeat.keyFile);
     // Names that do not fit a heartbeat are refused here, not by the heartbeat timer.
-    encode({ cluster: config.cluster.name, node: self.name, flags: 0, incarnation: 0n, seq: 0n, digest: config.digest, claims: [] }, hmacKey);
+    encode(
+      {
+        cluster: config.cluster.name,
+        node: self.name,
+        flags: 0,
+        incarnation: 0n,
+        seq: 0n,
+        digest: config.digest,
+        claims: [],
+      },
+      hmacKey,
+    );
     const unchanged = config.digest === current.config.digest && hmacKey.equals(current.hmacKey);
     return { ok: true, unchanged, config, self, hmacKey, warnings };
   } catch (e) {
@@ -32,18 +55,27 @@ export function readReload(file: string, nodeName: string, current: { readonly c
 
 /** What a reload changes, by name, for the log line. */
 export function reloadSummary(before: Config, after: Config): Record<string, string[]> {
-  const diff = (a: readonly string[], b: readonly string[]) => ({ added: b.filter((x) => !a.includes(x)), removed: a.filter((x) => !b.includes(x)) });
+  const diff = (a: readonly string[], b: readonly string[]) => ({
+    added: b.filter((x) => !a.includes(x)),
+    removed: a.filter((x) => !b.includes(x)),
+  });
   const ips = (c: Config) => floatingIPs(c).map((f) => f.text);
   const text = (p: Policy) => JSON.stringify(p, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v));
   const f = diff(ips(before), ips(after));
-  const pNames = diff(before.policies.map((p) => p.name), after.policies.map((p) => p.name));
+  const pNames = diff(
+    before.policies.map((p) => p.name),
+    after.policies.map((p) => p.name),
+  );
   const changedPolicies = after.policies
     .filter((p) => {
       const old = before.policies.find((q) => q.name === p.name);
       return old && text(old) !== text(p);
     })
     .map((p) => p.name);
-  const n = diff(before.nodes.map((x) => x.name), after.nodes.map((x) => x.name));
+  const n = diff(
+    before.nodes.map((x) => x.name),
+    after.nodes.map((x) => x.name),
+  );
   return {
     floatingIPsAdded: f.added,
     floatingIPsRemoved: f.removed,

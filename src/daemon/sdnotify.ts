@@ -18,7 +18,9 @@ export const silentNotifier: Notifier = { send() {}, close() {} };
 
 /** The datagram for one notification; values must be single lines. */
 export function notifyMessage(fields: Readonly<Record<string, string | number>>): string {
-  return Object.entries(fields).map(([k, v]) => `${k}=${String(v).replace(/[\r\n]+/g, ' ')}`).join('\n');
+  return Object.entries(fields)
+    .map(([k, v]) => `${k}=${String(v).replace(/[\r\n]+/g, ' ')}`)
+    .join('\n');
 }
 
 /** The socket address: a path, or (leading "@") a name in the abstract namespace. */
@@ -56,7 +58,13 @@ export async function systemdNotifier(env: NodeJS.ProcessEnv, onError: (e: Error
       if (closed) return;
       const buf = Buffer.from(notifyMessage(fields));
       try {
-        sock.sendTo(buf, 0, buf.length, address, (e) => e && onError(new Error(`sd_notify to ${target}: ${e.message}`)));
+        sock.sendTo(
+          buf,
+          0,
+          buf.length,
+          address,
+          (e) => e && onError(new Error(`sd_notify to ${target}: ${e.message}`)),
+        );
       } catch (e) {
         onError(new Error(`sd_notify to ${target}: ${(e as Error).message}`));
       }

@@ -38,10 +38,18 @@ export function status(config: Config, view: View): Status {
     const s = view.nodes.get(n.name);
     nodes[n.name] = s?.state ?? 'Down';
     digests[n.name] = s?.digest ?? null;
-    if (s) details[n.name] = { state: s.state, eligible: s.eligible, draining: s.draining, carrier: s.carrier, holds: s.holds };
+    if (s)
+      details[n.name] = {
+        state: s.state,
+        eligible: s.eligible,
+        draining: s.draining,
+        carrier: s.carrier,
+        holds: s.holds,
+      };
   }
   const floatingIPs: Status['floatingIPs'] = {};
-  for (const g of config.gateways) for (const ip of g.floatingIPs) floatingIPs[formatAddress(ip)] = view.owners.get(formatAddress(ip)) ?? null;
+  for (const g of config.gateways)
+    for (const ip of g.floatingIPs) floatingIPs[formatAddress(ip)] = view.owners.get(formatAddress(ip)) ?? null;
   const policies: Status['policies'] = {};
   for (const p of config.policies) {
     const ip = formatAddress(p.egressIP);
@@ -51,18 +59,27 @@ export function status(config: Config, view: View): Status {
   return { node: view.self, nodes, floatingIPs, policies, configDigests: digests, details };
 }
 
-export interface EgressRow { readonly source: string; readonly destination: string; readonly egressIP: string; readonly gateway: string }
+export interface EgressRow {
+  readonly source: string;
+  readonly destination: string;
+  readonly egressIP: string;
+  readonly gateway: string;
+}
 
 /** One row per (source, destination) of every policy, as this node steers it (like `cilium-dbg bpf egress list`). */
 export function egressList(config: Config, view: View): EgressRow[] {
   const self = nodeNamed(config, view.self);
   const rows: EgressRow[] = [];
   for (const p of config.policies) {
-    const sources = policySourcesOn(config, p, self).matches.flatMap((m) => [...m.cidrs.map(formatCidr), ...m.cgroups.map((c) => `cgroup:${c}`)]);
+    const sources = policySourcesOn(config, p, self).matches.flatMap((m) => [
+      ...m.cidrs.map(formatCidr),
+      ...m.cgroups.map((c) => `cgroup:${c}`),
+    ]);
     const ip = formatAddress(p.egressIP);
     const gateway = view.owners.get(ip) ?? '(none)';
     const destinations = [...p.destinations.map(formatCidr), ...p.excludedDestinations.map((d) => `!${formatCidr(d)}`)];
-    for (const source of [...new Set(sources)]) for (const destination of destinations) rows.push({ source, destination, egressIP: ip, gateway });
+    for (const source of [...new Set(sources)])
+      for (const destination of destinations) rows.push({ source, destination, egressIP: ip, gateway });
   }
   return rows;
 }
@@ -72,18 +89,29 @@ export function formatTable(rows: readonly EgressRow[]): string {
   const all = [header, ...rows];
   const width = (k: keyof EgressRow) => Math.max(...all.map((r) => r[k].length));
   const keys: (keyof EgressRow)[] = ['source', 'destination', 'egressIP', 'gateway'];
-  return all.map((r) => keys.map((k, i) => (i === keys.length - 1 ? r[k] : r[k].padEnd(width(k)))).join('  ')).join('\n') + '\n';
+  return (
+    all.map((r) => keys.map((k, i) => (i === keys.length - 1 ? r[k] : r[k].padEnd(width(k)))).join('  ')).join('\n') +
+    '\n'
+  );
 }
 
-export interface SelfState { readonly ready: boolean; readonly draining: boolean; readonly carrier: boolean }
+export interface SelfState {
+  readonly ready: boolean;
+  readonly draining: boolean;
+  readonly carrier: boolean;
+}
 
 /** systemd's STATUS=: one line that says what this node does, e.g. "owner of 192.168.1.100; 3/3 nodes up". */
 export function statusLine(config: Config, view: View, self: SelfState): string {
   const holds = view.nodes.get(view.self)?.holds ?? [];
   const up = config.nodes.filter((n) => view.nodes.get(n.name)?.state === 'Up').length;
-  const what = !self.carrier ? 'no carrier, owns nothing'
-    : !self.ready ? 'listening before taking part'
-      : holds.length ? `owner of ${holds.join(', ')}` : 'standby, owns no floating IP';
+  const what = !self.carrier
+    ? 'no carrier, owns nothing'
+    : !self.ready
+      ? 'listening before taking part'
+      : holds.length
+        ? `owner of ${holds.join(', ')}`
+        : 'standby, owns no floating IP';
   const drift = configDrift(view);
   return [
     `${what}${self.draining ? ' (draining)' : ''}`,

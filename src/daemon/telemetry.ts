@@ -80,8 +80,12 @@ export class Telemetry {
   /** Logs every owner change, and counts those from one node to another as failovers. */
   ownerChanges(changes: readonly OwnerChange[]): void {
     for (const { ip, from, to, reason } of changes) {
-      if (from !== undefined && to !== undefined) this.counters.failovers[reason] = (this.counters.failovers[reason] ?? 0) + 1;
-      this.log.info({ ip, from: from ?? null, to: to ?? null, reason }, `owner of ${ip}: ${from ?? '(none)'} -> ${to ?? '(none)'} (${reason})`);
+      if (from !== undefined && to !== undefined)
+        this.counters.failovers[reason] = (this.counters.failovers[reason] ?? 0) + 1;
+      this.log.info(
+        { ip, from: from ?? null, to: to ?? null, reason },
+        `owner of ${ip}: ${from ?? '(none)'} -> ${to ?? '(none)'} (${reason})`,
+      );
     }
   }
 
@@ -116,8 +120,12 @@ export class Telemetry {
     const fresh = [...current].filter((k) => !this.driftWarned.has(k));
     if (fresh.length) {
       const who = drift.map((d) => `${d.node} runs ${d.digest.slice(0, 12)}`).join(', ');
-      this.log.warn({ digest, differ: drift }, `config differs across the cluster: ${who}; this node runs ${digest.slice(0, 12)}`);
-    } else if (!current.size && this.driftWarned.size) this.log.info({ digest }, 'configs agree again across the cluster');
+      this.log.warn(
+        { digest, differ: drift },
+        `config differs across the cluster: ${who}; this node runs ${digest.slice(0, 12)}`,
+      );
+    } else if (!current.size && this.driftWarned.size)
+      this.log.info({ digest }, 'configs agree again across the cluster');
     this.driftWarned = current;
   }
 
@@ -130,7 +138,8 @@ export class Telemetry {
     if (!intervalMs) return;
     this.watchdogTimer = setInterval(() => {
       const ms = hungMs();
-      if (ms > intervalMs * 2) return void this.log.error({ ms: Math.round(ms) }, 'reconcile hangs: not pinging the watchdog');
+      if (ms > intervalMs * 2)
+        return void this.log.error({ ms: Math.round(ms) }, 'reconcile hangs: not pinging the watchdog');
       this.notifier.send({ WATCHDOG: 1 });
     }, intervalMs);
   }
@@ -167,12 +176,24 @@ export class Telemetry {
       drift: configDrift(v).length > 0,
       floatingIPs: floatingIPs(config).map((f) => {
         const owner = v.owners.get(f.text);
-        return { ip: f.text, gateway: f.gateway, ...(owner !== undefined ? { owner } : {}), held: this.node.held.has(f.text) };
+        return {
+          ip: f.text,
+          gateway: f.gateway,
+          ...(owner !== undefined ? { owner } : {}),
+          held: this.node.held.has(f.text),
+        };
       }),
       nodes: config.nodes.map((n) => {
         const s = v.nodes.get(n.name);
         const digest = s?.digest ? { digest: s.digest } : {};
-        return { name: n.name, up: s?.state === 'Up', eligible: s?.eligible ?? false, draining: s?.draining ?? false, carrier: s?.carrier ?? false, ...digest };
+        return {
+          name: n.name,
+          up: s?.state === 'Up',
+          eligible: s?.eligible ?? false,
+          draining: s?.draining ?? false,
+          carrier: s?.carrier ?? false,
+          ...digest,
+        };
       }),
       heartbeatsSent: c.heartbeatsSent,
       heartbeatsReceived: c.heartbeatsReceived,

@@ -22,8 +22,14 @@ function announceOnce(dev: string, ip: string): Promise<void> {
     let stderr = '';
     let stopped = false;
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => { stopped = true; child.kill('SIGTERM'); }, SEND_GRACE_MS);
-    child.on('error', (e) => { clearTimeout(timer); reject(new Error(`${ARPING} ${args.join(' ')}: ${e.message} (apt-get install iputils-arping)`)); });
+    const timer = setTimeout(() => {
+      stopped = true;
+      child.kill('SIGTERM');
+    }, SEND_GRACE_MS);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`${ARPING} ${args.join(' ')}: ${e.message} (apt-get install iputils-arping)`));
+    });
     child.on('close', (code) => {
       clearTimeout(timer);
       if (stopped || code === 0) resolve();
@@ -36,7 +42,12 @@ function announceOnce(dev: string, ip: string): Promise<void> {
  * Starts `count` announcements, spaced, and returns at once: the first leaves within
  * milliseconds, and a takeover must not wait for the repeats. Failures go to `onError`.
  */
-export function sendGratuitousArp(dev: string, ip: string, onError: (e: Error) => void, count = GARP_COUNT): Promise<void> {
+export function sendGratuitousArp(
+  dev: string,
+  ip: string,
+  onError: (e: Error) => void,
+  count = GARP_COUNT,
+): Promise<void> {
   const all = (async () => {
     const sends: Promise<void>[] = [];
     for (let i = 0; i < count; i++) {

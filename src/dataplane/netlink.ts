@@ -15,13 +15,40 @@ const IFLA_MACVLAN_MODE = 1;
 const MACVLAN_MODE_BRIDGE = 4;
 const RTNH_F_ONLINK = 4;
 
-export interface Link { index: number; name: string; kind?: string; mac: string; parent?: number; up: boolean; /** IFF_LOWER_UP: the link has carrier. */ carrier: boolean }
-export interface LinkAddress { index: number; address: string; prefix: number }
-export interface KernelRule { priority: number; fwmark: number; fwmask: number; table: number; protocol: number }
-export interface KernelRoute { table: number; gateway?: string; oif?: number; dstLen: number; protocol: number }
+export interface Link {
+  index: number;
+  name: string;
+  kind?: string;
+  mac: string;
+  parent?: number;
+  up: boolean;
+  /** IFF_LOWER_UP: the link has carrier. */ carrier: boolean;
+}
+export interface LinkAddress {
+  index: number;
+  address: string;
+  prefix: number;
+}
+export interface KernelRule {
+  priority: number;
+  fwmark: number;
+  fwmask: number;
+  table: number;
+  protocol: number;
+}
+export interface KernelRoute {
+  table: number;
+  gateway?: string;
+  oif?: number;
+  dstLen: number;
+  protocol: number;
+}
 
 export class NetlinkError extends Error {
-  constructor(readonly operation: string, cause: unknown) {
+  constructor(
+    readonly operation: string,
+    cause: unknown,
+  ) {
     super(`netlink ${operation}: ${(cause as Error).message ?? String(cause)}`);
   }
 }
@@ -48,7 +75,8 @@ const ipBytes = (ip: string): Buffer => {
   if (!a.ok) throw new Error(a.error);
   return addressBytes(a.value);
 };
-const ipText = (b?: Buffer): string | undefined => (b && b.length === 4 ? formatAddress({ family: 4, value: BigInt(b.readUInt32BE(0)) }) : undefined);
+const ipText = (b?: Buffer): string | undefined =>
+  b && b.length === 4 ? formatAddress({ family: 4, value: BigInt(b.readUInt32BE(0)) }) : undefined;
 
 export class Netlink {
   private readonly sock: RtNetlinkSocket;
@@ -92,7 +120,11 @@ export class Netlink {
       attr(IFLA_INFO_DATA, attr(IFLA_MACVLAN_MODE, u32(MACVLAN_MODE_BRIDGE))),
     ]);
     await this.run(`add macvlan ${name}`, () =>
-      this.sock.newLink({}, { ifname: name, link: u32(parentIndex), address: macBytes(mac), linkinfo }, { flags: NLM_F_CREATE | NLM_F_EXCL }),
+      this.sock.newLink(
+        {},
+        { ifname: name, link: u32(parentIndex), address: macBytes(mac), linkinfo },
+        { flags: NLM_F_CREATE | NLM_F_EXCL },
+      ),
     );
   }
 
@@ -115,7 +147,11 @@ export class Netlink {
   async addAddress(index: number, address: string, prefix: number): Promise<void> {
     const b = ipBytes(address);
     await this.run(`add address ${address}/${prefix}`, () =>
-      this.sock.newAddress({ family: AF_INET, prefixlen: prefix, index }, { local: b, address: b }, { flags: NLM_F_CREATE | NLM_F_EXCL }),
+      this.sock.newAddress(
+        { family: AF_INET, prefixlen: prefix, index },
+        { local: b, address: b },
+        { flags: NLM_F_CREATE | NLM_F_EXCL },
+      ),
     );
   }
 
@@ -149,7 +185,10 @@ export class Netlink {
 
   async deleteRule(r: Omit<KernelRule, 'protocol'>): Promise<void> {
     await this.run(`delete rule pref ${r.priority}`, () =>
-      this.sock.delRule({ family: AF_INET, action: 'toTbl' }, { priority: r.priority, fwmark: r.fwmark, fwmask: r.fwmask, table: r.table }),
+      this.sock.delRule(
+        { family: AF_INET, action: 'toTbl' },
+        { priority: r.priority, fwmark: r.fwmark, fwmask: r.fwmask, table: r.table },
+      ),
     );
   }
 
@@ -162,7 +201,10 @@ export class Netlink {
         ...(gateway ? { gateway } : {}),
         ...(m.attrs.oif !== undefined ? { oif: m.attrs.oif } : {}),
         dstLen: m.data.dstLen ?? 0,
-        protocol: typeof m.data.protocol === 'number' ? m.data.protocol : Number(netlink.rt.RouteProtocol[m.data.protocol as keyof typeof netlink.rt.RouteProtocol] ?? 0),
+        protocol:
+          typeof m.data.protocol === 'number'
+            ? m.data.protocol
+            : Number(netlink.rt.RouteProtocol[m.data.protocol as keyof typeof netlink.rt.RouteProtocol] ?? 0),
       };
     });
   }
@@ -171,7 +213,15 @@ export class Netlink {
   async replaceDefaultRoute(table: number, gateway: string, oif: number, protocol: number): Promise<void> {
     await this.run(`replace default route in table ${table}`, () =>
       this.sock.newRoute(
-        { family: AF_INET, dstLen: 0, table: 0, protocol: protocol as never, scope: 'UNIVERSE', type: 'UNICAST', flags: RTNH_F_ONLINK as never },
+        {
+          family: AF_INET,
+          dstLen: 0,
+          table: 0,
+          protocol: protocol,
+          scope: 'UNIVERSE',
+          type: 'UNICAST',
+          flags: RTNH_F_ONLINK as never,
+        },
         { table, gateway: ipBytes(gateway), oif },
         { flags: NLM_F_CREATE | NLM_F_REPLACE },
       ),

@@ -8,7 +8,10 @@ import { NFT_FAMILY, NFT_TABLE } from '../plan/naming.js';
 const exec = promisify(execFile);
 
 export class NftError extends Error {
-  constructor(readonly command: string, readonly stderr: string) {
+  constructor(
+    readonly command: string,
+    readonly stderr: string,
+  ) {
     super(`${command} failed: ${stderr.trim().split('\n').slice(0, 12).join('\n')}`);
   }
 }
@@ -33,7 +36,8 @@ async function nft(args: string[]): Promise<string> {
     return stdout;
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: string };
-    if (err.code === 'ENOENT') throw new NftError(`${NFT} ${args.join(' ')}`, 'nft is not installed (apt-get install nftables)');
+    if (err.code === 'ENOENT')
+      throw new NftError(`${NFT} ${args.join(' ')}`, 'nft is not installed (apt-get install nftables)');
     throw new NftError(`${NFT} ${args.join(' ')}`, err.stderr || err.message);
   }
 }
@@ -46,7 +50,8 @@ export async function readTable(): Promise<ActualTable> {
   try {
     out = await nft(['-j', '-t', 'list', 'table', NFT_FAMILY, NFT_TABLE]);
   } catch (e) {
-    if (e instanceof NftError && /No such file or directory/.test(e.stderr)) return { exists: false, chains: new Map(), sets: new Map() };
+    if (e instanceof NftError && /No such file or directory/.test(e.stderr))
+      return { exists: false, chains: new Map(), sets: new Map() };
     throw e;
   }
   const items = (JSON.parse(out) as NftJson).nftables;
@@ -55,7 +60,10 @@ export async function readTable(): Promise<ActualTable> {
   for (const item of items) {
     if (item['chain']) {
       const c = item['chain'] as { name: string; type?: string; hook?: string; prio?: number; policy?: string };
-      chains.set(c.name, { ...(c.hook ? { hook: { type: c.type!, hook: c.hook, prio: c.prio!, policy: c.policy! } } : {}), rules: [] });
+      chains.set(c.name, {
+        ...(c.hook ? { hook: { type: c.type!, hook: c.hook, prio: c.prio!, policy: c.policy! } } : {}),
+        rules: [],
+      });
     } else if (item['rule']) {
       const r = item['rule'] as { chain: string; comment?: string };
       chains.get(r.chain)?.rules.push(r.comment ?? '');

@@ -1,5 +1,13 @@
 import type { ActualTable } from './nft.js';
-import { addChainCommand, addRuleCommand, addSetCommand, ruleComment, TABLE_REF, type NftChainSpec, type NftTableSpec } from '../plan/nft.js';
+import {
+  addChainCommand,
+  addRuleCommand,
+  addSetCommand,
+  ruleComment,
+  TABLE_REF,
+  type NftChainSpec,
+  type NftTableSpec,
+} from '../plan/nft.js';
 
 // The difference between the planned table and the kernel's, as one nft transaction.
 // Sets are content-addressed (immutable), so they are only ever added or deleted;
@@ -11,10 +19,15 @@ export interface NftDiff {
   readonly summary: string[];
 }
 
-const sameHook = (want: NftChainSpec, have: ActualTable['chains'] extends ReadonlyMap<string, infer C> ? C : never): boolean => {
+const sameHook = (
+  want: NftChainSpec,
+  have: ActualTable['chains'] extends ReadonlyMap<string, infer C> ? C : never,
+): boolean => {
   if (!want.hook || !have.hook) return !want.hook && !have.hook;
   const h = have.hook;
-  return h.type === want.hook.type && h.hook === want.hook.hook && h.prio === want.hook.prio && h.policy === want.hook.policy;
+  return (
+    h.type === want.hook.type && h.hook === want.hook.hook && h.prio === want.hook.prio && h.policy === want.hook.policy
+  );
 };
 
 export function diffTable(want: NftTableSpec, have: ActualTable): NftDiff {
@@ -28,7 +41,10 @@ export function diffTable(want: NftTableSpec, have: ActualTable): NftDiff {
   const wantSets = new Set(want.sets.map((s) => s.name));
 
   // A chain whose hook changed cannot be altered in place: it is deleted and made anew.
-  const rebuilt = want.chains.filter((c) => { const h = have.chains.get(c.name); return h && !sameHook(c, h); });
+  const rebuilt = want.chains.filter((c) => {
+    const h = have.chains.get(c.name);
+    return h && !sameHook(c, h);
+  });
   for (const c of rebuilt) commands.push(`flush chain ${TABLE_REF} ${c.name}`, `delete chain ${TABLE_REF} ${c.name}`);
   const missing = want.chains.filter((c) => !have.chains.has(c.name) || rebuilt.includes(c));
   for (const c of missing) commands.push(addChainCommand(c));

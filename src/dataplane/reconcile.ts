@@ -36,7 +36,8 @@ async function reconcileSysctls(desired: DesiredState, opts: ReconcileOptions, c
   const toSet: [string, string][] = [];
   for (const [path, value] of wanted) {
     const current = await readSysctl(path);
-    if (current === undefined) throw new Error(`sysctl ${path.replaceAll('/', '.')} does not exist (is interface missing?)`);
+    if (current === undefined)
+      throw new Error(`sysctl ${path.replaceAll('/', '.')} does not exist (is interface missing?)`);
     if (current !== value) {
       if (!(path in originals)) originals[path] = current;
       toSet.push([path, value]);
@@ -93,7 +94,7 @@ async function addMacvlans(nl: Netlink, desired: DesiredState, changes: string[]
       await nl.setUp(link.index, m.name);
       changes.push(`set ${m.name} up`);
     }
-    const addrs = (await nl.addresses()).filter((a) => a.index === link!.index);
+    const addrs = (await nl.addresses()).filter((a) => a.index === link.index);
     for (const a of addrs.filter((a) => a.address !== m.address || a.prefix !== 32)) {
       await nl.deleteAddress(link.index, a.address, a.prefix);
       changes.push(`delete address ${a.address}/${a.prefix} from ${m.name}`);
@@ -108,7 +109,8 @@ async function addMacvlans(nl: Netlink, desired: DesiredState, changes: string[]
 }
 
 async function reconcileRouting(nl: Netlink, desired: DesiredState, changes: string[]): Promise<void> {
-  const ruleKey = (r: { priority: number; fwmark: number; fwmask: number; table: number }) => `${r.priority}/${r.fwmark}/${r.fwmask}/${r.table}`;
+  const ruleKey = (r: { priority: number; fwmark: number; fwmask: number; table: number }) =>
+    `${r.priority}/${r.fwmark}/${r.fwmask}/${r.table}`;
   const have = (await nl.rules()).filter(isOurRule);
   const wantRuleKeys = new Set(desired.rules.map(ruleKey));
   for (const r of have) {
@@ -120,7 +122,9 @@ async function reconcileRouting(nl: Netlink, desired: DesiredState, changes: str
   for (const r of desired.rules) {
     if (haveRuleKeys.has(ruleKey(r))) continue;
     await nl.addRule(r, RT_PROTOCOL);
-    changes.push(`add ip rule pref ${r.priority} fwmark 0x${r.fwmark.toString(16)}/0x${MARK_MASK.toString(16)} lookup ${r.table}`);
+    changes.push(
+      `add ip rule pref ${r.priority} fwmark 0x${r.fwmark.toString(16)}/0x${MARK_MASK.toString(16)} lookup ${r.table}`,
+    );
   }
   const links = await nl.links();
   const routes = (await nl.routes()).filter((r) => isOurRouteTable(r.table));
@@ -192,7 +196,9 @@ export async function release(opts: ReconcileOptions): Promise<ReconcileResult> 
       await nl.deleteRule(r);
       changes.push(`delete ip rule pref ${r.priority}`);
     }
-    for (const table of new Set((await nl.routes()).filter((r) => isOurRouteTable(r.table) && r.dstLen === 0).map((r) => r.table))) {
+    for (const table of new Set(
+      (await nl.routes()).filter((r) => isOurRouteTable(r.table) && r.dstLen === 0).map((r) => r.table),
+    )) {
       await nl.deleteDefaultRoute(table);
       changes.push(`delete route table ${table}`);
     }

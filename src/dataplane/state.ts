@@ -24,7 +24,7 @@ export class StateStore {
       return { sysctls: { ...(parsed.sysctls ?? {}) } };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { sysctls: {} };
-      throw new Error(`cannot read ${this.file}: ${(e as Error).message}`);
+      throw new Error(`cannot read ${this.file}: ${(e as Error).message}`, { cause: e });
     }
   }
 

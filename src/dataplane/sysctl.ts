@@ -16,6 +16,6 @@ export async function writeSysctl(path: string, value: string): Promise<void> {
   try {
     await writeFile(ROOT + path, value);
   } catch (e) {
-    throw new Error(`cannot set ${path.replaceAll('/', '.')}=${value}: ${(e as Error).message}`);
+    throw new Error(`cannot set ${path.replaceAll('/', '.')}=${value}: ${(e as Error).message}`, { cause: e });
   }
 }

@@ -25,8 +25,8 @@ export function watchKernel(onEvent: (e: KernelEvent) => void, onError: (e: Erro
     const [cmd, ...args] = COMMANDS[source];
     const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     children.set(source, child);
-    createInterface({ input: child.stdout! }).on('line', (line) => onEvent({ source, line }));
-    child.stderr!.on('data', (d: Buffer) => onError(new Error(`${cmd}: ${d.toString().trim()}`)));
+    createInterface({ input: child.stdout }).on('line', (line) => onEvent({ source, line }));
+    child.stderr.on('data', (d: Buffer) => onError(new Error(`${cmd}: ${d.toString().trim()}`)));
     child.on('exit', (code, signal) => {
       if (closed) return;
       onError(new Error(`${COMMANDS[source].join(' ')} exited (${signal ?? code}); restarting it`));

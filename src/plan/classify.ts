@@ -46,7 +46,10 @@ interface Edge<T> {
  * Sweeps labelled ranges and calls `segment` for every maximal run of addresses with
  * one fixed set of active owners (non-empty).
  */
-function sweep<T>(labelled: readonly { range: Range; owner: T }[], segment: (r: Range, active: Map<T, number>) => void): void {
+function sweep<T>(
+  labelled: readonly { range: Range; owner: T }[],
+  segment: (r: Range, active: Map<T, number>) => void,
+): void {
   const edges: Edge<T>[] = [];
   for (const { range, owner } of labelled) {
     edges.push({ family: range.family, at: range.start, owner, delta: 1 });
@@ -54,7 +57,7 @@ function sweep<T>(labelled: readonly { range: Range; owner: T }[], segment: (r: 
   }
   edges.sort((a, b) => a.family - b.family || cmp(a.at, b.at));
   const active = new Map<T, number>();
-  for (let i = 0; i < edges.length; ) {
+  for (let i = 0; i < edges.length;) {
     const { family, at } = edges[i]!;
     while (i < edges.length && edges[i]!.family === family && edges[i]!.at === at) {
       const e = edges[i++]!;
@@ -77,7 +80,12 @@ function destinationsFor(policies: readonly ClassifiablePolicy[]): DestinationRa
     let winner: ClassifiablePolicy | undefined;
     for (const p of active.keys()) if (!winner || p.index < winner.index) winner = p;
     const last = out[out.length - 1];
-    if (last && last.egress === winner!.egress && last.range.family === range.family && last.range.end + 1n === range.start) {
+    if (
+      last &&
+      last.egress === winner!.egress &&
+      last.range.family === range.family &&
+      last.range.end + 1n === range.start
+    ) {
       out[out.length - 1] = { egress: last.egress, range: { ...last.range, end: range.end } };
     } else out.push({ range, egress: winner!.egress });
   });
@@ -89,7 +97,10 @@ export function classify(policies: readonly ClassifiablePolicy[]): Classificatio
   const byPolicies = new Map<string, number>();
   const byContent = new Map<string, number>();
   const classOf = (members: readonly ClassifiablePolicy[]): number | undefined => {
-    const policySet = members.map((p) => p.index).sort((a, b) => a - b).join(',');
+    const policySet = members
+      .map((p) => p.index)
+      .sort((a, b) => a - b)
+      .join(',');
     const known = byPolicies.get(policySet);
     if (known !== undefined) return known;
     const destinations = destinationsFor(members);

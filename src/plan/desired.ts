@@ -1,17 +1,16 @@
-import { MAX_FLOATING_IPS, nodeNamed, policySourcesOn, selects, type Config, type NodeSpec, type Policy } from '../config/model.js';
+import {
+  MAX_FLOATING_IPS,
+  nodeNamed,
+  policySourcesOn,
+  selects,
+  type Config,
+  type NodeSpec,
+  type Policy,
+} from '../config/model.js';
 import { cidrContains, formatAddress, formatRange, type Address } from '../util/ip.js';
 import { subtract, unionOfCidrs } from '../util/intervals.js';
 import { classify, type ClassifiablePolicy } from './classify.js';
-import {
-  hex,
-  MACVLAN_PREFIX,
-  MARK_MASK,
-  markOf,
-  macvlanName,
-  routeTableOf,
-  rulePrefOf,
-  virtualMac,
-} from './naming.js';
+import { hex, MACVLAN_PREFIX, MARK_MASK, markOf, macvlanName, routeTableOf, rulePrefOf, virtualMac } from './naming.js';
 import { makeSet, type NftChainSpec, type NftSetSpec, type NftTableSpec } from './nft.js';
 
 /**
@@ -31,10 +30,28 @@ export interface EgressState {
   readonly owner?: string;
 }
 
-export interface IpRule { readonly priority: number; readonly fwmark: number; readonly fwmask: number; readonly table: number }
-export interface IpRoute { readonly table: number; readonly gateway: string; readonly dev: string }
-export interface Macvlan { readonly name: string; readonly parent: string; readonly mac: string; readonly address: string; readonly sysctls: readonly Sysctl[] }
-export interface Sysctl { readonly path: string; readonly value: string }
+export interface IpRule {
+  readonly priority: number;
+  readonly fwmark: number;
+  readonly fwmask: number;
+  readonly table: number;
+}
+export interface IpRoute {
+  readonly table: number;
+  readonly gateway: string;
+  readonly dev: string;
+}
+export interface Macvlan {
+  readonly name: string;
+  readonly parent: string;
+  readonly mac: string;
+  readonly address: string;
+  readonly sysctls: readonly Sysctl[];
+}
+export interface Sysctl {
+  readonly path: string;
+  readonly value: string;
+}
 
 export interface DesiredState {
   readonly node: string;
@@ -62,14 +79,21 @@ export interface HostFacts {
 
 export type Owners = ReadonlyMap<string, string>;
 
-export interface FloatingIP { readonly ip: Address; readonly text: string; readonly gateway: string; readonly index: number }
+export interface FloatingIP {
+  readonly ip: Address;
+  readonly text: string;
+  readonly gateway: string;
+  readonly index: number;
+}
 
 /**
  * Every floating IP with its mark index, in file order: index 1 is the first, unless
  * `keep` gives an IP its index already; new IPs then take the lowest free indexes.
  */
 export function floatingIPs(config: Config, keep?: ReadonlyMap<string, number>): FloatingIP[] {
-  const all = config.gateways.flatMap((g) => g.floatingIPs.map((ip) => ({ ip, text: formatAddress(ip), gateway: g.name })));
+  const all = config.gateways.flatMap((g) =>
+    g.floatingIPs.map((ip) => ({ ip, text: formatAddress(ip), gateway: g.name })),
+  );
   const used = new Set<number>();
   const kept = all.map((f) => {
     const k = keep?.get(f.text);
@@ -97,7 +121,14 @@ export function candidates(config: Config, fip: FloatingIP): NodeSpec[] {
 
 const conf = (dev: string, setting: string): string => `net/ipv4/conf/${dev}/${setting}`;
 
-function classifiable(config: Config, node: NodeSpec, policy: Policy, index: number, egress: number, facts: HostFacts): ClassifiablePolicy {
+function classifiable(
+  config: Config,
+  node: NodeSpec,
+  policy: Policy,
+  index: number,
+  egress: number,
+  facts: HostFacts,
+): ClassifiablePolicy {
   const { cidrs, cgroups } = policySourcesOn(config, policy, node);
   return {
     index,
@@ -118,16 +149,29 @@ export function missingCgroups(config: Config, nodeName: string, facts: HostFact
 
 const egressChain = (index: number): string => `egress_${index}`;
 
-function nftTable(config: Config, node: NodeSpec, egress: readonly EgressState[], macvlans: readonly Macvlan[], facts: HostFacts): NftTableSpec {
+function nftTable(
+  config: Config,
+  node: NodeSpec,
+  egress: readonly EgressState[],
+  macvlans: readonly Macvlan[],
+  facts: HostFacts,
+): NftTableSpec {
   const fips = floatingIPs(config, facts.indexes);
   const indexOf = new Map(fips.map((f) => [f.text, f.index]));
-  const policies = config.policies.map((p, i) => classifiable(config, node, p, i, indexOf.get(formatAddress(p.egressIP))!, facts));
+  const policies = config.policies.map((p, i) =>
+    classifiable(config, node, p, i, indexOf.get(formatAddress(p.egressIP))!, facts),
+  );
   const { classes, sources, cgroups } = classify(policies);
 
   const sets: NftSetSpec[] = [];
   const chains: NftChainSpec[] = [];
   const classChain = classes.map((c) => {
-    const map = makeSet('d', 'map', 'type ipv4_addr : verdict; flags interval;', c.destinations.map((d) => `${formatRange(d.range)} : goto ${egressChain(d.egress)}`));
+    const map = makeSet(
+      'd',
+      'map',
+      'type ipv4_addr : verdict; flags interval;',
+      c.destinations.map((d) => `${formatRange(d.range)} : goto ${egressChain(d.egress)}`),
+    );
     sets.push(map);
     const name = `c${map.name.slice(1)}`;
     chains.push({ name, rules: [`ip daddr vmap @${map.name}`] });
@@ -136,14 +180,21 @@ function nftTable(config: Config, node: NodeSpec, egress: readonly EgressState[]
 
   const prerouting = [`iifname "${MACVLAN_PREFIX}*" return`, 'fib daddr type local return'];
   if (sources.length) {
-    const map = makeSet('s', 'map', 'type ipv4_addr : verdict; flags interval;', sources.map((s) => `${formatRange(s.range)} : goto ${classChain[s.cls]}`));
+    const map = makeSet(
+      's',
+      'map',
+      'type ipv4_addr : verdict; flags interval;',
+      sources.map((s) => `${formatRange(s.range)} : goto ${classChain[s.cls]}`),
+    );
     sets.push(map);
     prerouting.push(`ip saddr vmap @${map.name}`);
   }
   const output = ['fib daddr type local return'];
   const levels = [...new Set(cgroups.map((c) => c.level))].sort((a, b) => b - a);
   for (const level of levels) {
-    const entries = cgroups.filter((c) => c.level === level).map((c) => `${JSON.stringify(c.path)} : goto ${classChain[c.cls]}`);
+    const entries = cgroups
+      .filter((c) => c.level === level)
+      .map((c) => `${JSON.stringify(c.path)} : goto ${classChain[c.cls]}`);
     const map = makeSet(`g${level}`, 'map', `typeof socket cgroupv2 level ${level} : verdict;`, entries);
     sets.push(map);
     output.push(`socket cgroupv2 level ${level} vmap @${map.name}`);
@@ -158,13 +209,23 @@ function nftTable(config: Config, node: NodeSpec, egress: readonly EgressState[]
   }
   const local = egress.filter((e) => e.mode === 'local');
   if (local.length) {
-    const map = makeSet('m', 'map', 'type mark : ipv4_addr;', local.map((e) => `${hex(e.mark)} : ${e.ip}`));
+    const map = makeSet(
+      'm',
+      'map',
+      'type mark : ipv4_addr;',
+      local.map((e) => `${hex(e.mark)} : ${e.ip}`),
+    );
     sets.push(map);
     postrouting.push(`snat ip to meta mark & ${hex(MARK_MASK)} map @${map.name}`);
   }
   const masq = egress.filter((e) => e.mode === 'masquerade');
   if (masq.length) {
-    const set = makeSet('q', 'set', 'type mark;', masq.map((e) => hex(e.mark)));
+    const set = makeSet(
+      'q',
+      'set',
+      'type mark;',
+      masq.map((e) => hex(e.mark)),
+    );
     sets.push(set);
     postrouting.push(`meta mark & ${hex(MARK_MASK)} @${set.name} masquerade`);
   }
@@ -178,9 +239,21 @@ function nftTable(config: Config, node: NodeSpec, egress: readonly EgressState[]
     chains: [
       ...egressChains,
       ...chains,
-      { name: 'prerouting', hook: { type: 'filter', hook: 'prerouting', prio: -150, prioText: 'mangle', policy: 'accept' }, rules: prerouting },
-      { name: 'output', hook: { type: 'route', hook: 'output', prio: -150, prioText: 'mangle', policy: 'accept' }, rules: output },
-      { name: 'postrouting', hook: { type: 'nat', hook: 'postrouting', prio: 90, prioText: 'srcnat - 10', policy: 'accept' }, rules: postrouting },
+      {
+        name: 'prerouting',
+        hook: { type: 'filter', hook: 'prerouting', prio: -150, prioText: 'mangle', policy: 'accept' },
+        rules: prerouting,
+      },
+      {
+        name: 'output',
+        hook: { type: 'route', hook: 'output', prio: -150, prioText: 'mangle', policy: 'accept' },
+        rules: output,
+      },
+      {
+        name: 'postrouting',
+        hook: { type: 'nat', hook: 'postrouting', prio: 90, prioText: 'srcnat - 10', policy: 'accept' },
+        rules: postrouting,
+      },
     ],
   };
 }
@@ -199,7 +272,9 @@ export function plan(config: Config, nodeName: string, owners: Owners, facts: Ho
     const fip = fips.find((f) => f.text === ip);
     if (!fip) throw new PlanError(`${ip} is not a floating IP of any gateway`);
     if (!candidates(config, fip).some((n) => n.name === owner)) {
-      throw new PlanError(`node "${owner}" cannot own ${ip}: it is not admitted by gateway "${fip.gateway}" or not on the IP's subnet`);
+      throw new PlanError(
+        `node "${owner}" cannot own ${ip}: it is not admitted by gateway "${fip.gateway}" or not on the IP's subnet`,
+      );
     }
   }
   const egress = fips.map((f): EgressState => {
@@ -233,10 +308,22 @@ export function plan(config: Config, nodeName: string, owners: Owners, facts: Ho
     configDigest: config.digest,
     egress,
     nft: nftTable(config, node, egress, macvlans, facts),
-    rules: fips.map((f) => ({ priority: rulePrefOf(f.index), fwmark: markOf(f.index), fwmask: MARK_MASK, table: routeTableOf(f.index) })),
-    routes: egress.filter((e) => e.mode === 'remote').map((e) => ({ table: routeTableOf(e.index), gateway: e.ip, dev: node.interface })),
+    rules: fips.map((f) => ({
+      priority: rulePrefOf(f.index),
+      fwmark: markOf(f.index),
+      fwmask: MARK_MASK,
+      table: routeTableOf(f.index),
+    })),
+    routes: egress
+      .filter((e) => e.mode === 'remote')
+      .map((e) => ({ table: routeTableOf(e.index), gateway: e.ip, dev: node.interface })),
     macvlans,
     // The parent must not answer ARP for the floating IPs its macvlans hold (ARP flux).
-    sysctls: mayOwn ? [{ path: conf(node.interface, 'arp_ignore'), value: '1' }, { path: conf(node.interface, 'arp_announce'), value: '2' }] : [],
+    sysctls: mayOwn
+      ? [
+          { path: conf(node.interface, 'arp_ignore'), value: '1' },
+          { path: conf(node.interface, 'arp_announce'), value: '2' },
+        ]
+      : [],
   };
 }

@@ -12,7 +12,8 @@ export const NFT_TABLE = 'egress_natd';
 export const MARK_MASK = 0x00ff0000;
 export const MARK_SHIFT = 16;
 export const markOf = (index: number): number => (index << MARK_SHIFT) >>> 0;
-if (MARK_MASK >>> MARK_SHIFT !== MAX_FLOATING_IPS) throw new Error('MARK_MASK must hold exactly the indexes 1..MAX_FLOATING_IPS');
+if (MARK_MASK >>> MARK_SHIFT !== MAX_FLOATING_IPS)
+  throw new Error('MARK_MASK must hold exactly the indexes 1..MAX_FLOATING_IPS');
 
 /** Policy routing: one rule and one table per floating IP, numbered by its mark index (1..MAX_FLOATING_IPS). */
 export const RULE_PREF_BASE = 7600;
@@ -23,7 +24,8 @@ export const routeTableOf = (index: number): number => ROUTE_TABLE_BASE + index;
 export const OUR_RULE_PREFS = { min: rulePrefOf(1), max: rulePrefOf(MAX_FLOATING_IPS) } as const;
 export const OUR_ROUTE_TABLES = { min: routeTableOf(1), max: routeTableOf(MAX_FLOATING_IPS) } as const;
 export const isOurRulePref = (pref: number): boolean => pref >= OUR_RULE_PREFS.min && pref <= OUR_RULE_PREFS.max;
-export const isOurRouteTable = (table: number): boolean => table >= OUR_ROUTE_TABLES.min && table <= OUR_ROUTE_TABLES.max;
+export const isOurRouteTable = (table: number): boolean =>
+  table >= OUR_ROUTE_TABLES.min && table <= OUR_ROUTE_TABLES.max;
 /** rtnetlink "protocol" stamped on our rules and routes (values above 4 are free for daemons). */
 export const RT_PROTOCOL = 76;
 
@@ -36,9 +38,10 @@ export function macvlanName(ip: Address): string {
 
 /** A stable, locally administered unicast MAC per floating IP, so ARP caches stay valid on failover (like VRRP's virtual MAC). */
 export function virtualMac(ip: Address): string {
-  const tail = ip.family === 4
-    ? ip.value.toString(16).padStart(8, '0')
-    : createHash('sha256').update(formatAddress(ip)).digest('hex').slice(0, 8);
+  const tail =
+    ip.family === 4
+      ? ip.value.toString(16).padStart(8, '0')
+      : createHash('sha256').update(formatAddress(ip)).digest('hex').slice(0, 8);
   return ['02', 'ee', ...tail.match(/../g)!].join(':');
 }
 

@@ -23,7 +23,8 @@ export interface ChainHook {
   readonly policy: 'accept';
 }
 
-export const hookText = (h: ChainHook): string => `type ${h.type} hook ${h.hook} priority ${h.prioText}; policy ${h.policy};`;
+export const hookText = (h: ChainHook): string =>
+  `type ${h.type} hook ${h.hook} priority ${h.prioText}; policy ${h.policy};`;
 
 export interface NftChainSpec {
   readonly name: string;
@@ -39,7 +40,12 @@ export interface NftTableSpec {
 
 export const TABLE_REF = `${NFT_FAMILY} ${NFT_TABLE}`;
 
-export function makeSet(prefix: string, kind: 'set' | 'map', declaration: string, elements: readonly string[]): NftSetSpec {
+export function makeSet(
+  prefix: string,
+  kind: 'set' | 'map',
+  declaration: string,
+  elements: readonly string[],
+): NftSetSpec {
   const name = `${prefix}_${digest(`${declaration}\n${elements.join('\n')}`)}`;
   return { name, kind, declaration, elements };
 }
@@ -62,7 +68,8 @@ export const addSetCommand = (s: NftSetSpec): string => `add ${s.kind} ${TABLE_R
 export const addChainCommand = (c: NftChainSpec): string =>
   `add chain ${TABLE_REF} ${c.name}${c.hook ? ` { ${hookText(c.hook)} }` : ''}`;
 
-export const addRuleCommand = (chain: string, rule: string): string => `add rule ${TABLE_REF} ${chain} ${ruleText(rule)}`;
+export const addRuleCommand = (chain: string, rule: string): string =>
+  `add rule ${TABLE_REF} ${chain} ${ruleText(rule)}`;
 
 /**
  * The whole table as one file that `nft -f` takes: it first creates and deletes the

@@ -3,7 +3,9 @@ import { cidrRange, type Cidr, type Range } from './ip.js';
 // Sorted, disjoint, non-adjacent-merged lists of ranges of one family.
 
 export function union(ranges: readonly Range[]): Range[] {
-  const sorted = [...ranges].sort((a, b) => a.family - b.family || (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  const sorted = [...ranges].sort(
+    (a, b) => a.family - b.family || (a.start < b.start ? -1 : a.start > b.start ? 1 : 0),
+  );
   const out: Range[] = [];
   for (const r of sorted) {
     const last = out[out.length - 1];

@@ -2,7 +2,14 @@ import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled, waitUntil } from '../../lab/cluster.js';
+import {
+  CLUSTER_CONTAINERS,
+  CLUSTER_FIPS,
+  CLUSTER_HOSTS,
+  clusterConfig,
+  settled,
+  waitUntil,
+} from '../../lab/cluster.js';
 import { ECHO, Lab, type DaemonStatus } from '../../lab/lab.js';
 import { labScript } from '../../lab/paths.js';
 import { cutOff, nowNs, outage, startProber, waitForFlow } from '../../lab/traffic.js';
@@ -17,7 +24,11 @@ const { shop: SHOP, batch: BATCH, reports: REPORTS } = CLUSTER_FIPS;
 const FIPS = [SHOP, BATCH, REPORTS];
 const INTERVAL_MS = 100;
 const TIMEOUT_MS = 3 * INTERVAL_MS;
-const macOf = (ip: string) => { const a = parseAddress(ip); if (!a.ok) throw new Error(a.error); return virtualMac(a.value); };
+const macOf = (ip: string) => {
+  const a = parseAddress(ip);
+  if (!a.ok) throw new Error(a.error);
+  return virtualMac(a.value);
+};
 
 t.test('cluster', async (t) => {
   const lab = await Lab.create(CLUSTER_HOSTS, CLUSTER_CONTAINERS);
@@ -35,15 +46,27 @@ t.test('cluster', async (t) => {
   await t.test('initial owners follow the election rules (docs/design.md)', async (t) => {
     const o = status.floatingIPs;
     t.same(status.nodes, { h1: 'Up', h2: 'Up', h3: 'Up', h4: 'Up' });
-    t.same([o[SHOP], o[BATCH]].sort(), ['h1', 'h2'], 'primary (labelled nodes): one IP on each labelled worker, none on the control plane');
+    t.same(
+      [o[SHOP], o[BATCH]].sort(),
+      ['h1', 'h2'],
+      'primary (labelled nodes): one IP on each labelled worker, none on the control plane',
+    );
     t.equal(o[REPORTS], 'h4', 'secondary (any node): the worker without an IP gets it');
-    t.equal((await lab.holders(SHOP)).length + (await lab.holders(BATCH)).length + (await lab.holders(REPORTS)).length, 3, 'each IP on exactly one host');
+    t.equal(
+      (await lab.holders(SHOP)).length + (await lab.holders(BATCH)).length + (await lab.holders(REPORTS)).length,
+      3,
+      'each IP on exactly one host',
+    );
     t.equal(await lab.probe('c1', ECHO.inPolicy), SHOP, 'c1 (behind h3) leaves with the shop IP');
     t.equal(await lab.probe('c2', ECHO.inPolicy), BATCH, 'c2 (behind h4) leaves with the batch IP');
     t.equal(await lab.probe('c1', ECHO.other), REPORTS, 'c1 to the other service leaves with the reports IP');
     t.equal(await lab.probe('c1', ECHO.excluded), '10.10.1.2', 'an excluded destination is not NATed');
     const list = (await lab.egress('h3', ['egress', 'list'])).stdout;
-    t.match(list, new RegExp(`10\\.10\\.1\\.0/24\\s+203\\.0\\.113\\.0/24\\s+${SHOP.replaceAll('.', '\\.')}\\s+${o[SHOP]}`), 'egress list shows source, destination, egress IP and gateway node');
+    t.match(
+      list,
+      new RegExp(`10\\.10\\.1\\.0/24\\s+203\\.0\\.113\\.0/24\\s+${SHOP.replaceAll('.', '\\.')}\\s+${o[SHOP]}`),
+      'egress list shows source, destination, egress IP and gateway node',
+    );
   });
 
   await t.test('owner cut off the segment (link down + kill -9): another host takes over', async (t) => {
@@ -65,7 +88,7 @@ t.test('cluster', async (t) => {
     t.match(neigh, macOf(SHOP), "the router's neighbour entry holds the IP's virtual MAC");
     t.notMatch(neigh, /FAILED|INCOMPLETE/, 'and is usable');
     const fdb = (await lab.sh('sw', `bridge fdb show br br0 | grep -i '${macOf(SHOP)}'`)).stdout;
-    t.match(fdb, `dev p-${heir}`, 'the switch learned the MAC on the new owner\'s port (gratuitous ARP)');
+    t.match(fdb, `dev p-${heir}`, "the switch learned the MAC on the new owner's port (gratuitous ARP)");
 
     await t.test('the old owner returns: nothing moves', async (t) => {
       const before = JSON.stringify(status.floatingIPs);
@@ -83,21 +106,36 @@ t.test('cluster', async (t) => {
     const sideA = ['h1', 'h2'];
     const sideB = ['h3', 'h4', 'r'];
     const set = (xs: string[]) => `{ ${xs.map((x) => `"p-${x}"`).join(', ')} }`;
-    await lab.sh('sw', `nft add table bridge part && nft add chain bridge part f '{ type filter hook forward priority 0; }' && nft add rule bridge part f iifname ${set(sideA)} oifname ${set(sideB)} drop && nft add rule bridge part f iifname ${set(sideB)} oifname ${set(sideA)} drop`);
-    const doubled = await waitUntil('both sides to claim every IP', async () => {
-      const holders = await Promise.all(FIPS.map((ip) => lab.holders(ip)));
-      return holders.every((h) => h.some((x) => sideA.includes(x)) && h.some((x) => !sideA.includes(x))) && holders;
-    }, 5000);
+    await lab.sh(
+      'sw',
+      `nft add table bridge part && nft add chain bridge part f '{ type filter hook forward priority 0; }' && nft add rule bridge part f iifname ${set(sideA)} oifname ${set(sideB)} drop && nft add rule bridge part f iifname ${set(sideB)} oifname ${set(sideA)} drop`,
+    );
+    const doubled = await waitUntil(
+      'both sides to claim every IP',
+      async () => {
+        const holders = await Promise.all(FIPS.map((ip) => lab.holders(ip)));
+        return holders.every((h) => h.some((x) => sideA.includes(x)) && h.some((x) => !sideA.includes(x))) && holders;
+      },
+      5000,
+    );
     t.ok(doubled, `during the partition both sides hold every IP: ${JSON.stringify(doubled)}`);
     const healed = nowNs();
     await lab.sh('sw', 'nft delete table bridge part');
-    await waitUntil('one holder per IP', async () => (await Promise.all(FIPS.map((ip) => lab.holders(ip)))).every((h) => h.length === 1), 5000);
+    await waitUntil(
+      'one holder per IP',
+      async () => (await Promise.all(FIPS.map((ip) => lab.holders(ip)))).every((h) => h.length === 1),
+      5000,
+    );
     const ms = Number(nowNs() - healed) / 1e6;
     t.comment(`one holder per IP ${ms.toFixed(0)} ms after the heal (heartbeat interval ${INTERVAL_MS} ms)`);
     // One interval to hear each other, plus one reconcile and the polling of four hosts.
     t.ok(ms < INTERVAL_MS + 900, 'settled within one interval (plus the time to apply)');
     status = await settledOn();
-    t.same(Object.values(status.floatingIPs).filter((o) => o === 'h3'), [], 'the control-plane node gave its IPs back to workers');
+    t.same(
+      Object.values(status.floatingIPs).filter((o) => o === 'h3'),
+      [],
+      'the control-plane node gave its IPs back to workers',
+    );
     t.equal(await lab.probe('c1', ECHO.inPolicy), SHOP, 'traffic flows with the shop IP again');
   });
 
@@ -117,7 +155,11 @@ t.test('cluster', async (t) => {
     t.same(o.ips, [BATCH]);
     t.equal((await lab.holders(BATCH)).length, 1);
     t.notOk((await lab.holders(BATCH)).includes(victim), 'the stopped host holds nothing');
-    t.equal((await lab.sh(victim, 'nft list tables')).stdout.includes('egress_natd'), false, 'and removed its nft table on the way out');
+    t.equal(
+      (await lab.sh(victim, 'nft list tables')).stdout.includes('egress_natd'),
+      false,
+      'and removed its nft table on the way out',
+    );
     await lab.startDaemon(victim, cfg);
     status = await settledOn();
   });
@@ -128,8 +170,14 @@ t.test('cluster', async (t) => {
     t.teardown(() => probe.stop());
     await waitForFlow(probe.log, SHOP);
     const since = nowNs();
-    const answer = JSON.parse((await lab.egress(victim, ['drain'])).stdout) as { handedOver: Record<string, string | null>; holds: string[] };
-    t.ok(answer.handedOver[SHOP] && answer.handedOver[SHOP] !== victim, `drain answered: ${SHOP} went to ${answer.handedOver[SHOP]}`);
+    const answer = JSON.parse((await lab.egress(victim, ['drain'])).stdout) as {
+      handedOver: Record<string, string | null>;
+      holds: string[];
+    };
+    t.ok(
+      answer.handedOver[SHOP] && answer.handedOver[SHOP] !== victim,
+      `drain answered: ${SHOP} went to ${answer.handedOver[SHOP]}`,
+    );
     t.same(answer.holds, [], 'nothing left on the drained node');
     await sleep(400);
     const o = outage(await probe.stop(), since, SHOP);
@@ -146,7 +194,10 @@ t.test('cluster', async (t) => {
   await t.test('forged, replayed and random datagrams change nothing', async (t) => {
     const before = await lab.status('h1');
     const inject = (host: string, mode: string, local: string, arg: string) =>
-      lab.sh(host, `${process.execPath} ${labScript('inject')} ${mode} ${join(lab.dir, 'cluster.key')} ${lab.id} 239.255.76.67 7607 ${local} ${arg}`);
+      lab.sh(
+        host,
+        `${process.execPath} ${labScript('inject')} ${mode} ${join(lab.dir, 'cluster.key')} ${lab.id} 239.255.76.67 7607 ${local} ${arg}`,
+      );
     const captured = (await inject('r', 'capture', '192.168.1.254', 'h2')).stdout.trim();
     const r = await inject('h2', 'attack', '192.168.1.2', captured);
     t.comment(`sent: ${r.stdout.trim()}`);
@@ -154,31 +205,61 @@ t.test('cluster', async (t) => {
     const after = await lab.status('h1');
     t.same(after.floatingIPs, before.floatingIPs, 'owners unchanged');
     t.same(after.nodes, before.nodes, 'nodes unchanged (the forged "leaving" of h2 was not believed)');
-    const d = (k: DropReason) => after.counters.dropped[k]! - before.counters.dropped[k]!;
+    const d = (k: DropReason) => after.counters.dropped[k] - before.counters.dropped[k];
     t.ok(d('replay') >= 5, `replays dropped: ${d('replay')}`);
     t.ok(d('bad-mac') >= 5, `forged (wrong key) dropped: ${d('bad-mac')}`);
-    t.ok(d('malformed') + d('oversized') + d('bad-magic') + d('truncated') + d('bad-version') >= 150, 'random and damaged datagrams dropped, counted by reason');
+    t.ok(
+      d('malformed') + d('oversized') + d('bad-magic') + d('truncated') + d('bad-version') >= 150,
+      'random and damaged datagrams dropped, counted by reason',
+    );
     t.equal(await lab.probe('c1', ECHO.inPolicy), SHOP, 'traffic unaffected');
-    const alive = await Promise.all(names.map((h) => lab.status(h).then(() => true, () => false)));
-    t.same(alive, names.map(() => true), 'every daemon still answers');
+    const alive = await Promise.all(
+      names.map((h) =>
+        lab.status(h).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    );
+    t.same(
+      alive,
+      names.map(() => true),
+      'every daemon still answers',
+    );
   });
 
   await t.test('the kernel is repaired within a second', async (t) => {
     const owner = status.floatingIPs[SHOP]!;
     await lab.sh(owner, 'nft delete table inet egress_natd');
-    await waitUntil('the table back', async () => (await lab.sh(owner, 'nft list tables')).stdout.includes('egress_natd'), 1000);
+    await waitUntil(
+      'the table back',
+      async () => (await lab.sh(owner, 'nft list tables')).stdout.includes('egress_natd'),
+      1000,
+    );
     await lab.sh(owner, `ip addr del ${SHOP}/32 dev enat${(0xc0a80164).toString(16)}`);
     await waitUntil('the address back', async () => (await lab.holders(SHOP)).includes(owner), 1000);
     await lab.sh('h3', 'ip rule del pref 7601');
-    await waitUntil('the rule back', async () => (await lab.sh('h3', 'ip rule show pref 7601')).stdout.includes('7601'), 1000);
+    await waitUntil(
+      'the rule back',
+      async () => (await lab.sh('h3', 'ip rule show pref 7601')).stdout.includes('7601'),
+      1000,
+    );
     t.equal(await lab.probe('c1', ECHO.inPolicy), SHOP, 'traffic flows with the shop IP');
     t.pass('table, floating IP and ip rule each back within 1 s');
   });
 
   await t.test('noGateway: drop: nothing of the policy leaves with a node IP while no host owns its IP', async (t) => {
     for (const h of ['h1', 'h2', 'h3']) await lab.stopDaemon(h, 'SIGTERM');
-    await waitUntil('batch without a gateway', async () => (await lab.status('h4')).policies['batch']!.state === 'NoGateway' && true, 3000);
-    const capture = lab.sh('r', `timeout 3 tcpdump -l -n -i eth0 'ip and dst net 203.0.113.0/24 and (src net 10.10.2.0/24 or src host 192.168.1.1 or src host 192.168.1.2 or src host 192.168.1.3 or src host 192.168.1.4)' 2>/dev/null`, { allowFail: true, timeoutMs: 10_000 });
+    await waitUntil(
+      'batch without a gateway',
+      async () => (await lab.status('h4')).policies['batch']!.state === 'NoGateway' && true,
+      3000,
+    );
+    const capture = lab.sh(
+      'r',
+      `timeout 3 tcpdump -l -n -i eth0 'ip and dst net 203.0.113.0/24 and (src net 10.10.2.0/24 or src host 192.168.1.1 or src host 192.168.1.2 or src host 192.168.1.3 or src host 192.168.1.4)' 2>/dev/null`,
+      { allowFail: true, timeoutMs: 10_000 },
+    );
     await sleep(500);
     const probes = await Promise.all([1, 2, 3, 4, 5].map(() => lab.probe('c2', ECHO.inPolicy, { timeoutS: 1 })));
     const seen = (await capture).stdout.trim().split('\n').filter(Boolean);
@@ -187,7 +268,12 @@ t.test('cluster', async (t) => {
     t.same(seen, [], 'the router saw no packet from c2 or with a node IP (tcpdump)');
 
     await lab.startDaemon('h1', cfg);
-    await waitUntil('batch active again', async () => (await lab.status('h4')).policies['batch']!.state === 'Active' && (await lab.holders(BATCH)).length === 1, 5000);
+    await waitUntil(
+      'batch active again',
+      async () =>
+        (await lab.status('h4')).policies['batch']!.state === 'Active' && (await lab.holders(BATCH)).length === 1,
+      5000,
+    );
     t.equal(await lab.probe('c2', ECHO.inPolicy), BATCH, 'once h1 is back, c2 leaves with the batch IP');
   });
 });

@@ -1,6 +1,15 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from '../../lab/paths.js';
@@ -10,14 +19,23 @@ import { REPO } from '../../lab/paths.js';
 // maintainer scripts run outside a chroot), and the systemd unit checked by systemd.
 
 const run = (cmd: string, args: string[], env: Record<string, string> = {}) => {
-  const p = spawnSync(cmd, args, { cwd: REPO, encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024 });
+  const p = spawnSync(cmd, args, {
+    cwd: REPO,
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    maxBuffer: 64 * 1024 * 1024,
+  });
   return { code: p.status, out: `${p.stdout}${p.stderr}`, stdout: p.stdout };
 };
 const mode = (f: string) => statSync(f).mode & 0o777;
 /** Every path under `root`, relative, sorted. */
-const tree = (root: string, under = ''): string[] => readdirSync(join(root, under), { withFileTypes: true })
-  .flatMap((e) => { const rel = join(under, e.name); return e.isDirectory() ? [`${rel}/`, ...tree(root, rel)] : [rel]; })
-  .sort();
+const tree = (root: string, under = ''): string[] =>
+  readdirSync(join(root, under), { withFileTypes: true })
+    .flatMap((e) => {
+      const rel = join(under, e.name);
+      return e.isDirectory() ? [`${rel}/`, ...tree(root, rel)] : [rel];
+    })
+    .sort();
 
 const work = mkdtempSync(join(tmpdir(), 'enat-install-'));
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
@@ -32,7 +50,11 @@ t.test('make install into a DESTDIR, with a PREFIX; again; make uninstall', asyn
   const unit = join(dest, 'opt/enat/lib/systemd/system/egress-natd.service');
   const etc = join(dest, 'etc/egress-natd');
   t.equal(mode(bin), 0o755);
-  t.match(readFileSync(bin, 'utf8'), 'exec node "/opt/enat/lib/egress-natd/bin/egress-natd" "$@"', 'the command runs the installed tree (without DESTDIR)');
+  t.match(
+    readFileSync(bin, 'utf8'),
+    'exec node "/opt/enat/lib/egress-natd/bin/egress-natd" "$@"',
+    'the command runs the installed tree (without DESTDIR)',
+  );
   t.ok(existsSync(join(lib, 'node_modules/pino/package.json')), 'production dependencies');
   t.notOk(existsSync(join(lib, 'node_modules/tap')), 'no development dependencies');
   t.same(readdirSync(join(lib, 'dist')), ['src'], 'the program only: no lab, tests or benchmarks');
@@ -45,7 +67,10 @@ t.test('make install into a DESTDIR, with a PREFIX; again; make uninstall', asyn
   const check = run(process.execPath, [join(lib, 'bin/egress-natd'), 'check', '-c', join(etc, 'config.yaml')]);
   t.equal(check.code, 0, `the installed program accepts the installed example config and key: ${check.out}`);
   const version = run(process.execPath, [join(lib, 'bin/egress-natd'), '--version']);
-  t.equal(version.stdout.trim(), JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).version);
+  t.equal(
+    version.stdout.trim(),
+    (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version,
+  );
 
   // A second install must keep what the admin has.
   writeFileSync(join(etc, 'config.yaml'), '# mine\n');
@@ -58,20 +83,39 @@ t.test('make install into a DESTDIR, with a PREFIX; again; make uninstall', asyn
 
   const gone = run('make', ['-s', 'uninstall'], env);
   t.equal(gone.code, 0, gone.out);
-  t.same(tree(join(dest, 'opt/enat')).filter((p) => !p.endsWith('/')), [], 'no file of the program or the unit is left');
+  t.same(
+    tree(join(dest, 'opt/enat')).filter((p) => !p.endsWith('/')),
+    [],
+    'no file of the program or the unit is left',
+  );
   t.same(readdirSync(etc).sort(), ['cluster.key', 'config.yaml'], 'config and key stay');
 });
 
 t.test('the systemd unit passes systemd-analyze verify and asks for what the issue says', async (t) => {
   const unit = readFileSync(join(REPO, 'systemd/egress-natd.service'), 'utf8');
-  for (const line of ['Type=notify', 'WatchdogSec=', 'ExecReload=/bin/kill -HUP $MAINPID', 'ExecStopPost=/usr/bin/egress-natd release', 'Restart=on-failure',
-    'CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'ProtectHome=yes']) {
-    t.ok(unit.split('\n').some((l) => l.startsWith(line)), line);
+  for (const line of [
+    'Type=notify',
+    'WatchdogSec=',
+    'ExecReload=/bin/kill -HUP $MAINPID',
+    'ExecStopPost=/usr/bin/egress-natd release',
+    'Restart=on-failure',
+    'CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW',
+    'NoNewPrivileges=yes',
+    'ProtectSystem=strict',
+    'ProtectHome=yes',
+  ]) {
+    t.ok(
+      unit.split('\n').some((l) => l.startsWith(line)),
+      line,
+    );
   }
   // verify checks that each command exists: point them at this repository's program.
   const dir = join(work, 'unit');
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'egress-natd.service'), unit.replaceAll('/usr/bin/egress-natd', join(REPO, 'bin/egress-natd')));
+  writeFileSync(
+    join(dir, 'egress-natd.service'),
+    unit.replaceAll('/usr/bin/egress-natd', join(REPO, 'bin/egress-natd')),
+  );
   const v = run('systemd-analyze', ['verify', join(dir, 'egress-natd.service')]);
   t.equal(v.code, 0, 'exit 0');
   t.equal(v.out.trim(), '', `no complaint: ${v.out}`);
@@ -95,14 +139,20 @@ t.test('make deb: installs, is removed and purged cleanly by dpkg', async (t) =>
   mkdirSync(join(root, 'var/lib/dpkg/updates'), { recursive: true });
   writeFileSync(join(root, 'var/lib/dpkg/status'), '');
   // --force-depends: nodejs, nftables, ... are installed on the machine, not in this root.
-  const dpkg = (...args: string[]) => run('dpkg', [`--root=${root}`, '--force-script-chrootless', '--force-depends', ...args]);
+  const dpkg = (...args: string[]) =>
+    run('dpkg', [`--root=${root}`, '--force-script-chrootless', '--force-depends', ...args]);
   const installed = dpkg('-i', deb);
   t.equal(installed.code, 0, installed.out);
   t.match(run('dpkg', [`--root=${root}`, '-s', 'egress-natd']).stdout, /Status: install ok installed/);
   const etc = join(root, 'etc/egress-natd');
   t.equal(mode(join(etc, 'cluster.key')), 0o600, 'postinst made a key');
   t.match(readFileSync(join(etc, 'cluster.key'), 'utf8'), /^[A-Za-z0-9+/]{64}\n$/);
-  const check = run(process.execPath, [join(root, 'usr/lib/egress-natd/bin/egress-natd'), 'check', '-c', join(etc, 'config.yaml')]);
+  const check = run(process.execPath, [
+    join(root, 'usr/lib/egress-natd/bin/egress-natd'),
+    'check',
+    '-c',
+    join(etc, 'config.yaml'),
+  ]);
   t.equal(check.code, 0, `postinst wrote the example config; the packaged program accepts it: ${check.out}`);
   const key = readFileSync(join(etc, 'cluster.key'), 'utf8');
   const again = dpkg('-i', deb);
@@ -111,9 +161,17 @@ t.test('make deb: installs, is removed and purged cleanly by dpkg', async (t) =>
 
   const removed = dpkg('-r', 'egress-natd');
   t.equal(removed.code, 0, removed.out);
-  t.same(tree(root).filter((p) => !p.startsWith('var/lib/dpkg') && !p.endsWith('/')), ['etc/egress-natd/cluster.key', 'etc/egress-natd/config.yaml'], 'remove: only the config and the key are left');
+  t.same(
+    tree(root).filter((p) => !p.startsWith('var/lib/dpkg') && !p.endsWith('/')),
+    ['etc/egress-natd/cluster.key', 'etc/egress-natd/config.yaml'],
+    'remove: only the config and the key are left',
+  );
   const purged = dpkg('-P', 'egress-natd');
   t.equal(purged.code, 0, purged.out);
-  t.same(tree(root).filter((p) => !p.startsWith('var/')), ['etc/'], 'purge: nothing is left');
+  t.same(
+    tree(root).filter((p) => !p.startsWith('var/')),
+    ['etc/'],
+    'purge: nothing is left',
+  );
   t.notMatch(run('dpkg', [`--root=${root}`, '-l']).stdout, /egress-natd/, 'dpkg forgot the package');
 });

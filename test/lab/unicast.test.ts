@@ -1,7 +1,14 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled, waitUntil } from '../../lab/cluster.js';
+import {
+  CLUSTER_CONTAINERS,
+  CLUSTER_FIPS,
+  CLUSTER_HOSTS,
+  clusterConfig,
+  settled,
+  waitUntil,
+} from '../../lab/cluster.js';
 import { ECHO, Lab } from '../../lab/lab.js';
 
 // The same cluster with unicast heartbeats (to every node's address), and a daemon

@@ -8,7 +8,6 @@ import { rng } from '../helpers.js';
 
 const r = (start: number, end: number): Range => ({ family: 4, start: BigInt(start), end: BigInt(end) });
 
-
 function lookup(c: ReturnType<typeof classify>, src: number, dst: number): number | undefined {
   const s = c.sources.find((e) => e.range.start <= BigInt(src) && BigInt(src) <= e.range.end);
   if (!s) return undefined;
@@ -38,9 +37,18 @@ t.test('random policies: flat lookups equal first match', async (t) => {
     const ps: ClassifiablePolicy[] = [];
     const n = 1 + Math.floor(rand() * 8);
     for (let i = 0; i < n; i++) {
-      const span = () => { const a = Math.floor(rand() * 200); return r(a, a + Math.floor(rand() * 60)); };
+      const span = () => {
+        const a = Math.floor(rand() * 200);
+        return r(a, a + Math.floor(rand() * 60));
+      };
       const dst = union([span(), span()]);
-      ps.push({ index: i, sources: union([span(), span()]), cgroups: [], destinations: subtract(dst, union([span()])), egress: 1 + Math.floor(rand() * 3) });
+      ps.push({
+        index: i,
+        sources: union([span(), span()]),
+        cgroups: [],
+        destinations: subtract(dst, union([span()])),
+        egress: 1 + Math.floor(rand() * 3),
+      });
     }
     const c = classify(ps);
     for (let k = 0; k < 400; k++) {
@@ -65,11 +73,26 @@ t.test('cgroups: a socket in a child cgroup belongs to its configured ancestors'
   const a = c.cgroups.find((g) => g.path === 'a')!;
   t.equal(abc.level, 3);
   t.equal(a.level, 1);
-  t.same(c.classes[abc.cls]!.destinations.map((d) => [Number(d.range.start), Number(d.range.end), d.egress]), [[0, 10, 1], [11, 20, 2]]);
-  t.same(c.classes[a.cls]!.destinations.map((d) => [Number(d.range.start), Number(d.range.end), d.egress]), [[0, 20, 2]]);
+  t.same(
+    c.classes[abc.cls]!.destinations.map((d) => [Number(d.range.start), Number(d.range.end), d.egress]),
+    [
+      [0, 10, 1],
+      [11, 20, 2],
+    ],
+  );
+  t.same(
+    c.classes[a.cls]!.destinations.map((d) => [Number(d.range.start), Number(d.range.end), d.egress]),
+    [[0, 20, 2]],
+  );
 });
 
 t.test('identical classes share one lookup', async (t) => {
-  const ps: ClassifiablePolicy[] = Array.from({ length: 50 }, (_, i) => ({ index: i, sources: [r(i * 10, i * 10 + 5)], cgroups: [], destinations: [r(1000, 2000)], egress: 1 }));
+  const ps: ClassifiablePolicy[] = Array.from({ length: 50 }, (_, i) => ({
+    index: i,
+    sources: [r(i * 10, i * 10 + 5)],
+    cgroups: [],
+    destinations: [r(1000, 2000)],
+    egress: 1,
+  }));
   t.equal(classify(ps).classes.length, 1);
 });

@@ -16,16 +16,48 @@ writeFileSync(cfg, readFileSync(join(CONFIG_DIR, 'valid.yaml'), 'utf8'));
 const cli = (...args: string[]) => spawnSync(join(REPO, 'bin/egress-natd'), args, { encoding: 'utf8' });
 
 const bad: [string, string[], RegExp][] = [
-  ['a missing config file', ['check', '-c', join(dir, 'none.yaml')], /none\.yaml:1:1: error: cannot read config: no such file/],
-  ['an unknown node', ['plan', '-c', cfg, '-n', 'nobody'], /node "nobody" is not in .*config\.yaml \(known: worker1, worker2, cp1\)/],
-  ['--owner without "="', ['plan', '-c', cfg, '-n', 'worker1', '--owner', 'worker1'], /--owner worker1: expected IP=NODE/],
-  ['--owner with a bad IP', ['plan', '-c', cfg, '-n', 'worker1', '--owner', '1.2.3=worker1'], /--owner 1\.2\.3=worker1: expected IP=NODE/],
-  ['an IP given twice', ['plan', '-c', cfg, '-n', 'worker1', '--owner', '192.168.1.100=worker1', '--owner', '192.168.1.100=worker2'], /192\.168\.1\.100 already has an owner/],
-  ['an IP that is not floating', ['plan', '-c', cfg, '-n', 'worker1', '--owner', '192.168.1.7=worker1'], /192\.168\.1\.7 is not a floating IP/],
-  ['an owner the gateway does not admit', ['plan', '-c', cfg, '-n', 'worker1', '--owner', '192.168.1.100=cp1'], /node "cp1" cannot own 192\.168\.1\.100/],
+  [
+    'a missing config file',
+    ['check', '-c', join(dir, 'none.yaml')],
+    /none\.yaml:1:1: error: cannot read config: no such file/,
+  ],
+  [
+    'an unknown node',
+    ['plan', '-c', cfg, '-n', 'nobody'],
+    /node "nobody" is not in .*config\.yaml \(known: worker1, worker2, cp1\)/,
+  ],
+  [
+    '--owner without "="',
+    ['plan', '-c', cfg, '-n', 'worker1', '--owner', 'worker1'],
+    /--owner worker1: expected IP=NODE/,
+  ],
+  [
+    '--owner with a bad IP',
+    ['plan', '-c', cfg, '-n', 'worker1', '--owner', '1.2.3=worker1'],
+    /--owner 1\.2\.3=worker1: expected IP=NODE/,
+  ],
+  [
+    'an IP given twice',
+    ['plan', '-c', cfg, '-n', 'worker1', '--owner', '192.168.1.100=worker1', '--owner', '192.168.1.100=worker2'],
+    /192\.168\.1\.100 already has an owner/,
+  ],
+  [
+    'an IP that is not floating',
+    ['plan', '-c', cfg, '-n', 'worker1', '--owner', '192.168.1.7=worker1'],
+    /192\.168\.1\.7 is not a floating IP/,
+  ],
+  [
+    'an owner the gateway does not admit',
+    ['plan', '-c', cfg, '-n', 'worker1', '--owner', '192.168.1.100=cp1'],
+    /node "cp1" cannot own 192\.168\.1\.100/,
+  ],
   ['an unknown output format', ['plan', '-c', cfg, '-n', 'worker1', '-o', 'yaml'], /argument 'yaml' is invalid/],
   ['an unknown command', ['frobnicate'], /unknown command 'frobnicate'/],
-  ['run for an unknown node', ['run', '-c', cfg, '-n', 'nobody'], /node "nobody" is not in .*config\.yaml .*use --node/],
+  [
+    'run for an unknown node',
+    ['run', '-c', cfg, '-n', 'nobody'],
+    /node "nobody" is not in .*config\.yaml .*use --node/,
+  ],
 ];
 
 for (const [what, args, message] of bad) {
@@ -44,8 +76,14 @@ t.test('plan output is the same byte for byte, in both formats', async (t) => {
     t.equal(a.status, 0, a.stderr);
     t.equal(a.stdout, b.stdout, o);
   }
-  const json = JSON.parse(cli('plan', '-c', cfg, '-n', 'worker2', '--owner', '192.168.1.100=worker2', '-o', 'json').stdout);
-  t.same(json.macvlans.map((m: { address: string }) => m.address), ['192.168.1.100'], 'the json is the whole desired state');
+  const json = JSON.parse(
+    cli('plan', '-c', cfg, '-n', 'worker2', '--owner', '192.168.1.100=worker2', '-o', 'json').stdout,
+  ) as { macvlans: { address: string }[] };
+  t.same(
+    json.macvlans.map((m) => m.address),
+    ['192.168.1.100'],
+    'the json is the whole desired state',
+  );
 });
 
 t.test('status, egress list and drain without a daemon: exit 1 and say so', async (t) => {
@@ -58,14 +96,20 @@ t.test('status, egress list and drain without a daemon: exit 1 and say so', asyn
 });
 
 // Names always fit a heartbeat (255 bytes): the config allows 63 characters.
-t.test('run with a node name too long for the config: exit 2 with its position, before touching anything', async (t) => {
-  const long = 'n'.repeat(256);
-  const file = join(dir, 'long-name.yaml');
-  writeFileSync(file, readFileSync(join(CONFIG_DIR, 'valid.yaml'), 'utf8').replace('name: worker1', `name: ${long}`));
-  const r = cli('run', '-c', file, '-n', long, '--state-dir', join(dir, 'state'));
-  t.equal(r.status, 2, r.stderr);
-  t.match(r.stderr, /long-name\.yaml:14:11: error: nodes\[0\]\.name must be a lowercase name .*at most 63 characters/);
-});
+t.test(
+  'run with a node name too long for the config: exit 2 with its position, before touching anything',
+  async (t) => {
+    const long = 'n'.repeat(256);
+    const file = join(dir, 'long-name.yaml');
+    writeFileSync(file, readFileSync(join(CONFIG_DIR, 'valid.yaml'), 'utf8').replace('name: worker1', `name: ${long}`));
+    const r = cli('run', '-c', file, '-n', long, '--state-dir', join(dir, 'state'));
+    t.equal(r.status, 2, r.stderr);
+    t.match(
+      r.stderr,
+      /long-name\.yaml:14:11: error: nodes\[0\]\.name must be a lowercase name .*at most 63 characters/,
+    );
+  },
+);
 
 t.test('keygen: a new 0600 key, never over an existing one unless --force', async (t) => {
   const key = join(dir, 'keys', 'cluster.key');

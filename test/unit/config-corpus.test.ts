@@ -14,7 +14,9 @@ t.test('the valid config has no diagnostics', async (t) => {
 });
 
 const dir = join(CONFIG_DIR, 'invalid');
-const files = readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort();
+const files = readdirSync(dir)
+  .filter((f) => f.endsWith('.yaml'))
+  .sort();
 t.ok(files.length >= 30, `at least 30 invalid configs (${files.length})`);
 
 for (const f of files) {
@@ -27,7 +29,11 @@ for (const f of files) {
     t.notOk(r.config, 'an invalid config yields no model');
     const shown = r.diagnostics.map(formatDiagnostic);
     const want = `${f}:${line}:${col}: ${severity}: ${message}`;
-    t.ok(shown.some((s) => s.startsWith(want)), `reports "${want}"`, { found: shown });
+    t.ok(
+      shown.some((s) => s.startsWith(want)),
+      `reports "${want}"`,
+      { found: shown },
+    );
   });
 }
 
@@ -41,9 +47,12 @@ t.test('every error is reported at once', async (t) => {
 });
 
 t.test('warnings: a selector that selects nothing, overlapping policies', async (t) => {
-  const text = validText()
-    .replace('workloadSelector: { matchLabels: { user: alice, role: frontend } }', 'workloadSelector: { matchLabels: { user: nobody } }')
-    + `  - name: second
+  const text =
+    validText().replace(
+      'workloadSelector: { matchLabels: { user: alice, role: frontend } }',
+      'workloadSelector: { matchLabels: { user: nobody } }',
+    ) +
+    `  - name: second
     sources: [{ cidrs: [10.20.5.0/24] }]
     destinations: [{ cidr: 8.8.0.0/16 }]
     action: SNAT
@@ -57,14 +66,31 @@ t.test('warnings: a selector that selects nothing, overlapping policies', async 
   const r = loadConfigText('w.yaml', text, fakeKeyFile);
   t.ok(r.config, 'warnings do not make the config invalid');
   const shown = r.diagnostics.map(formatDiagnostic);
-  t.ok(shown.includes('w.yaml:37:27: warning: policy "egress": workloadSelector selects no workload'), 'selector warning', { shown });
-  t.ok(shown.includes('w.yaml:46:11: warning: policy "second" overlaps "egress": packets matched by both use the first in file order'), 'overlap warning', { shown });
-  t.notOk(shown.some((s) => s.includes('"disjoint" overlaps "egress"')), 'an excluded destination is not an overlap');
-  t.ok(shown.some((s) => s.includes('"disjoint" overlaps "second"')), 'but a later policy that covers it is');
+  t.ok(
+    shown.includes('w.yaml:37:27: warning: policy "egress": workloadSelector selects no workload'),
+    'selector warning',
+    { shown },
+  );
+  t.ok(
+    shown.includes(
+      'w.yaml:46:11: warning: policy "second" overlaps "egress": packets matched by both use the first in file order',
+    ),
+    'overlap warning',
+    { shown },
+  );
+  t.notOk(
+    shown.some((s) => s.includes('"disjoint" overlaps "egress"')),
+    'an excluded destination is not an overlap',
+  );
+  t.ok(
+    shown.some((s) => s.includes('"disjoint" overlaps "second"')),
+    'but a later policy that covers it is',
+  );
 });
 
 t.test('metrics: on 127.0.0.1:9607 unless configured otherwise or disabled', async (t) => {
-  const load = (extra: string) => loadConfigText('m.yaml', validText().replace('  noGateway: drop', `  noGateway: drop${extra}`), fakeKeyFile).config;
+  const load = (extra: string) =>
+    loadConfigText('m.yaml', validText().replace('  noGateway: drop', `  noGateway: drop${extra}`), fakeKeyFile).config;
   t.same(load('')?.cluster.metrics, { port: 9607 });
   t.same(load('\n  metrics: { port: 9100 }')?.cluster.metrics, { port: 9100 });
   t.equal(load('\n  metrics: { enabled: false }')?.cluster.metrics, undefined);

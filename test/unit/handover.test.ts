@@ -30,7 +30,13 @@ t.test('a ready node holds what it is elected for and announces what it takes', 
   t.same([...h.take], [A]);
   t.same([...h.announce], [A]);
   t.same([...h.release], [[B, 'not-elected']], 'B goes at once: this node is not handing over');
-  t.same([...h.owners], [[A, 'n1'], [B, 'n2']]);
+  t.same(
+    [...h.owners],
+    [
+      [A, 'n1'],
+      [B, 'n2'],
+    ],
+  );
   t.equal(h.wakeAt, undefined);
 });
 
@@ -51,14 +57,19 @@ t.test('make-before-break: a node handing over keeps the IP until the new owner 
   const later = handover({ ...base, now: 1200, handoverSince: first.handoverSince });
   t.same([...later.hold], [[A, 'make-before-break']], 'the hold keeps its start time');
   t.equal(later.wakeAt, 1300);
-  const claimed = handover({ ...base, now: 1210, handoverSince: later.handoverSince, peerClaims: [{ ip: A, node: 'n2' }] });
+  const claimed = handover({
+    ...base,
+    now: 1210,
+    handoverSince: later.handoverSince,
+    peerClaims: [{ ip: A, node: 'n2' }],
+  });
   t.same([...claimed.hold], [], 'released once n2 claims it');
   t.same([...claimed.release], [[A, 'handed-over']]);
   t.same([...claimed.handoverSince], []);
   const expired = handover({ ...base, now: 1300, handoverSince: later.handoverSince });
   t.same([...expired.release], [[A, 'handed-over']], 'bounded by one Down interval');
   const otherClaims = handover({ ...base, peerClaims: [{ ip: A, node: 'n3' }] });
-  t.same([...otherClaims.hold], [[A, 'make-before-break']], 'only the new owner\'s claim ends the hold');
+  t.same([...otherClaims.hold], [[A, 'make-before-break']], "only the new owner's claim ends the hold");
 });
 
 t.test('no make-before-break towards nobody, or when not handing over', async (t) => {

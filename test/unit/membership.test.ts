@@ -4,7 +4,14 @@ import { Flag, type Heartbeat } from '../../src/cluster/protocol.js';
 import { loadValid } from '../helpers.js';
 
 const hb = (over: Partial<Heartbeat> = {}): Heartbeat => ({
-  cluster: 'lab', node: 'worker2', flags: Flag.READY, incarnation: 10n, seq: 1n, digest: '00'.repeat(32), claims: [], ...over,
+  cluster: 'lab',
+  node: 'worker2',
+  flags: Flag.READY,
+  incarnation: 10n,
+  seq: 1n,
+  digest: '00'.repeat(32),
+  claims: [],
+  ...over,
 });
 const W2 = '192.168.1.2';
 
@@ -27,10 +34,18 @@ t.test('replay, unknown node, wrong source', async (t) => {
   t.ok(m.receive(hb({ seq: 5n }), W2, 0).accepted);
   t.same(m.receive(hb({ seq: 5n }), W2, 1), { accepted: false, reason: 'replay' }, 'the same message again');
   t.same(m.receive(hb({ seq: 4n }), W2, 1), { accepted: false, reason: 'replay' }, 'an older one');
-  t.same(m.receive(hb({ incarnation: 9n, seq: 100n }), W2, 1), { accepted: false, reason: 'replay' }, 'one from an earlier start');
+  t.same(
+    m.receive(hb({ incarnation: 9n, seq: 100n }), W2, 1),
+    { accepted: false, reason: 'replay' },
+    'one from an earlier start',
+  );
   t.ok(m.receive(hb({ incarnation: 11n, seq: 1n }), W2, 1).accepted, 'a restart begins a new incarnation');
   t.same(m.receive(hb({ node: 'intruder' }), W2, 1), { accepted: false, reason: 'unknown-node' });
-  t.same(m.receive(hb({ node: 'worker1', seq: 99n }), '192.168.1.1', 1), { accepted: false, reason: 'unknown-node' }, 'our own name from the network');
+  t.same(
+    m.receive(hb({ node: 'worker1', seq: 99n }), '192.168.1.1', 1),
+    { accepted: false, reason: 'unknown-node' },
+    'our own name from the network',
+  );
   t.same(m.receive(hb({ seq: 50n }), '192.168.1.3', 1), { accepted: false, reason: 'wrong-source' });
 });
 
@@ -42,7 +57,11 @@ t.test('flags: draining and no carrier are Up but not eligible; leaving is Down 
   m.receive(hb({ flags: Flag.READY | Flag.NO_CARRIER, seq: 2n }), W2, 1);
   t.same(m.live(), [{ name: 'worker2', eligible: false, mayKeep: false, joining: false }]);
   m.receive(hb({ flags: 0, seq: 3n }), W2, 2);
-  t.same(m.live(), [{ name: 'worker2', eligible: false, mayKeep: false, joining: true }], 'not eligible before it is ready, but joining');
+  t.same(
+    m.live(),
+    [{ name: 'worker2', eligible: false, mayKeep: false, joining: true }],
+    'not eligible before it is ready, but joining',
+  );
   const r = m.receive(hb({ flags: Flag.LEAVING, seq: 4n, claims: ['192.168.1.100'] }), W2, 3);
   t.ok(r.accepted && r.changed);
   t.same(m.live(), [], 'leaving: Down without waiting');

@@ -7,18 +7,29 @@ import { Histogram, render } from '../../src/daemon/prometheus.js';
 t.test('render: HELP, TYPE, samples; label values and help escaped', async (t) => {
   const text = render([
     { name: 'a_total', help: 'line one\nback\\slash', type: 'counter', samples: [{ value: 3 }] },
-    { name: 'b', help: 'b', type: 'gauge', samples: [{ labels: { x: 'say "hi"\n\\' }, value: 0.5 }, { labels: { x: 'inf' }, value: Infinity }] },
+    {
+      name: 'b',
+      help: 'b',
+      type: 'gauge',
+      samples: [
+        { labels: { x: 'say "hi"\n\\' }, value: 0.5 },
+        { labels: { x: 'inf' }, value: Infinity },
+      ],
+    },
   ]);
-  t.equal(text, [
-    '# HELP a_total line one\\nback\\\\slash',
-    '# TYPE a_total counter',
-    'a_total 3',
-    '# HELP b b',
-    '# TYPE b gauge',
-    'b{x="say \\"hi\\"\\n\\\\"} 0.5',
-    'b{x="inf"} +Inf',
-    '',
-  ].join('\n'));
+  t.equal(
+    text,
+    [
+      '# HELP a_total line one\\nback\\\\slash',
+      '# TYPE a_total counter',
+      'a_total 3',
+      '# HELP b b',
+      '# TYPE b gauge',
+      'b{x="say \\"hi\\"\\n\\\\"} 0.5',
+      'b{x="inf"} +Inf',
+      '',
+    ].join('\n'),
+  );
 });
 
 t.test('histogram: cumulative buckets, +Inf, sum and count per label set', async (t) => {
@@ -38,11 +49,38 @@ t.test('histogram: cumulative buckets, +Inf, sum and count per label set', async
 
 t.test('the snapshot: owners, node states, counters by reason', async (t) => {
   const s: MetricsSnapshot = {
-    node: 'h1', ready: true, digest: 'a', drift: true,
-    floatingIPs: [{ ip: '10.0.0.100', gateway: 'g', owner: 'h2', held: false }, { ip: '10.0.0.101', gateway: 'g', held: false }],
-    nodes: [{ name: 'h1', up: true, eligible: true, draining: false, carrier: true, digest: 'a' }, { name: 'h2', up: true, eligible: false, draining: true, carrier: true, digest: 'b' }],
-    heartbeatsSent: 5, heartbeatsReceived: 7, rejected: { truncated: 0, oversized: 0, 'bad-magic': 0, 'bad-version': 0, malformed: 0, 'other-cluster': 0, 'bad-mac': 2, 'unknown-node': 0, 'wrong-source': 0, replay: 1 },
-    reconcileErrors: 0, repairs: 1, takeovers: 1, failovers: { assigned: 2 }, garps: 3, reloads: { ok: 1, failed: 0 },
+    node: 'h1',
+    ready: true,
+    digest: 'a',
+    drift: true,
+    floatingIPs: [
+      { ip: '10.0.0.100', gateway: 'g', owner: 'h2', held: false },
+      { ip: '10.0.0.101', gateway: 'g', held: false },
+    ],
+    nodes: [
+      { name: 'h1', up: true, eligible: true, draining: false, carrier: true, digest: 'a' },
+      { name: 'h2', up: true, eligible: false, draining: true, carrier: true, digest: 'b' },
+    ],
+    heartbeatsSent: 5,
+    heartbeatsReceived: 7,
+    rejected: {
+      truncated: 0,
+      oversized: 0,
+      'bad-magic': 0,
+      'bad-version': 0,
+      malformed: 0,
+      'other-cluster': 0,
+      'bad-mac': 2,
+      'unknown-node': 0,
+      'wrong-source': 0,
+      replay: 1,
+    },
+    reconcileErrors: 0,
+    repairs: 1,
+    takeovers: 1,
+    failovers: { assigned: 2 },
+    garps: 3,
+    reloads: { ok: 1, failed: 0 },
   };
   const text = render(families(s));
   for (const line of [
@@ -57,5 +95,6 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
     'egress_natd_failovers_total{reason="assigned"} 2',
     'egress_natd_reloads_total{result="failed"} 0',
     '# TYPE egress_natd_gratuitous_arp_total counter',
-  ]) t.ok(text.split('\n').includes(line), line);
+  ])
+    t.ok(text.split('\n').includes(line), line);
 });

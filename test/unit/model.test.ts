@@ -1,6 +1,16 @@
 import t from 'tap';
 import { MAX_FLOATING_IPS, nodeNamed, policySourcesOn, UnknownNodeError, type Config } from '../../src/config/model.js';
-import { isOurRouteTable, isOurRulePref, MARK_MASK, MARK_SHIFT, markOf, OUR_ROUTE_TABLES, OUR_RULE_PREFS, routeTableOf, rulePrefOf } from '../../src/plan/naming.js';
+import {
+  isOurRouteTable,
+  isOurRulePref,
+  MARK_MASK,
+  MARK_SHIFT,
+  markOf,
+  OUR_ROUTE_TABLES,
+  OUR_RULE_PREFS,
+  routeTableOf,
+  rulePrefOf,
+} from '../../src/plan/naming.js';
 import { formatCidr, parseCidr, type Cidr } from '../../src/util/ip.js';
 import { loadValid } from '../helpers.js';
 
@@ -14,7 +24,10 @@ t.test('nodeNamed: the node, or an error that names the file and the nodes there
   const config = loadValid();
   t.equal(nodeNamed(config, 'worker2').name, 'worker2');
   t.equal(nodeNamed(config, 'cp1').interface, 'eth1');
-  t.throws(() => nodeNamed(config, 'nobody'), new UnknownNodeError('node "nobody" is not in valid.yaml (known: worker1, worker2, cp1)'));
+  t.throws(
+    () => nodeNamed(config, 'nobody'),
+    new UnknownNodeError('node "nobody" is not in valid.yaml (known: worker1, worker2, cp1)'),
+  );
   try {
     nodeNamed(config, 'nobody');
   } catch (e) {
@@ -51,17 +64,34 @@ t.test('policySourcesOn: inline CIDRs, and the workloads selected that run on th
     cidrs: s.cidrs.map(formatCidr),
     cgroups: s.cgroups,
   });
-  t.same(text(policySourcesOn(config, policy, { labels: { zone: 'a' } })), {
-    matches: [['10.1.0.0/24', 'shop.slice'], ['10.9.0.0/16'], ['any.slice']],
-    cidrs: ['10.1.0.0/24', '10.9.0.0/16'],
-    cgroups: ['shop.slice', 'any.slice'],
-  }, 'zone a: workload b does not run there');
-  t.same(text(policySourcesOn(config, policy, { labels: { zone: 'b' } })), {
-    matches: [['10.2.0.0/24', 'shop.slice', 'b.slice'], ['10.9.0.0/16'], ['any.slice'], ['10.2.0.0/24', 'shop.slice', 'b.slice']],
-    cidrs: ['10.2.0.0/24', '10.9.0.0/16', '10.2.0.0/24'],
-    cgroups: ['shop.slice', 'b.slice', 'any.slice'],
-  }, 'in source order; each cgroup once');
-  t.same(text(policySourcesOn(config, policy)).cgroups, ['shop.slice', 'b.slice', 'any.slice'], 'without a node: every selected workload');
+  t.same(
+    text(policySourcesOn(config, policy, { labels: { zone: 'a' } })),
+    {
+      matches: [['10.1.0.0/24', 'shop.slice'], ['10.9.0.0/16'], ['any.slice']],
+      cidrs: ['10.1.0.0/24', '10.9.0.0/16'],
+      cgroups: ['shop.slice', 'any.slice'],
+    },
+    'zone a: workload b does not run there',
+  );
+  t.same(
+    text(policySourcesOn(config, policy, { labels: { zone: 'b' } })),
+    {
+      matches: [
+        ['10.2.0.0/24', 'shop.slice', 'b.slice'],
+        ['10.9.0.0/16'],
+        ['any.slice'],
+        ['10.2.0.0/24', 'shop.slice', 'b.slice'],
+      ],
+      cidrs: ['10.2.0.0/24', '10.9.0.0/16', '10.2.0.0/24'],
+      cgroups: ['shop.slice', 'b.slice', 'any.slice'],
+    },
+    'in source order; each cgroup once',
+  );
+  t.same(
+    text(policySourcesOn(config, policy)).cgroups,
+    ['shop.slice', 'b.slice', 'any.slice'],
+    'without a node: every selected workload',
+  );
   t.same(text(policySourcesOn(config, policy)).cidrs, ['10.1.0.0/24', '10.2.0.0/24', '10.9.0.0/16', '10.2.0.0/24']);
 
   const valid = loadValid();

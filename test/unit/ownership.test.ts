@@ -23,8 +23,12 @@ cluster:
 nodes:
 ${shape.nodes.map((n, i) => `  - { name: ${n.name}, address: 192.168.1.${i + 1}/24, role: ${n.role}, labels: { zone: ${n.zone} } }`).join('\n')}
 gateways:
-${shape.gateways.map((g, i) => `  - name: g${i}
-    floatingIPs: [${Array.from({ length: g.ips }, () => `192.168.1.${ip++}`).join(', ')}]${g.zone ? `\n    nodeSelector: { zone: ${g.zone} }` : ''}`).join('\n')}
+${shape.gateways
+  .map(
+    (g, i) => `  - name: g${i}
+    floatingIPs: [${Array.from({ length: g.ips }, () => `192.168.1.${ip++}`).join(', ')}]${g.zone ? `\n    nodeSelector: { zone: ${g.zone} }` : ''}`,
+  )
+  .join('\n')}
 workloads: []
 policies:
   - { name: p, sources: [{ cidrs: [10.0.0.0/8] }], destinations: [{ cidr: 0.0.0.0/0 }], action: SNAT, gatewayRef: g0 }
@@ -37,21 +41,35 @@ policies:
 function randomCase(rand: () => number) {
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
   const n = 1 + Math.floor(rand() * 5);
-  const nodes = Array.from({ length: n }, (_, i) => ({ name: `n${i}`, role: rand() < 0.3 ? 'control-plane' as const : 'worker' as const, zone: pick(['a', 'b']) }));
+  const nodes = Array.from({ length: n }, (_, i) => ({
+    name: `n${i}`,
+    role: rand() < 0.3 ? ('control-plane' as const) : ('worker' as const),
+    zone: pick(['a', 'b']),
+  }));
   const zones = [...new Set(nodes.map((x) => x.zone))];
-  const gateways = Array.from({ length: 1 + Math.floor(rand() * 3) }, () => ({ ...(rand() < 0.5 ? { zone: pick(zones) } : {}), ips: 1 + Math.floor(rand() * 3) }));
+  const gateways = Array.from({ length: 1 + Math.floor(rand() * 3) }, () => ({
+    ...(rand() < 0.5 ? { zone: pick(zones) } : {}),
+    ips: 1 + Math.floor(rand() * 3),
+  }));
   const config = configOf({ nodes, gateways });
-  const live: LiveNode[] = nodes.filter(() => rand() < 0.8).map((x) => {
-    const r = rand();
-    return { name: x.name, eligible: r < 0.7, mayKeep: r >= 0.7 && r < 0.85, joining: r >= 0.85 && r < 0.95 };
-  });
-  const claims: Claim[] = floatingIPs(config).flatMap((f) => nodes.filter(() => rand() < 0.25).map((x) => ({ ip: f.text, node: x.name })));
+  const live: LiveNode[] = nodes
+    .filter(() => rand() < 0.8)
+    .map((x) => {
+      const r = rand();
+      return { name: x.name, eligible: r < 0.7, mayKeep: r >= 0.7 && r < 0.85, joining: r >= 0.85 && r < 0.95 };
+    });
+  const claims: Claim[] = floatingIPs(config).flatMap((f) =>
+    nodes.filter(() => rand() < 0.25).map((x) => ({ ip: f.text, node: x.name })),
+  );
   return { config, live, claims };
 }
 
 const shuffle = <T>(xs: readonly T[], rand: () => number): T[] => {
   const a = [...xs];
-  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(rand() * (i + 1)); [a[i], a[j]] = [a[j]!, a[i]!]; }
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
   return a;
 };
 
@@ -82,12 +100,21 @@ t.test('every IP owned by exactly one live candidate while an eligible candidate
       if (anyEligible && owner === undefined) t.fail(`case ${i}: ${f.text} unowned with an eligible candidate`);
       if (owner !== undefined) {
         const o = liveBy.get(owner);
-        if (!o || !cands.some((c) => c.name === owner)) t.fail(`case ${i}: ${f.text} owned by ${owner}, not a live candidate`);
-        if (o && !o.eligible && !o.joining && !(o.mayKeep && claims.some((c) => c.ip === f.text && c.node === owner) && !anyEligible)) {
+        if (!o || !cands.some((c) => c.name === owner))
+          t.fail(`case ${i}: ${f.text} owned by ${owner}, not a live candidate`);
+        if (
+          o &&
+          !o.eligible &&
+          !o.joining &&
+          !(o.mayKeep && claims.some((c) => c.ip === f.text && c.node === owner) && !anyEligible)
+        ) {
           t.fail(`case ${i}: ${f.text} kept by ineligible ${owner} although it may not`);
         }
-        const claimants = claims.filter((c) => c.ip === f.text && liveBy.get(c.node)?.eligible && cands.some((x) => x.name === c.node));
-        if (claimants.length && !claimants.some((c) => c.node === owner)) t.fail(`case ${i}: ${f.text} taken from its live owner`);
+        const claimants = claims.filter(
+          (c) => c.ip === f.text && liveBy.get(c.node)?.eligible && cands.some((x) => x.name === c.node),
+        );
+        if (claimants.length && !claimants.some((c) => c.node === owner))
+          t.fail(`case ${i}: ${f.text} taken from its live owner`);
         checked++;
       }
     }
@@ -105,16 +132,29 @@ t.test('a node that joins or returns takes nothing from a live owner', async (t)
     const later = [...live, ...newcomers.map((n) => ({ name: n.name, eligible: true }))];
     const second = elect(config, later, held).owners;
     for (const [ip, node] of first) {
-      if (live.find((l) => l.name === node)!.eligible && second.get(ip) !== node) t.fail(`case ${i}: ${ip} moved from ${node} to ${second.get(ip)}`);
+      if (live.find((l) => l.name === node)!.eligible && second.get(ip) !== node)
+        t.fail(`case ${i}: ${ip} moved from ${node} to ${second.get(ip)}`);
     }
   }
   t.pass('500 random joins');
 });
 
 t.test('conflicting claims settle on one owner, the same for everyone', async (t) => {
-  const config = configOf({ nodes: [{ name: 'a', role: 'worker', zone: 'a' }, { name: 'b', role: 'worker', zone: 'a' }, { name: 'c', role: 'control-plane', zone: 'a' }], gateways: [{ ips: 2 }] });
+  const config = configOf({
+    nodes: [
+      { name: 'a', role: 'worker', zone: 'a' },
+      { name: 'b', role: 'worker', zone: 'a' },
+      { name: 'c', role: 'control-plane', zone: 'a' },
+    ],
+    gateways: [{ ips: 2 }],
+  });
   const live = ['a', 'b', 'c'].map((name) => ({ name, eligible: true }));
-  const claims = [{ ip: '192.168.1.100', node: 'a' }, { ip: '192.168.1.100', node: 'b' }, { ip: '192.168.1.101', node: 'a' }, { ip: '192.168.1.101', node: 'c' }];
+  const claims = [
+    { ip: '192.168.1.100', node: 'a' },
+    { ip: '192.168.1.100', node: 'b' },
+    { ip: '192.168.1.101', node: 'a' },
+    { ip: '192.168.1.101', node: 'c' },
+  ];
   const e = elect(config, live, claims);
   t.ok(['a', 'b'].includes(e.owners.get('192.168.1.100')!));
   t.equal(e.reasons.get('192.168.1.100'), 'conflict');
@@ -123,14 +163,23 @@ t.test('conflicting claims settle on one owner, the same for everyone', async (t
 });
 
 /** The smallest possible maximum load, by trying every assignment of the unowned IPs. */
-function bruteForceMaxLoad(config: Config, live: LiveNode[], claims: Claim[], owners: ReadonlyMap<string, string>, reasons: ReadonlyMap<string, string>): number {
+function bruteForceMaxLoad(
+  config: Config,
+  live: LiveNode[],
+  claims: Claim[],
+  owners: ReadonlyMap<string, string>,
+  reasons: ReadonlyMap<string, string>,
+): number {
   const liveBy = new Map(live.map((l) => [l.name, l]));
   const fixed = new Map<string, number>();
   const choices: string[][] = [];
   for (const f of floatingIPs(config)) {
     const owner = owners.get(f.text);
     if (owner === undefined) continue;
-    if (reasons.get(f.text) !== 'assigned') { fixed.set(owner, (fixed.get(owner) ?? 0) + 1); continue; }
+    if (reasons.get(f.text) !== 'assigned') {
+      fixed.set(owner, (fixed.get(owner) ?? 0) + 1);
+      continue;
+    }
     const able = candidates(config, f).filter((c) => liveBy.get(c.name)?.eligible || liveBy.get(c.name)?.joining);
     const workers = able.filter((c) => c.role === 'worker');
     choices.push((workers.length ? workers : able).map((c) => c.name));
@@ -139,30 +188,79 @@ function bruteForceMaxLoad(config: Config, live: LiveNode[], claims: Claim[], ow
   let bestMax = Infinity;
   const load = new Map(fixed);
   const go = (i: number): void => {
-    if (i === choices.length) { bestMax = Math.min(bestMax, Math.max(0, ...load.values())); return; }
-    for (const n of choices[i]!) { load.set(n, (load.get(n) ?? 0) + 1); go(i + 1); load.set(n, load.get(n)! - 1); }
+    if (i === choices.length) {
+      bestMax = Math.min(bestMax, Math.max(0, ...load.values()));
+      return;
+    }
+    for (const n of choices[i]!) {
+      load.set(n, (load.get(n) ?? 0) + 1);
+      go(i + 1);
+      load.set(n, load.get(n)! - 1);
+    }
   };
   go(0);
   return bestMax;
 }
 
 t.test('spread is optimal where the rules allow', async (t) => {
-  const three = configOf({ nodes: [{ name: 'w1', role: 'worker', zone: 'a' }, { name: 'w2', role: 'worker', zone: 'a' }, { name: 'w3', role: 'worker', zone: 'a' }, { name: 'cp', role: 'control-plane', zone: 'a' }], gateways: [{ ips: 3 }] });
+  const three = configOf({
+    nodes: [
+      { name: 'w1', role: 'worker', zone: 'a' },
+      { name: 'w2', role: 'worker', zone: 'a' },
+      { name: 'w3', role: 'worker', zone: 'a' },
+      { name: 'cp', role: 'control-plane', zone: 'a' },
+    ],
+    gateways: [{ ips: 3 }],
+  });
   const all = ['w1', 'w2', 'w3', 'cp'].map((name) => ({ name, eligible: true }));
-  t.same([...elect(three, all, []).owners.values()].sort(), ['w1', 'w2', 'w3'], '3 IPs, 3 eligible workers: one each, none on the control plane');
-  t.same([...elect(three, all.filter((n) => n.name.startsWith('w') === false || n.name === 'w1'), []).owners.values()].sort(), ['w1', 'w1', 'w1'], 'workers first even when loaded');
+  t.same(
+    [...elect(three, all, []).owners.values()].sort(),
+    ['w1', 'w2', 'w3'],
+    '3 IPs, 3 eligible workers: one each, none on the control plane',
+  );
+  t.same(
+    [
+      ...elect(
+        three,
+        all.filter((n) => n.name.startsWith('w') === false || n.name === 'w1'),
+        [],
+      ).owners.values(),
+    ].sort(),
+    ['w1', 'w1', 'w1'],
+    'workers first even when loaded',
+  );
   const onlyCp = elect(three, [{ name: 'cp', eligible: true }], []);
   t.same([...onlyCp.owners.values()], ['cp', 'cp', 'cp'], 'the control plane when no worker is eligible');
-  const coldStart = elect(three, [{ name: 'w1', eligible: true }, { name: 'w2', eligible: false, joining: true }, { name: 'w3', eligible: false, joining: true }], []);
-  t.same([...coldStart.owners.values()].sort(), ['w1', 'w2', 'w3'], 'cold start: the first ready node waits for the joining ones instead of taking all');
+  const coldStart = elect(
+    three,
+    [
+      { name: 'w1', eligible: true },
+      { name: 'w2', eligible: false, joining: true },
+      { name: 'w3', eligible: false, joining: true },
+    ],
+    [],
+  );
+  t.same(
+    [...coldStart.owners.values()].sort(),
+    ['w1', 'w2', 'w3'],
+    'cold start: the first ready node waits for the joining ones instead of taking all',
+  );
 
   const rand = rng(4);
   for (let i = 0; i < 1000; i++) {
     const { config, live, claims } = randomCase(rand);
     const { owners, reasons } = elect(config, live, claims);
-    const got = Math.max(0, ...[...owners.values()].reduce((m, n) => m.set(n, (m.get(n) ?? 0) + 1), new Map<string, number>()).values());
+    const got = Math.max(
+      0,
+      ...[...owners.values()].reduce((m, n) => m.set(n, (m.get(n) ?? 0) + 1), new Map<string, number>()).values(),
+    );
     const opt = bruteForceMaxLoad(config, live, claims, owners, reasons);
-    if (got !== opt) t.fail(`case ${i}: busiest node holds ${got}, the best possible is ${opt}`, { owners: [...owners], live, claims });
+    if (got !== opt)
+      t.fail(`case ${i}: busiest node holds ${got}, the best possible is ${opt}`, {
+        owners: [...owners],
+        live,
+        claims,
+      });
   }
   t.pass('1000 random clusters match the brute-force optimum');
 });

@@ -18,7 +18,12 @@ t.test('round trip', async (t) => {
   const wire = encode(hb, key);
   t.equal(wire.length, 56 + (1 + 3) + (1 + 7) + (1 + 8) + 1 + 32, 'size as documented in docs/protocol.md');
   t.same(decode(wire, key, 'lab'), { ok: true, msg: hb });
-  const big = { ...hb, cluster: 'c'.repeat(255), node: 'n'.repeat(255), claims: Array.from({ length: 255 }, (_, i) => `10.0.${i}.1`) };
+  const big = {
+    ...hb,
+    cluster: 'c'.repeat(255),
+    node: 'n'.repeat(255),
+    claims: Array.from({ length: 255 }, (_, i) => `10.0.${i}.1`),
+  };
   const bigWire = encode(big, key);
   t.ok(bigWire.length <= MAX_SIZE, `the largest message (${bigWire.length} bytes) fits MAX_SIZE`);
   t.same(decode(bigWire, key, big.cluster), { ok: true, msg: big });
@@ -26,20 +31,26 @@ t.test('round trip', async (t) => {
 
 t.test('every drop reason', async (t) => {
   const wire = encode(hb, key);
-  const reason = (b: Buffer, k = key, cluster = 'lab') => { const d = decode(b, k, cluster); return d.ok ? 'accepted' : d.reason; };
+  const reason = (b: Buffer, k = key, cluster = 'lab') => {
+    const d = decode(b, k, cluster);
+    return d.ok ? 'accepted' : d.reason;
+  };
   t.equal(reason(Buffer.alloc(0)), 'truncated');
   t.equal(reason(wire.subarray(0, 60)), 'truncated');
   t.equal(reason(Buffer.alloc(MAX_SIZE + 1)), 'oversized');
   t.equal(reason(Buffer.from('GET / HTTP/1.1\r\n\r\n')), 'bad-magic');
-  const v2 = Buffer.from(wire); v2[4] = 2;
+  const v2 = Buffer.from(wire);
+  v2[4] = 2;
   t.equal(reason(v2), 'bad-version');
   t.equal(reason(wire, Buffer.alloc(32, 8)), 'bad-mac', 'another key');
-  const flipped = Buffer.from(wire); flipped[20]! ^= 1;
+  const flipped = Buffer.from(wire);
+  flipped[20]! ^= 1;
   t.equal(reason(flipped), 'bad-mac', 'a changed sequence number');
   t.equal(reason(wire, key, 'prod'), 'other-cluster');
   t.equal(reason(wire.subarray(0, wire.length - 1)), 'malformed', 'a byte short');
   t.equal(reason(Buffer.concat([wire, Buffer.alloc(1)])), 'malformed', 'a byte long');
-  const flags = Buffer.from(wire); flags[5] = 0x80;
+  const flags = Buffer.from(wire);
+  flags[5] = 0x80;
   t.equal(reason(flags), 'malformed', 'unknown flag bits');
   const dup = encode({ ...hb, claims: ['10.0.0.1', '10.0.0.1'] }, key);
   t.equal(reason(dup), 'malformed', 'a claim listed twice');
@@ -65,7 +76,10 @@ t.test('fuzz: 10^6 random and mutated datagrams never throw and are never accept
       const len = Math.floor(rand() * 300);
       const off = Math.floor(rand() * (pool.length - len));
       b = Buffer.from(pool.subarray(off, off + len));
-      if (rand() < 0.5 && b.length >= 5) { b.writeUInt32BE(0x454e4154, 0); b[4] = 1; } // get past the cheap checks
+      if (rand() < 0.5 && b.length >= 5) {
+        b.writeUInt32BE(0x454e4154, 0);
+        b[4] = 1;
+      } // get past the cheap checks
     } else {
       b = Buffer.from(valid[i % valid.length]!);
       const flips = 1 + Math.floor(rand() * 3);
@@ -74,11 +88,18 @@ t.test('fuzz: 10^6 random and mutated datagrams never throw and are never accept
       if (kind === 3) b = Buffer.concat([b, pool.subarray(0, 1 + Math.floor(rand() * 40))]);
     }
     const d = decode(b, key, 'lab');
-    if (d.ok && valid.some((v) => v.equals(b))) { counts.set('unchanged', (counts.get('unchanged') ?? 0) + 1); continue; } // flips that undid each other
+    if (d.ok && valid.some((v) => v.equals(b))) {
+      counts.set('unchanged', (counts.get('unchanged') ?? 0) + 1);
+      continue;
+    } // flips that undid each other
     if (d.ok) accepted++;
     else counts.set(d.reason, (counts.get(d.reason) ?? 0) + 1);
   }
   t.equal(accepted, 0, 'no corrupted datagram is accepted');
-  t.equal([...counts.values()].reduce((a, b) => a + b, 0), N, `${N} inputs, each dropped with a reason`);
+  t.equal(
+    [...counts.values()].reduce((a, b) => a + b, 0),
+    N,
+    `${N} inputs, each dropped with a reason`,
+  );
   for (const r of ['truncated', 'bad-magic', 'malformed', 'bad-mac']) t.ok((counts.get(r) ?? 0) > 0, `reached ${r}`);
 });

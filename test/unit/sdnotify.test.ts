@@ -8,7 +8,10 @@ import { notifyAddress, notifyMessage, systemdNotifier, watchdogInterval } from 
 // sd_notify against a real unix datagram socket, as systemd's end of NOTIFY_SOCKET.
 
 t.test('the datagram: KEY=VALUE lines; a value never spans lines', async (t) => {
-  t.equal(notifyMessage({ READY: 1, STATUS: 'owner of 192.168.1.100; 3/3 nodes up' }), 'READY=1\nSTATUS=owner of 192.168.1.100; 3/3 nodes up');
+  t.equal(
+    notifyMessage({ READY: 1, STATUS: 'owner of 192.168.1.100; 3/3 nodes up' }),
+    'READY=1\nSTATUS=owner of 192.168.1.100; 3/3 nodes up',
+  );
   t.equal(notifyMessage({ STATUS: 'a\nb\r\nc' }), 'STATUS=a b c', 'a newline in a value would start a new assignment');
 });
 
@@ -20,7 +23,11 @@ t.test('socket address: a path, or "@name" for the abstract namespace', async (t
 t.test('watchdog: half of WATCHDOG_USEC, only for the PID systemd named', async (t) => {
   t.equal(watchdogInterval({ WATCHDOG_USEC: '10000000' }, 42), 5000);
   t.equal(watchdogInterval({ WATCHDOG_USEC: '10000000', WATCHDOG_PID: '42' }, 42), 5000);
-  t.equal(watchdogInterval({ WATCHDOG_USEC: '10000000', WATCHDOG_PID: '43' }, 42), undefined, 'meant for another process (a child of ours, say)');
+  t.equal(
+    watchdogInterval({ WATCHDOG_USEC: '10000000', WATCHDOG_PID: '43' }, 42),
+    undefined,
+    'meant for another process (a child of ours, say)',
+  );
   t.equal(watchdogInterval({}, 42), undefined);
   t.equal(watchdogInterval({ WATCHDOG_USEC: 'soon' }, 42), undefined);
   t.equal(watchdogInterval({ WATCHDOG_USEC: '0' }, 42), undefined);
@@ -53,7 +60,11 @@ t.test('messages reach a socket bound at a path', async (t) => {
   n.send({ WATCHDOG: 1 });
   n.send({ RELOADING: 1, MONOTONIC_USEC: '123' });
   await until(() => systemd.received.length === 3);
-  t.same(systemd.received, ['READY=1\nSTATUS=standby; 1/1 nodes up', 'WATCHDOG=1', 'RELOADING=1\nMONOTONIC_USEC=123'], 'one datagram per notification, in order');
+  t.same(
+    systemd.received,
+    ['READY=1\nSTATUS=standby; 1/1 nodes up', 'WATCHDOG=1', 'RELOADING=1\nMONOTONIC_USEC=123'],
+    'one datagram per notification, in order',
+  );
   n.close();
   n.send({ READY: 1 });
   await new Promise((r) => setTimeout(r, 50));

@@ -2,13 +2,23 @@ import t from 'tap';
 import { configDrift, egressList, formatTable, status, statusLine, type NodeStatus } from '../../src/daemon/status.js';
 import { loadValid } from '../helpers.js';
 
-const up = (holds: string[] = []): NodeStatus => ({ state: 'Up', eligible: true, draining: false, carrier: true, digest: 'd', holds });
+const up = (holds: string[] = []): NodeStatus => ({
+  state: 'Up',
+  eligible: true,
+  draining: false,
+  carrier: true,
+  digest: 'd',
+  holds,
+});
 
-t.test('status: nodes Up or Down, the owner of each floating IP, each policy\'s gateway node and state', async (t) => {
+t.test("status: nodes Up or Down, the owner of each floating IP, each policy's gateway node and state", async (t) => {
   const config = loadValid();
   const s = status(config, {
     self: 'worker1',
-    nodes: new Map([['worker1', up()], ['worker2', up(['192.168.1.100'])]]),
+    nodes: new Map([
+      ['worker1', up()],
+      ['worker2', up(['192.168.1.100'])],
+    ]),
     owners: new Map([['192.168.1.100', 'worker2']]),
   });
   t.same(s.nodes, { worker1: 'Up', worker2: 'Up', cp1: 'Down' }, 'a node never heard from is Down');
@@ -21,34 +31,75 @@ t.test('status: nodes Up or Down, the owner of each floating IP, each policy\'s 
 
 t.test('egress list: one row per source and destination, as this node steers it', async (t) => {
   const config = loadValid();
-  const rows = egressList(config, { self: 'worker1', nodes: new Map(), owners: new Map([['192.168.1.100', 'worker2']]) });
-  t.same(rows.map((r) => [r.source, r.destination, r.egressIP, r.gateway]), [
-    ['10.10.1.0/24', '8.8.8.0/24', '192.168.1.100', 'worker2'],
-    ['10.10.1.0/24', '!8.8.8.8/32', '192.168.1.100', 'worker2'],
-    ['cgroup:system.slice/shop.service', '8.8.8.0/24', '192.168.1.100', 'worker2'],
-    ['cgroup:system.slice/shop.service', '!8.8.8.8/32', '192.168.1.100', 'worker2'],
-    ['10.20.0.0/16', '8.8.8.0/24', '192.168.1.100', 'worker2'],
-    ['10.20.0.0/16', '!8.8.8.8/32', '192.168.1.100', 'worker2'],
-  ]);
+  const rows = egressList(config, {
+    self: 'worker1',
+    nodes: new Map(),
+    owners: new Map([['192.168.1.100', 'worker2']]),
+  });
+  t.same(
+    rows.map((r) => [r.source, r.destination, r.egressIP, r.gateway]),
+    [
+      ['10.10.1.0/24', '8.8.8.0/24', '192.168.1.100', 'worker2'],
+      ['10.10.1.0/24', '!8.8.8.8/32', '192.168.1.100', 'worker2'],
+      ['cgroup:system.slice/shop.service', '8.8.8.0/24', '192.168.1.100', 'worker2'],
+      ['cgroup:system.slice/shop.service', '!8.8.8.8/32', '192.168.1.100', 'worker2'],
+      ['10.20.0.0/16', '8.8.8.0/24', '192.168.1.100', 'worker2'],
+      ['10.20.0.0/16', '!8.8.8.8/32', '192.168.1.100', 'worker2'],
+    ],
+  );
   const text = formatTable(rows);
   t.match(text.split('\n')[0], /^Source\s+Destination CIDR\s+Egress IP\s+Gateway node$/);
 });
 
 t.test('STATUS= line: what this node does, nodes up, and drift', async (t) => {
   const config = loadValid();
-  const view = (self: NodeStatus, others: [string, NodeStatus][] = []) => ({ self: 'worker1', nodes: new Map([['worker1', self], ...others]), owners: new Map<string, string>() });
+  const view = (self: NodeStatus, others: [string, NodeStatus][] = []) => ({
+    self: 'worker1',
+    nodes: new Map([['worker1', self], ...others]),
+    owners: new Map<string, string>(),
+  });
   const running = { ready: true, draining: false, carrier: true };
-  t.equal(statusLine(config, view(up(['192.168.1.100', '192.168.1.101']), [['worker2', up()]]), running), 'owner of 192.168.1.100, 192.168.1.101; 2/3 nodes up');
-  t.equal(statusLine(config, view(up(), [['worker2', up()], ['cp1', up()]]), running), 'standby, owns no floating IP; 3/3 nodes up');
+  t.equal(
+    statusLine(config, view(up(['192.168.1.100', '192.168.1.101']), [['worker2', up()]]), running),
+    'owner of 192.168.1.100, 192.168.1.101; 2/3 nodes up',
+  );
+  t.equal(
+    statusLine(
+      config,
+      view(up(), [
+        ['worker2', up()],
+        ['cp1', up()],
+      ]),
+      running,
+    ),
+    'standby, owns no floating IP; 3/3 nodes up',
+  );
   t.equal(statusLine(config, view(up()), { ...running, ready: false }), 'listening before taking part; 1/3 nodes up');
   t.equal(statusLine(config, view(up()), { ...running, carrier: false }), 'no carrier, owns nothing; 1/3 nodes up');
-  t.equal(statusLine(config, view(up(['192.168.1.100'])), { ...running, draining: true }), 'owner of 192.168.1.100 (draining); 1/3 nodes up');
+  t.equal(
+    statusLine(config, view(up(['192.168.1.100'])), { ...running, draining: true }),
+    'owner of 192.168.1.100 (draining); 1/3 nodes up',
+  );
   const other = { ...up(), digest: 'e' };
-  t.equal(statusLine(config, view(up(), [['worker2', other], ['cp1', other]]), running), 'standby, owns no floating IP; 3/3 nodes up; config differs on cp1, worker2');
+  t.equal(
+    statusLine(
+      config,
+      view(up(), [
+        ['worker2', other],
+        ['cp1', other],
+      ]),
+      running,
+    ),
+    'standby, owns no floating IP; 3/3 nodes up; config differs on cp1, worker2',
+  );
 });
 
 t.test('config drift: Up nodes whose digest is not ours; Down nodes do not count', async (t) => {
-  const v = (nodes: [string, NodeStatus][]) => ({ self: 'worker1', nodes: new Map<string, NodeStatus>([['worker1', up()], ...nodes]), owners: new Map<string, string>() });
+  const v = (nodes: [string, NodeStatus][]) => ({
+    self: 'worker1',
+    nodes: new Map<string, NodeStatus>([['worker1', up()], ...nodes]),
+    owners: new Map<string, string>(),
+  });
   t.same(configDrift(v([['worker2', up()]])), []);
   t.same(configDrift(v([['worker2', { ...up(), digest: 'e' }]])), [{ node: 'worker2', digest: 'e' }]);
   t.same(configDrift(v([['worker2', { ...up(), state: 'Down', digest: 'e' }]])), [], 'a Down node may run anything');
