@@ -49,7 +49,7 @@ const POLICIES = 1000;
 const PER_SIDE = 50;
 const RUNS = 5;
 
-function bigConfig(dir: string): string {
+export function bigConfig(dir: string): string {
   const key = join(dir, 'cluster.key');
   writeFileSync(key, randomBytes(32).toString('hex'), { mode: 0o600 });
   const ip = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');

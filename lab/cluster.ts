@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { nodesYaml, policiesYaml } from './config.js';
@@ -98,22 +99,29 @@ ${policiesYaml([
 `;
 }
 
-/** Polls `fn` until it returns a value (not undefined or false); throws after `timeoutMs`, with the last error. */
+/**
+ * Polls `fn` (at once, then every `pollMs`) until it returns a value (not undefined or false); throws after
+ * `timeoutMs`, with the last error. A poll that runs the CLI costs a Node start-up per call:
+ * poll slowly where the daemons under test need the CPU.
+ */
 export async function waitUntil<T>(
   what: string,
   fn: () => Promise<T | undefined | false>,
   timeoutMs = 10_000,
+  pollMs = 25,
 ): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: unknown;
-  while (Date.now() < end) {
+  // At least once: a timeout of 0 asks once.
+  for (;;) {
     try {
       const v = await fn();
       if (v !== undefined && v !== false) return v;
     } catch (e) {
       last = e;
     }
-    await sleep(25);
+    if (Date.now() + pollMs > end) break;
+    await sleep(pollMs);
   }
   throw new Error(
     `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`,
@@ -125,7 +133,12 @@ export async function waitUntil<T>(
  * (alone among them) holds its IP in the kernel. A host cut off and killed still has
  * its addresses: only the running hosts count.
  */
-export function settled(lab: Lab, running: readonly string[], timeoutMs = 10_000): Promise<DaemonStatus> {
+export async function settled(
+  lab: Lab,
+  running: readonly string[],
+  timeoutMs = 10_000,
+  pollMs = 25,
+): Promise<DaemonStatus> {
   return waitUntil(
     `${running.join(',')} to agree and hold their IPs`,
     async () => {
@@ -140,5 +153,20 @@ export function settled(lab: Lab, running: readonly string[], timeoutMs = 10_000
       return all[0]!;
     },
     timeoutMs,
-  );
+    pollMs,
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}\n${logTails(lab, running)}`, { cause: e });
+  });
+}
+
+/** The last lines each daemon logged: what a test that timed out waiting for them should show. */
+export function logTails(lab: Lab, hosts: readonly string[], lines = 4): string {
+  const tail = (h: string) => {
+    try {
+      return readFileSync(lab.daemonLog(h), 'utf8').trim().split('\n').slice(-lines).join('\n    ');
+    } catch (e) {
+      return `(no log: ${(e as Error).message})`;
+    }
+  };
+  return hosts.map((h) => `  ${h}: ${tail(h)}`).join('\n');
 }

@@ -36,17 +36,10 @@ function shapeDiagnostics(src: ConfigSource, base: Path, issues: readonly z.core
           src.diag('error', [...path, k], `unknown key "${k}"${where ? ` in ${where}` : ''}`, 'key'),
         );
       case 'invalid_type':
-        if (issue.input === undefined) {
-          return [
-            src.diag(
-              'error',
-              path.slice(0, -1),
-              `${pathText(path.slice(0, -1)) || 'the config'}: missing required key "${String(path[path.length - 1])}"`,
-            ),
-          ];
-        }
+        if (issue.input === undefined) return [missingKey(src, path)];
         return [src.diag('error', path, `${where} must be ${article(issue.expected)}, not ${describe(issue.input)}`)];
       case 'invalid_value':
+        if (issue.input === undefined) return [missingKey(src, path)];
         return [
           src.diag(
             'error',
@@ -86,6 +79,16 @@ function withoutKey(value: unknown, path: readonly PropertyKey[], mappingKey: st
  * Parses one item's structure. Unknown keys are reported and then set aside, so that
  * a typo does not hide the item's other errors.
  */
+/** A required key that is absent: pointed at the mapping that lacks it. */
+function missingKey(src: ConfigSource, path: Path): Diagnostic {
+  const parent = path.slice(0, -1);
+  return src.diag(
+    'error',
+    parent,
+    `${pathText(parent) || 'the config'}: missing required key "${String(path[path.length - 1])}"`,
+  );
+}
+
 export function parseShape<T>(
   src: ConfigSource,
   schema: z.ZodType<T>,

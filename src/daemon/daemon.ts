@@ -1,17 +1,16 @@
 import type { Server } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/model.js';
-import { ClusterNode, type Decision } from '../cluster/node.js';
-import { hostFacts } from '../dataplane/facts.js';
-import { heldAddresses, reconcile, release } from '../dataplane/reconcile.js';
+import { ClusterNode } from '../cluster/node.js';
+import { release } from '../dataplane/reconcile.js';
 import { StateStore } from '../dataplane/state.js';
-import { plan, type DesiredState } from '../plan/desired.js';
 import { monotonicMs } from '../util/time.js';
+import { Applier } from './applier.js';
 import { controlHandler } from './commands.js';
 import { serveControl } from './control.js';
 import { Heartbeats } from './heartbeats.js';
 import { KernelWatch } from './kernel-watch.js';
-import { readReload, reloadSummary } from './reload.js';
+import { Planner } from './planner.js';
 import { monotonicUsec, silentNotifier, type Notifier } from './sdnotify.js';
 import { Telemetry, type Counters } from './telemetry.js';
 
@@ -34,7 +33,6 @@ export interface DaemonOptions {
 /** How often the daemon re-plans without a trigger (new cgroups), and repairs in full. */
 const REPLAN_MS = 10_000;
 const FULL_RECONCILE_MS = 60_000;
-const RETRY_MS = 1_000;
 /**
  * Listening after start: at least one Down interval (to hear every live claim), and at
  * least 2 s, so that daemons of a cluster that boots at once (whose start-ups are
@@ -45,9 +43,6 @@ const START_LISTEN_MS = 2_000;
 /** How long a stopping node waits for the new owners to claim what it hands over, beyond one Down interval. */
 const STOP_GRACE_MS = 100;
 
-/** Everything a reconcile would change: equal fingerprints need no reconcile. */
-const planFingerprint = (d: DesiredState): string => JSON.stringify([d.nft, d.rules, d.routes, d.macvlans, d.sysctls]);
-
 export class Daemon {
   private readonly node: ClusterNode;
   private readonly log: Logger;
@@ -56,6 +51,8 @@ export class Daemon {
   private readonly telemetry: Telemetry;
   private readonly heartbeats: Heartbeats;
   private readonly kernel: KernelWatch;
+  private readonly planner: Planner;
+  private readonly applier: Applier;
   private control?: Server;
   private readonly timers: NodeJS.Timeout[] = [];
   private listenTimer?: NodeJS.Timeout;
@@ -65,17 +62,12 @@ export class Daemon {
   private applying = false;
   /** After release nothing may install anything again. */
   private stopped = false;
-  /** Mark index of each floating IP, as last planned: a reload keeps them (see HostFacts.indexes). */
-  private indexes = new Map<string, number>();
-  private appliedPlan = '';
+  /** Drained by `egress-natd drain`; the node also drains while its reconciles keep failing. */
+  private drainedByOperator = false;
   private dirty = false;
   private force = false;
   private loop?: Promise<void>;
   private readonly loopWaiters = new Set<() => void>();
-  /** Monotonic ms when the running reconcile started: the watchdog stops pinging if it hangs. */
-  private reconcileStartedAt?: number;
-  /** READY=1 was sent (after the first successful reconcile). */
-  private notifiedReady = false;
   private reloading: Promise<boolean> = Promise.resolve(true);
 
   constructor(private readonly opts: DaemonOptions) {
@@ -93,6 +85,23 @@ export class Daemon {
         if (this.applying && !this.node.condition.leaving) this.schedule(true);
       },
       carrier: (up) => this.onCarrier(up),
+    });
+    this.planner = new Planner(opts.config, opts.node, (e) => {
+      // Without its planner the daemon can change nothing: stop, and let systemd restart it.
+      this.log.fatal({ err: e.message }, 'the planner thread failed');
+      process.exitCode = 1;
+      void this.stop();
+    });
+    this.applier = new Applier({
+      node: this.node,
+      planner: this.planner,
+      state: this.state,
+      log: this.log,
+      telemetry: this.telemetry,
+      notifier: this.notifier,
+      sendHeartbeat: () => this.heartbeats.send(),
+      schedule: (force) => this.schedule(force),
+      steppingBackChanged: () => this.updateDraining(),
     });
   }
 
@@ -127,9 +136,7 @@ export class Daemon {
     await this.telemetry.serveMetrics(this.node.config);
     this.timers.push(setInterval(() => this.schedule(false), REPLAN_MS));
     this.timers.push(setInterval(() => this.schedule(true), FULL_RECONCILE_MS));
-    this.telemetry.startWatchdog(() =>
-      this.reconcileStartedAt === undefined ? 0 : monotonicMs() - this.reconcileStartedAt,
-    );
+    this.telemetry.startWatchdog(() => this.applier.runningMs());
     const { incarnation } = this.node;
     const watchdogMs = this.notifier.watchdogIntervalMs;
     this.log.info(
@@ -176,8 +183,14 @@ export class Daemon {
   }
 
   setDraining(draining: boolean): void {
-    this.node.setCondition({ draining });
+    this.drainedByOperator = draining;
     this.log.info(draining ? 'draining: handing floating IPs over' : 'undrained: taking part again');
+    this.updateDraining();
+  }
+
+  /** Drains while the operator says so or reconciles keep failing; peers hear of a change at once. */
+  private updateDraining(): void {
+    if (!this.node.setCondition({ draining: this.drainedByOperator || this.applier.steppingBack })) return;
     this.heartbeats.send();
     this.schedule(false);
   }
@@ -210,7 +223,7 @@ export class Daemon {
 
   private async applyReload(file: string): Promise<boolean> {
     const before = this.node.config;
-    const r = readReload(file, this.node.self.name, { config: before, hmacKey: this.node.hmacKey });
+    const r = await this.planner.load(file, this.node.hmacKey);
     for (const w of r.warnings) this.log.warn({ file }, w);
     const reject = (errors: readonly string[]): false => {
       for (const e of errors) this.log.error({ file }, e);
@@ -232,11 +245,12 @@ export class Daemon {
     } catch (e) {
       return reject([`${file}: error: cannot open the new heartbeat transport: ${(e as Error).message}`]);
     }
-    this.node.reconfigure(r.config, r.hmacKey);
+    // The key crossed a thread as bytes: a Buffer again.
+    this.node.reconfigure(r.config, Buffer.from(r.hmacKey));
     this.heartbeats.reconfigured(transport);
     await this.telemetry.serveMetrics(r.config);
     this.log.info(
-      { file, from: before.digest, to: r.config.digest, ...reloadSummary(before, r.config) },
+      { file, from: before.digest, to: r.config.digest, ...r.summary },
       `reloaded ${file}: applying the difference`,
     );
     this.heartbeats.send(); // the new digest, at once
@@ -285,6 +299,7 @@ export class Daemon {
     this.heartbeats.close();
     this.control?.close();
     this.telemetry.close();
+    await this.planner.close();
     const { changes } = await release({ state: this.state, log: this.log });
     this.notifier.close();
     this.log.info({ changes: changes.length }, 'stopped: released everything egress-natd installed');
@@ -325,53 +340,7 @@ export class Daemon {
     this.wakeAt(decision.wakeAt);
     for (const ip of decision.reannounce)
       this.log.info({ ip }, `${ip} was claimed by another node too; this node keeps it and announces it again`);
-    const { config, self } = this.node;
-    const desired = plan(config, self.name, decision.owners, { ...hostFacts(config), indexes: this.indexes });
-    this.indexes = new Map(desired.egress.map((e) => [e.ip, e.index]));
-    const fingerprint = planFingerprint(desired);
-    if (fingerprint === this.appliedPlan && !force && !decision.announce.size) {
-      this.node.applied(this.node.held, decision);
-      return;
-    }
-    const started = monotonicMs();
-    this.reconcileStartedAt = started;
-    try {
-      const { changes } = await reconcile(desired, { state: this.state, log: this.log, announce: decision.announce });
-      const ms = monotonicMs() - started;
-      this.telemetry.observeReconcile(ms, true);
-      if (force && changes.length && fingerprint === this.appliedPlan) {
-        this.counters.repairs++;
-        this.log.warn({ changes }, 'repaired changes made by someone else');
-      }
-      this.appliedPlan = fingerprint;
-      this.countTakeovers(decision, changes, ms);
-      this.setHeld(new Set(decision.hold.keys()), decision);
-      if (!this.notifiedReady) {
-        this.notifiedReady = true;
-        this.notifier.send({ READY: 1 });
-        this.log.info({ ms: Math.round(ms) }, 'first reconcile done: service ready');
-      }
-    } catch (e) {
-      this.telemetry.observeReconcile(monotonicMs() - started, false);
-      this.appliedPlan = '';
-      this.log.error({ err: (e as Error).message }, `reconcile failed; retrying in ${RETRY_MS} ms`);
-      const unknown = new Set([...this.node.held, ...decision.hold.keys()]);
-      this.setHeld(await heldAddresses().catch(() => unknown));
-      setTimeout(() => this.schedule(true), RETRY_MS).unref();
-    } finally {
-      this.reconcileStartedAt = undefined;
-    }
-  }
-
-  private countTakeovers(decision: Decision, changes: readonly string[], ms: number): void {
-    const taken = [...decision.take];
-    this.counters.takeovers += taken.length;
-    this.counters.garps += changes.filter((c) => c.startsWith('gratuitous ARP')).length;
-    if (taken.length) this.log.info({ ips: taken, ms: Math.round(ms) }, `took over ${taken.join(', ')}`);
-  }
-
-  private setHeld(held: ReadonlySet<string>, decision?: Decision): void {
-    if (this.node.applied(held, decision)) this.heartbeats.send(); // claims changed: tell the others now
+    await this.applier.apply(decision, force);
   }
 
   /** Decides again when a make-before-break hold runs out, if nothing else did first. */

@@ -22,6 +22,12 @@ export function transportOptions(config: Config, self: NodeSpec): TransportOptio
 
 const sameOptions = (a: TransportOptions, b: TransportOptions): boolean => JSON.stringify(a) === JSON.stringify(b);
 
+/** An expiry timer this late (ms) gives the socket one more turn of the loop before it decides. */
+const LATE_MS = 20;
+
+const afterSocketReads = (turns: number, fn: () => void): void =>
+  void setImmediate(() => (turns > 1 ? afterSocketReads(turns - 1, fn) : fn()));
+
 export interface HeartbeatEvents {
   /** A peer's state changed (up, flags, claims or digest), or peers went Down. */
   peersChanged(): void;
@@ -126,12 +132,19 @@ export class Heartbeats {
     if (next === undefined || this.closed) return;
     this.expiryTimer = setTimeout(
       () => {
-        this.expiryTimer = undefined;
-        const gone = this.node.expire(monotonicMs());
-        for (const name of gone)
-          this.log.info({ peer: name }, `node ${name} is Down: no heartbeat for ${this.node.downAfterMs} ms`);
-        if (gone.length) this.events.peersChanged();
-        this.armExpiry();
+        const lateMs = monotonicMs() - next;
+        // Timers run before the loop reads its sockets: heartbeats that arrived while the
+        // loop was busy are read first (each setImmediate turn passes the poll phase once),
+        // so this node's own lag never makes a peer Down.
+        afterSocketReads(lateMs > LATE_MS ? 2 : 1, () => {
+          this.expiryTimer = undefined;
+          if (this.closed) return;
+          const gone = this.node.expire(monotonicMs());
+          for (const name of gone)
+            this.log.info({ peer: name }, `node ${name} is Down: no heartbeat for ${this.node.downAfterMs} ms`);
+          if (gone.length) this.events.peersChanged();
+          this.armExpiry();
+        });
       },
       Math.max(0, Math.ceil(next - monotonicMs())),
     );

@@ -23,7 +23,7 @@ export type ReloadCandidate =
 export function readReload(
   file: string,
   nodeName: string,
-  current: { readonly config: Config; readonly hmacKey: Buffer },
+  current: { readonly digest: string; readonly hmacKey: Buffer },
 ): ReloadCandidate {
   const { config, diagnostics } = loadConfig(file);
   const sorted = sortDiagnostics(diagnostics);
@@ -46,7 +46,7 @@ export function readReload(
       },
       hmacKey,
     );
-    const unchanged = config.digest === current.config.digest && hmacKey.equals(current.hmacKey);
+    const unchanged = config.digest === current.digest && hmacKey.equals(current.hmacKey);
     return { ok: true, unchanged, config, self, hmacKey, warnings };
   } catch (e) {
     return { ok: false, errors: [`${file}: error: ${(e as Error).message}`], warnings };
