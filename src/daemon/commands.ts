@@ -10,7 +10,7 @@ export interface ControlTarget {
   readonly counters: Counters;
   /** Sets this node's draining flag, tells the peers and decides again. */
   setDraining(draining: boolean): void;
-  /** Resolves once `done()` holds after a pass of the reconcile loop, or after `timeoutMs`. */
+  /** Resolves once `done()` holds after a pass of the reconcile loop that began after the call, or after `timeoutMs`. */
   afterLoop(done: () => boolean, timeoutMs: number): Promise<void>;
 }
 

@@ -264,8 +264,11 @@ export class Daemon {
     while (this.loop) await this.loop;
   }
 
+  /**
+   * Resolves once `done()` holds after a pass of the loop that began after this call (a
+   * pass is asked for here): before it, the applied state predates the caller's change.
+   */
   afterLoop(done: () => boolean, timeoutMs: number): Promise<void> {
-    if (done()) return Promise.resolve();
     return new Promise((resolve) => {
       const finish = () => {
         clearTimeout(timer);
@@ -275,6 +278,7 @@ export class Daemon {
       const check = () => done() && finish();
       const timer = setTimeout(finish, timeoutMs);
       this.loopWaiters.add(check);
+      this.schedule(false);
     });
   }
 
