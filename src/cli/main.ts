@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { pino } from 'pino';
 import { stringify } from 'yaml';
 import { formatDiagnostic, hasErrors, sortDiagnostics } from '../config/diagnostics.js';
-import { KeyError, readKey, writeKey } from '../config/key.js';
+import { KeyError, readKeys, rotateKeyFile, writeKey } from '../config/key.js';
 import { DEFAULT_CONFIG, loadConfig } from '../config/load.js';
 import { nodeNamed, UnknownNodeError, type Config } from '../config/model.js';
 import { EncodeError } from '../cluster/protocol.js';
@@ -24,6 +24,15 @@ const EXIT_INPUT = 2;
 const DEFAULT_KEY = '/etc/egress-natd/cluster.key';
 
 class InputError extends Error {}
+
+/** What to do after each step of a key rotation (README.md, "Key rotation"). */
+const ROTATION_NEXT = {
+  rotate:
+    'step 1 of 3: a new key that only verifies; copy this file to every host and reload each, then run keygen --promote',
+  promote:
+    'step 2 of 3: the new key signs, the old one still verifies; copy this file to every host and reload each, then run keygen --retire',
+  retire: 'step 3 of 3: the old key is gone; copy this file to every host and reload each',
+} as const;
 
 const out = (line: string): void => void process.stdout.write(`${line}\n`);
 const err = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -155,7 +164,7 @@ export function program(): Command {
       const daemon = new Daemon({
         config,
         node,
-        key: readKey(config.cluster.heartbeat.keyFile),
+        key: readKeys(config.cluster.heartbeat.keyFile),
         stateDir: stateStore(o.stateDir).dir,
         log,
         notifier,
@@ -223,9 +232,28 @@ export function program(): Command {
       '--force',
       'replace an existing key (do it on every host: nodes with different keys cannot hear each other)',
     )
-    .action((file: string, o: { force?: boolean }) => {
-      writeKey(file, o.force);
-      out(`wrote a new cluster key to ${file} (mode 0600)`);
+    .addOption(
+      new Option('--rotate', 'key rotation, step 1 of 3: add a new key that only verifies').conflicts([
+        'force',
+        'promote',
+        'retire',
+      ]),
+    )
+    .addOption(
+      new Option('--promote', 'key rotation, step 2 of 3: the new key signs, the old one still verifies').conflicts([
+        'force',
+        'retire',
+      ]),
+    )
+    .addOption(new Option('--retire', 'key rotation, step 3 of 3: drop the old key').conflicts('force'))
+    .action((file: string, o: { force?: boolean; rotate?: boolean; promote?: boolean; retire?: boolean }) => {
+      const step = o.rotate ? 'rotate' : o.promote ? 'promote' : o.retire ? 'retire' : undefined;
+      if (!step) {
+        writeKey(file, o.force);
+        return out(`wrote a new cluster key to ${file} (mode 0600)`);
+      }
+      const keys = rotateKeyFile(file, step);
+      out(`${file}: ${keys.length} key${keys.length === 1 ? '' : 's'} (${ROTATION_NEXT[step]})`);
     });
   return cmd;
 }

@@ -1,5 +1,6 @@
 import type { Server } from 'node:net';
 import type { Logger } from 'pino';
+import type { ClusterKeys } from '../config/key.js';
 import type { Config } from '../config/model.js';
 import { ClusterNode, type Decision } from '../cluster/node.js';
 import { hostFacts } from '../dataplane/facts.js';
@@ -24,7 +25,8 @@ import { Telemetry, type Counters } from './telemetry.js';
 export interface DaemonOptions {
   readonly config: Config;
   readonly node: string;
-  readonly key: Buffer;
+  /** The cluster keys: the first signs, every one verifies. */
+  readonly key: ClusterKeys;
   readonly stateDir: string;
   readonly log: Logger;
   /** systemd's notify socket (READY, RELOADING, STATUS, WATCHDOG); omitted outside systemd. */
