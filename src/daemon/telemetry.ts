@@ -62,8 +62,8 @@ export class Telemetry {
   private lastStatusLine = '';
   /** "node:digest" of the nodes that ran another config at the last check. */
   private driftWarned = new Set<string>();
-  /** Peers that failed authentication at the last check, and whether they outvoted this node. */
-  private authWarned = new Set<string>();
+  /** Peers warned about for failing authentication, not verified since; whether they outvoted this node. */
+  private readonly authWarned = new Set<string>();
   private outvotedWarned = false;
   private watchdogTimer?: NodeJS.Timeout;
 
@@ -104,20 +104,24 @@ export class Telemetry {
   }
 
   /**
-   * Warns once when a configured peer starts failing authentication (and again if it
-   * recovers and fails again), never per datagram; and once when such peers outvote
-   * this node. Junk from other addresses stays at debug (heartbeats.ts).
+   * Warns once when a configured peer starts failing authentication, and again only after
+   * it was verified in between (a peer that pauses is not warned about twice); never per
+   * datagram. Warns once when such peers outvote this node. Junk from other addresses
+   * stays at debug (heartbeats.ts).
    */
   private checkAuth(view: View): void {
     const { failing, outvoted } = authentication(view);
-    for (const peer of failing.filter((p) => !this.authWarned.has(p)))
+    for (const peer of failing.filter((p) => !this.authWarned.has(p))) {
+      this.authWarned.add(peer);
       this.log.warn(
         { peer, authFailures: this.counters.authFailures[peer] ?? 0 },
         `heartbeats from ${peer} fail authentication: it runs with another cluster key? Its floating IPs are not taken over while it is heard`,
       );
-    for (const peer of [...this.authWarned].filter((p) => !failing.includes(p)))
-      this.log.info({ peer }, `heartbeats from ${peer} no longer fail authentication`);
-    this.authWarned = new Set(failing);
+    }
+    for (const peer of [...this.authWarned].filter((p) => view.nodes.get(p)?.state === 'Up')) {
+      this.authWarned.delete(peer);
+      this.log.info({ peer }, `heartbeats from ${peer} authenticate again`);
+    }
     if (outvoted && !this.outvotedWarned)
       this.log.warn(
         { failing },
