@@ -9,6 +9,7 @@ import { nodeNamed, UnknownNodeError, type Config } from '../config/model.js';
 import { EncodeError } from '../cluster/protocol.js';
 import { askDaemon, type Request } from '../daemon/control.js';
 import { Daemon } from '../daemon/daemon.js';
+import { bootIncarnation, DEFAULT_INCARNATION_FILE } from '../daemon/incarnation.js';
 import { systemdNotifier } from '../daemon/sdnotify.js';
 import { formatTable, type EgressRow } from '../daemon/status.js';
 import { hostFacts } from '../dataplane/facts.js';
@@ -151,7 +152,13 @@ export function program(): Command {
     .addOption(configOpt())
     .addOption(nodeOpt())
     .addOption(stateOpt())
-    .action(async (o: { config: string; node?: string; stateDir?: string }) => {
+    .addOption(
+      new Option(
+        '--incarnation-file <file>',
+        `where the last incarnation is kept across restarts and reboots (default ${DEFAULT_INCARNATION_FILE})`,
+      ).env('EGRESS_NATD_INCARNATION_FILE'),
+    )
+    .action(async (o: { config: string; node?: string; stateDir?: string; incarnationFile?: string }) => {
       const config = loadOrExit(o.config);
       const node = o.node ?? hostname();
       try {
@@ -161,7 +168,11 @@ export function program(): Command {
       }
       const log = pino({ base: { svc: 'egress-natd' } }, pino.destination(1));
       const notifier = await systemdNotifier(process.env, (e) => log.warn({ err: e.message }, 'sd_notify'));
+      // Before the daemon exists, so before its first heartbeat.
+      const boot = bootIncarnation(o.incarnationFile ?? DEFAULT_INCARNATION_FILE, BigInt(Date.now()) * 1000n);
+      for (const p of boot.problems) log.error(p);
       const daemon = new Daemon({
+        incarnation: boot.incarnation,
         config,
         node,
         key: readKeys(config.cluster.heartbeat.keyFile),

@@ -28,6 +28,8 @@ export interface DaemonOptions {
   /** The cluster keys: the first signs, every one verifies. */
   readonly key: ClusterKeys;
   readonly stateDir: string;
+  /** Larger on every start, whatever the clock does (incarnation.ts), so peers tell a restart from a replay. */
+  readonly incarnation: bigint;
   readonly log: Logger;
   /** systemd's notify socket (READY, RELOADING, STATUS, WATCHDOG); omitted outside systemd. */
   readonly notifier?: Notifier;
@@ -81,8 +83,7 @@ export class Daemon {
   private reloading: Promise<boolean> = Promise.resolve(true);
 
   constructor(private readonly opts: DaemonOptions) {
-    // Larger on every start, so peers tell a restart from a replay.
-    this.node = new ClusterNode(opts.config, opts.node, opts.key, BigInt(Date.now()) * 1000n);
+    this.node = new ClusterNode(opts.config, opts.node, opts.key, opts.incarnation);
     this.log = opts.log.child({ node: this.node.self.name });
     this.state = new StateStore(opts.stateDir);
     this.notifier = opts.notifier ?? silentNotifier;

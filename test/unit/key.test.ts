@@ -1,4 +1,5 @@
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +15,7 @@ import {
 } from '../../src/config/key.js';
 import { loadConfigText } from '../../src/config/load.js';
 import type { KeyFileFacts } from '../../src/config/validate.js';
-import { validText } from '../helpers.js';
+import { REPO, validText } from '../helpers.js';
 
 // Key files: one key per line (the first signs, all verify), binary keys as before, the
 // validator's checks on every key, and the three-step rotation that never splits.
@@ -138,4 +139,22 @@ t.test('rotateKeyFile: atomic, 0600, and refuses a binary key', async (t) => {
   const bin = join(dir, 'bin.key');
   writeFileSync(bin, Buffer.alloc(40, 0xfe), { mode: 0o600 });
   t.throws(() => rotateKeyFile(bin, 'rotate'), /binary key/);
+});
+
+t.test('egress-natd keygen --rotate, --promote, --retire: each step says what comes next', async (t) => {
+  const cli = (...args: string[]) => spawnSync(join(REPO, 'bin/egress-natd'), args, { encoding: 'utf8' });
+  const file = join(dir, 'cli.key');
+  t.equal(cli('keygen', file).status, 0);
+  const old = readFileSync(file, 'utf8');
+  const r1 = cli('keygen', file, '--rotate');
+  t.equal(r1.status, 0, r1.stderr);
+  t.match(r1.stdout, /2 keys \(step 1 of 3: .*then run keygen --promote\)/);
+  t.equal(readFileSync(file, 'utf8').split('\n')[0], old.trim(), 'the old key still signs');
+  const again = cli('keygen', file, '--rotate');
+  t.equal(again.status, 2, 'a second rotation before this one ends: exit 2');
+  t.match(again.stderr, /a rotation is under way/);
+  t.match(cli('keygen', file, '--promote').stdout, /step 2 of 3: .*then run keygen --retire/);
+  t.match(cli('keygen', file, '--retire').stdout, /1 key \(step 3 of 3/);
+  t.not(readFileSync(file, 'utf8'), old, 'a new key alone');
+  t.equal(cli('keygen', file, '--rotate', '--force').status, 2, '--force does not go with a rotation step');
 });
