@@ -214,9 +214,14 @@ export class Lab {
     return run(['ip', 'netns', 'exec', this.ns(name), 'sh', '-c', `${MOUNT_CGROUP} ${script}`], opts);
   }
 
-  /** The environment of egress-natd in a lab host: a state dir per host, since all namespaces share /run. */
+  /** The environment of egress-natd in a lab host: a state dir and an incarnation file per host, since all namespaces share /run and /var. */
   private stateEnv(host: string): string {
-    return `EGRESS_NATD_STATE_DIR=${q(join(this.dir, `state-${host}`))}`;
+    return `EGRESS_NATD_STATE_DIR=${q(join(this.dir, `state-${host}`))} EGRESS_NATD_INCARNATION_FILE=${q(this.incarnationFile(host))}`;
+  }
+
+  /** Where the daemon of `host` keeps its last incarnation. */
+  incarnationFile(host: string): string {
+    return join(this.dir, `var-${host}`, 'incarnation');
   }
 
   /** egress-natd in a lab host. */

@@ -3,12 +3,13 @@ import { hostname } from 'node:os';
 import { pino } from 'pino';
 import { stringify } from 'yaml';
 import { formatDiagnostic, hasErrors, sortDiagnostics } from '../config/diagnostics.js';
-import { KeyError, readKey, writeKey } from '../config/key.js';
+import { KeyError, readKeys, rotateKeyFile, writeKey } from '../config/key.js';
 import { DEFAULT_CONFIG, loadConfig } from '../config/load.js';
 import { nodeNamed, UnknownNodeError, type Config } from '../config/model.js';
 import { EncodeError } from '../cluster/protocol.js';
 import { askDaemon, type Request } from '../daemon/control.js';
 import { Daemon } from '../daemon/daemon.js';
+import { bootIncarnation, DEFAULT_INCARNATION_FILE } from '../daemon/incarnation.js';
 import { systemdNotifier } from '../daemon/sdnotify.js';
 import { formatTable, type EgressRow } from '../daemon/status.js';
 import { hostFacts } from '../dataplane/facts.js';
@@ -24,6 +25,15 @@ const EXIT_INPUT = 2;
 const DEFAULT_KEY = '/etc/egress-natd/cluster.key';
 
 class InputError extends Error {}
+
+/** What to do after each step of a key rotation (README.md, "Key rotation"). */
+const ROTATION_NEXT = {
+  rotate:
+    'step 1 of 3: a new key that only verifies; copy this file to every host and reload each, then run keygen --promote',
+  promote:
+    'step 2 of 3: the new key signs, the old one still verifies; copy this file to every host and reload each, then run keygen --retire',
+  retire: 'step 3 of 3: the old key is gone; copy this file to every host and reload each',
+} as const;
 
 const out = (line: string): void => void process.stdout.write(`${line}\n`);
 const err = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -142,7 +152,13 @@ export function program(): Command {
     .addOption(configOpt())
     .addOption(nodeOpt())
     .addOption(stateOpt())
-    .action(async (o: { config: string; node?: string; stateDir?: string }) => {
+    .addOption(
+      new Option(
+        '--incarnation-file <file>',
+        `where the last incarnation is kept across restarts and reboots (default ${DEFAULT_INCARNATION_FILE})`,
+      ).env('EGRESS_NATD_INCARNATION_FILE'),
+    )
+    .action(async (o: { config: string; node?: string; stateDir?: string; incarnationFile?: string }) => {
       const config = loadOrExit(o.config);
       const node = o.node ?? hostname();
       try {
@@ -152,10 +168,14 @@ export function program(): Command {
       }
       const log = pino({ base: { svc: 'egress-natd' } }, pino.destination(1));
       const notifier = await systemdNotifier(process.env, (e) => log.warn({ err: e.message }, 'sd_notify'));
+      // Before the daemon exists, so before its first heartbeat.
+      const boot = bootIncarnation(o.incarnationFile ?? DEFAULT_INCARNATION_FILE, BigInt(Date.now()) * 1000n);
+      for (const p of boot.problems) log.error(p);
       const daemon = new Daemon({
+        incarnation: boot.incarnation,
         config,
         node,
-        key: readKey(config.cluster.heartbeat.keyFile),
+        key: readKeys(config.cluster.heartbeat.keyFile),
         stateDir: stateStore(o.stateDir).dir,
         log,
         notifier,
@@ -223,9 +243,28 @@ export function program(): Command {
       '--force',
       'replace an existing key (do it on every host: nodes with different keys cannot hear each other)',
     )
-    .action((file: string, o: { force?: boolean }) => {
-      writeKey(file, o.force);
-      out(`wrote a new cluster key to ${file} (mode 0600)`);
+    .addOption(
+      new Option('--rotate', 'key rotation, step 1 of 3: add a new key that only verifies').conflicts([
+        'force',
+        'promote',
+        'retire',
+      ]),
+    )
+    .addOption(
+      new Option('--promote', 'key rotation, step 2 of 3: the new key signs, the old one still verifies').conflicts([
+        'force',
+        'retire',
+      ]),
+    )
+    .addOption(new Option('--retire', 'key rotation, step 3 of 3: drop the old key').conflicts('force'))
+    .action((file: string, o: { force?: boolean; rotate?: boolean; promote?: boolean; retire?: boolean }) => {
+      const step = o.rotate ? 'rotate' : o.promote ? 'promote' : o.retire ? 'retire' : undefined;
+      if (!step) {
+        writeKey(file, o.force);
+        return out(`wrote a new cluster key to ${file} (mode 0600)`);
+      }
+      const keys = rotateKeyFile(file, step);
+      out(`${file}: ${keys.length} key${keys.length === 1 ? '' : 's'} (${ROTATION_NEXT[step]})`);
     });
   return cmd;
 }

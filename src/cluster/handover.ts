@@ -19,7 +19,11 @@ export type ReleaseReason =
   /** The new owner claims it (or the make-before-break bound ran out). */
   | 'handed-over'
   /** The election gives it to another node, or to nobody. */
-  | 'not-elected';
+  | 'not-elected'
+  /** More configured peers fail authentication than pass: this node's key is probably wrong; it takes nothing. */
+  | 'outvoted'
+  /** A peer that fails authentication but is alive held it when it was last verified: nobody takes it from it. */
+  | 'held-by-unverified';
 
 export interface HandoverInput {
   readonly self: string;
@@ -39,6 +43,13 @@ export interface HandoverInput {
   readonly now: number;
   /** The longest a make-before-break hold lasts: one Down interval (missed × interval). */
   readonly holdLimitMs: number;
+  /** Peers alive but failing authentication (membership's `failing`); absent: none. */
+  readonly unverified?: {
+    /** More of them than verified peers: this node takes nothing it does not hold. */
+    readonly outvoted: boolean;
+    /** IP → the failing peer that held it when it was last verified. */
+    readonly held: ReadonlyMap<string, string>;
+  };
 }
 
 export interface Handover {
@@ -65,13 +76,35 @@ export function handover(input: HandoverInput): Handover {
   const owners = new Map(election.owners);
   const hold = new Map<string, HoldReason>();
   const release = new Map<string, ReleaseReason>();
+  const unverifiedHolder = (ip: string): string | undefined => {
+    const holder = input.unverified?.held.get(ip);
+    const to = election.owners.get(ip);
+    // Unless the election's owner (a verified node) says it holds it: then it is no longer the failing peer's.
+    return holder !== undefined && !input.peerClaims.some((c) => c.ip === ip && c.node === to) ? holder : undefined;
+  };
   for (const [ip, owner] of election.owners) {
+    if (held.has(ip) && owner === self) {
+      hold.set(ip, 'elected');
+      continue;
+    }
+    // A peer that fails authentication is alive (docs/design.md, "Handover rules"): what
+    // it held when last verified stays its own, for this node's data plane too.
+    const holder = unverifiedHolder(ip);
+    if (holder !== undefined) owners.set(ip, holder);
     if (owner !== self) continue;
     // The joining gate: the election may give IPs to a joining node (so they wait for
-    // it), but it takes them only once ready; what it holds already, it keeps.
-    if (!input.ready && !held.has(ip)) {
-      owners.delete(ip);
-      release.set(ip, 'joining');
+    // it), but it takes them only once ready; what it holds already, it keeps. The
+    // same for a node outvoted by peers that fail authentication.
+    const gate: ReleaseReason | undefined = !input.ready
+      ? 'joining'
+      : input.unverified?.outvoted
+        ? 'outvoted'
+        : holder !== undefined
+          ? 'held-by-unverified'
+          : undefined;
+    if (gate) {
+      if (holder === undefined) owners.delete(ip);
+      release.set(ip, gate);
     } else hold.set(ip, 'elected');
   }
 

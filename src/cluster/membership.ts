@@ -18,11 +18,35 @@ export interface Peer {
   lastSeen: number;
   /** Why it is Down: never heard, timed out, or it said it was leaving. */
   downReason: 'never-seen' | 'timeout' | 'leaving' | undefined;
+  /** ms (monotonic) of the last datagram from its address whose MAC failed; undefined if none. */
+  badMacAt: number | undefined;
+  /**
+   * Alive but unverified: not Up, and datagrams from its address failed authentication
+   * within the last Down interval (it runs with another cluster key, most likely).
+   */
+  failing: boolean;
+  /** What it held when it went from Up to failing: nobody takes these from it while it fails. */
+  heldWhenFailing: readonly string[];
 }
 
 export type Receipt =
   | { readonly accepted: true; readonly changed: boolean; readonly peer: Peer }
-  | { readonly accepted: false; readonly reason: DropReason };
+  | {
+      readonly accepted: false;
+      readonly reason: DropReason;
+      /** A bad MAC from a configured node's address: that node. */
+      readonly authPeer?: string;
+      /** That node started failing authentication with this datagram. */
+      readonly changed?: boolean;
+    };
+
+/**
+ * A node that hears more configured peers failing authentication than passing it is
+ * probably the one with the wrong key: it takes nothing it does not hold (docs/design.md,
+ * "Handover rules", unverified peers). A tie counts as outvoted: in a two-node cluster
+ * neither side can tell whose key is wrong, and neither may take the other's IPs.
+ */
+export const outvoted = (failing: number, verified: number): boolean => failing > verified;
 
 export const isEligible = (flags: number): boolean =>
   (flags & Flag.READY) !== 0 && (flags & (Flag.DRAINING | Flag.NO_CARRIER | Flag.LEAVING)) === 0;
@@ -78,6 +102,9 @@ export class Membership {
         digest: '',
         lastSeen: 0,
         downReason: 'never-seen',
+        badMacAt: undefined,
+        failing: false,
+        heldWhenFailing: [],
       });
     }
   }
@@ -104,7 +131,29 @@ export class Membership {
     peer.lastSeen = now;
     peer.up = !leaving;
     peer.downReason = leaving ? 'leaving' : undefined;
-    return { accepted: true, changed, peer };
+    const wasFailing = peer.failing;
+    peer.failing = false;
+    peer.heldWhenFailing = [];
+    return { accepted: true, changed: changed || wasFailing, peer };
+  }
+
+  /**
+   * A datagram from `source` with our magic and version whose MAC failed. From a configured
+   * node's address, that node is alive but unverified (unless it is Up: then the datagram is
+   * someone else's forgery, and the node is fine). Returns that node, and whether it started
+   * to fail just now.
+   */
+  authFailed(source: string, now: number): { peer?: string; changed: boolean } {
+    const peer = [...this.peers.values()].find((p) => this.addresses.get(p.name) === source);
+    if (!peer) return { changed: false };
+    peer.badMacAt = now;
+    const changed = !peer.up && !peer.failing;
+    if (changed) peer.failing = true; // what it held when it was last heard, if anything, was taken over already
+    return { peer: peer.name, changed };
+  }
+
+  private recentlyFailed(p: Peer, now: number): boolean {
+    return p.badMacAt !== undefined && now - p.badMacAt < this.timeoutMs;
   }
 
   /** Marks Down every peer silent for `missed` intervals; returns the names that went Down. */
@@ -114,17 +163,37 @@ export class Membership {
       if (p.up && now - p.lastSeen >= this.timeoutMs) {
         p.up = false;
         p.downReason = 'timeout';
+        // Its heartbeats stopped passing while datagrams from it keep failing: it is
+        // alive with another key, and still holds what it held.
+        p.failing = this.recentlyFailed(p, now);
+        p.heldWhenFailing = p.failing ? p.claims : [];
         gone.push(p.name);
       }
     }
     return gone;
   }
 
+  /** Ends the failing state of peers from which no bad MAC came for a Down interval; returns their names. */
+  expireFailing(now: number): string[] {
+    const over: string[] = [];
+    for (const p of this.peers.values()) {
+      if (p.failing && !this.recentlyFailed(p, now)) {
+        p.failing = false;
+        p.heldWhenFailing = [];
+        over.push(p.name);
+      }
+    }
+    return over;
+  }
+
   /** The earliest time a peer that is Up can time out, for the daemon's timer. */
   nextExpiry(): number | undefined {
     let next: number | undefined;
-    for (const p of this.peers.values())
-      if (p.up && (next === undefined || p.lastSeen + this.timeoutMs < next)) next = p.lastSeen + this.timeoutMs;
+    const earliest = (at: number) => (next = next === undefined ? at : Math.min(next, at));
+    for (const p of this.peers.values()) {
+      if (p.up) earliest(p.lastSeen + this.timeoutMs);
+      if (p.failing && p.badMacAt !== undefined) earliest(p.badMacAt + this.timeoutMs);
+    }
     return next;
   }
 
@@ -137,6 +206,16 @@ export class Membership {
     return this.list()
       .filter((p) => p.up)
       .map((p) => liveNode(p.name, p.flags));
+  }
+
+  /** Peers alive but unverified (see Peer.failing). */
+  failing(): readonly Peer[] {
+    return this.list().filter((p) => p.failing);
+  }
+
+  /** What failing peers held when they started to fail: IP → that peer. */
+  heldByFailing(): Map<string, string> {
+    return new Map(this.failing().flatMap((p) => p.heldWhenFailing.map((ip) => [ip, p.name] as const)));
   }
 
   claims(): Claim[] {

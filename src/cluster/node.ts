@@ -1,6 +1,6 @@
 import { nodeNamed, type Config, type NodeSpec } from '../config/model.js';
 import { handover, type Handover } from './handover.js';
-import { isEligible, liveNode, Membership, type Receipt } from './membership.js';
+import { isEligible, liveNode, Membership, outvoted, type Receipt } from './membership.js';
 import { elect, type Election, type Reason } from './ownership.js';
 import { decode, encode, Flag } from './protocol.js';
 
@@ -39,12 +39,24 @@ export interface NodeView {
   readonly carrier: boolean;
   readonly digest?: string;
   readonly holds: readonly string[];
+  /** Alive but its heartbeats fail authentication (another cluster key?). */
+  readonly authFailing: boolean;
+}
+
+/** Peers that fail authentication, as the shell reports them. */
+export interface AuthState {
+  /** Configured peers alive but unverified, sorted. */
+  readonly failing: readonly string[];
+  /** Peers Up (verified). */
+  readonly verified: number;
+  /** More failing than verified: this node takes nothing it does not hold. */
+  readonly outvoted: boolean;
 }
 
 export class ClusterNode {
   private configValue: Config;
   private selfSpec: NodeSpec;
-  private hmacKeyValue: Buffer;
+  private hmacKeyValue: readonly Buffer[];
   private readonly membership: Membership;
   private seq = 0n;
   private cond: SelfCondition = { listened: false, draining: false, carrier: true, leaving: false };
@@ -55,18 +67,19 @@ export class ClusterNode {
   private last?: Decision;
 
   /**
+   * @param keys the cluster keys: the first signs, every one verifies (a rotation)
    * @param incarnation larger on every start, so peers tell a restart from a replay
    * @throws when a name does not fit a heartbeat (a config problem, said at start)
    */
   constructor(
     config: Config,
     name: string,
-    key: Buffer,
+    keys: readonly Buffer[],
     readonly incarnation: bigint,
   ) {
     this.configValue = config;
     this.selfSpec = nodeNamed(config, name);
-    this.hmacKeyValue = key;
+    this.hmacKeyValue = keys;
     this.membership = new Membership(config, name);
     this.encode(0n);
   }
@@ -79,8 +92,8 @@ export class ClusterNode {
     return this.selfSpec;
   }
 
-  /** The cluster key that signs and verifies heartbeats. */
-  get hmacKey(): Buffer {
+  /** The cluster keys: the first signs heartbeats, every one verifies them. */
+  get hmacKey(): readonly Buffer[] {
     return this.hmacKeyValue;
   }
 
@@ -104,13 +117,13 @@ export class ClusterNode {
     return this.flags() !== before;
   }
 
-  /** A new config (and key): peers that stay keep what was heard from them. */
-  reconfigure(config: Config, key: Buffer): void {
+  /** A new config (and keys): peers that stay keep what was heard from them. */
+  reconfigure(config: Config, keys: readonly Buffer[]): void {
     const self = nodeNamed(config, this.selfSpec.name);
-    this.encode(0n, config, self, key); // names that do not fit a heartbeat throw here, before any change
+    this.encode(0n, config, self, keys); // names that do not fit a heartbeat throw here, before any change
     this.configValue = config;
     this.selfSpec = self;
-    this.hmacKeyValue = key;
+    this.hmacKeyValue = keys;
     this.membership.reconfigure(config);
   }
 
@@ -130,7 +143,7 @@ export class ClusterNode {
     return this.encode(this.seq);
   }
 
-  private encode(seq: bigint, config = this.configValue, self = this.selfSpec, key = this.hmacKeyValue): Buffer {
+  private encode(seq: bigint, config = this.configValue, self = this.selfSpec, keys = this.hmacKeyValue): Buffer {
     const claims = [...this.heldIPs].sort();
     return encode(
       {
@@ -142,20 +155,37 @@ export class ClusterNode {
         digest: config.digest,
         claims,
       },
-      key,
+      keys[0]!,
     );
   }
 
   /** A datagram from `source`; never throws on what the network sends. */
   receive(datagram: Buffer, source: string, now: number): Receipt {
     const d = decode(datagram, this.hmacKeyValue, this.configValue.cluster.name);
-    if (!d.ok) return { accepted: false, reason: d.reason };
-    return this.membership.receive(d.msg, source, now);
+    if (d.ok) return this.membership.receive(d.msg, source, now);
+    if (d.reason !== 'bad-mac') return { accepted: false, reason: d.reason };
+    const { peer, changed } = this.membership.authFailed(source, now);
+    return { accepted: false, reason: d.reason, ...(peer !== undefined ? { authPeer: peer, changed } : {}) };
   }
 
-  /** Marks Down the peers silent for a Down interval; returns their names. */
-  expire(now: number): string[] {
-    return this.membership.expire(now);
+  /**
+   * Marks Down the peers silent for a Down interval (`down`), and ends the failing state
+   * of peers from which no bad MAC came for as long; `changed` if either happened.
+   */
+  expire(now: number): { down: string[]; changed: boolean } {
+    const down = this.membership.expire(now);
+    const over = this.membership.expireFailing(now);
+    return { down, changed: down.length + over.length > 0 };
+  }
+
+  /** Peers that fail authentication, and whether they outvote this node. */
+  auth(): AuthState {
+    const failing = this.membership
+      .failing()
+      .map((p) => p.name)
+      .sort();
+    const verified = this.membership.live().length;
+    return { failing, verified, outvoted: outvoted(failing.length, verified) };
   }
 
   nextExpiry(): number | undefined {
@@ -191,6 +221,7 @@ export class ClusterNode {
       contested: this.last?.contested ?? new Set(),
       now,
       holdLimitMs: this.membership.timeoutMs,
+      unverified: { outvoted: this.auth().outvoted, held: this.membership.heldByFailing() },
     });
     this.last = { ...h, election, ownerChanges };
     return this.last;
@@ -216,15 +247,16 @@ export class ClusterNode {
   nodes(): NodeView[] {
     const views: NodeView[] = [];
     for (const p of this.membership.list()) {
-      if (p.downReason === 'never-seen') continue;
+      if (p.downReason === 'never-seen' && !p.failing) continue;
       views.push({
         name: p.name,
         up: p.up,
         eligible: p.up && isEligible(p.flags),
         draining: (p.flags & Flag.DRAINING) !== 0,
         carrier: (p.flags & Flag.NO_CARRIER) === 0,
-        digest: p.digest,
+        ...(p.downReason !== 'never-seen' ? { digest: p.digest } : {}),
         holds: p.up ? p.claims : [],
+        authFailing: p.failing,
       });
     }
     const c = this.cond;
@@ -236,6 +268,7 @@ export class ClusterNode {
       carrier: c.carrier,
       digest: this.configValue.digest,
       holds: [...this.heldIPs].sort(),
+      authFailing: false,
     });
     return views;
   }

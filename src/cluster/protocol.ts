@@ -103,6 +103,14 @@ export function encode(hb: Heartbeat, key: Buffer): Buffer {
 
 const mac = (key: Buffer, body: Buffer): Buffer => createHmac('sha256', key).update(body).digest();
 
+/**
+ * Whether `tag` is the MAC of `body` under one of `keys` (a key rotation verifies under
+ * several). Each comparison is constant-time; which key matched may show in the timing,
+ * which tells an attacker nothing about any key.
+ */
+const verified = (keys: readonly Buffer[], body: Buffer, tag: Buffer): boolean =>
+  keys.some((k) => timingSafeEqual(mac(k, body), tag));
+
 /** A bounds-checked reader: every read past the end returns undefined instead of throwing. */
 class Reader {
   pos = 0;
@@ -132,10 +140,11 @@ function text(b: Buffer): string | undefined {
 
 /**
  * Checks a datagram's size, structure, cluster and MAC, in that order (the cheap checks
- * first; nothing is trusted before the MAC). Node, source and replay checks
+ * first; nothing is trusted before the MAC). `keys`: the cluster's keys, any of which may
+ * have signed it. Node, source and replay checks
  * need membership state: see Membership.receive.
  */
-export function decode(buf: Buffer, key: Buffer, cluster: string): Decoded {
+export function decode(buf: Buffer, keys: Buffer | readonly Buffer[], cluster: string): Decoded {
   const drop = (reason: DropReason): Decoded => ({ ok: false, reason });
   if (buf.length > MAX_SIZE) return drop('oversized');
   if (buf.length < 5) return drop('truncated');
@@ -161,7 +170,8 @@ export function decode(buf: Buffer, key: Buffer, cluster: string): Decoded {
     return drop('malformed');
   // Before the MAC, so that a neighbouring cluster (with its own key) is reported as such.
   if (clusterName !== cluster) return drop('other-cluster');
-  if (!timingSafeEqual(mac(key, buf.subarray(0, bodyEnd)), buf.subarray(bodyEnd))) return drop('bad-mac');
+  if (!verified(Buffer.isBuffer(keys) ? [keys] : keys, buf.subarray(0, bodyEnd), buf.subarray(bodyEnd)))
+    return drop('bad-mac');
   const claims: string[] = [];
   for (let i = 0; i < v4.length; i += 4) claims.push(`${v4[i]}.${v4[i + 1]}.${v4[i + 2]}.${v4[i + 3]}`);
   if (new Set(claims).size !== claims.length) return drop('malformed');

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Diagnostic } from './diagnostics.js';
+import { keySizes } from './key.js';
 import type { Config } from './model.js';
 import { ConfigSource } from './source.js';
 import { validate, type KeyFileFacts } from './validate.js';
@@ -16,7 +17,8 @@ export interface LoadResult {
 export function inspectKeyFile(path: string): KeyFileFacts {
   try {
     const st = statSync(path);
-    return { exists: true, regular: st.isFile(), mode: st.mode, size: st.size };
+    const keys = st.isFile() ? keySizes(path) : undefined;
+    return { exists: true, regular: st.isFile(), mode: st.mode, size: st.size, ...(keys ? { keys } : {}) };
   } catch {
     return { exists: false };
   }

@@ -7,7 +7,16 @@ import { parseGateways, parsePolicies, parseWorkloads } from './selection.js';
 import type { ConfigSource, Path } from './source.js';
 
 /** What the validator needs to know about the key file; reading it is the caller's job. */
-export type KeyFileFacts = { exists: false } | { exists: true; regular: boolean; mode: number; size: number };
+export type KeyFileFacts =
+  | { exists: false }
+  | {
+      exists: true;
+      regular: boolean;
+      mode: number;
+      size: number;
+      /** Each key's line and size (src/config/key.ts parseKeys); absent when the file cannot be read. */
+      keys?: readonly { readonly line: number; readonly size: number }[];
+    };
 
 export interface ValidateOptions {
   readonly keyFile: (path: string) => KeyFileFacts;
@@ -18,6 +27,8 @@ export interface ValidateOptions {
 const MIN_INTERVAL_MS = 10;
 const MAX_INTERVAL_MS = 10_000;
 export const DEFAULT_METRICS_PORT = 9607;
+/** Every cluster key: 256 bits at least. */
+const MIN_KEY_BYTES = 32;
 const IFNAME = /^[^\s/:]{1,15}$/;
 
 export function parseDuration(text: string): number | undefined {
@@ -109,8 +120,19 @@ function parseCluster(
         at('keyFile'),
         `key file ${keyFile} is readable by group or others (mode ${(facts.mode & 0o777).toString(8).padStart(4, '0')}); run "chmod 600 ${keyFile}"`,
       );
-    if (facts.size < 32)
-      fail(at('keyFile'), `key file ${keyFile} holds ${facts.size} bytes; a cluster key needs at least 32`);
+    const keys = facts.keys ?? [{ line: 1, size: facts.size }];
+    if (!keys.length) fail(at('keyFile'), `key file ${keyFile} holds no key (create one with "egress-natd keygen")`);
+    else if (keys.length === 1 && keys[0]!.size < MIN_KEY_BYTES)
+      fail(
+        at('keyFile'),
+        `key file ${keyFile} holds ${keys[0]!.size} bytes; a cluster key needs at least ${MIN_KEY_BYTES}`,
+      );
+    for (const k of keys.length > 1 ? keys : [])
+      if (k.size < MIN_KEY_BYTES)
+        fail(
+          at('keyFile'),
+          `key file ${keyFile}: the key on line ${k.line} holds ${k.size} bytes; every key needs at least ${MIN_KEY_BYTES} (one key per line)`,
+        );
   }
   const metricsPort = c.metrics?.port ?? DEFAULT_METRICS_PORT;
   if (metricsPort < 1 || metricsPort > 65535)

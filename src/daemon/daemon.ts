@@ -1,5 +1,6 @@
 import type { Server } from 'node:net';
 import type { Logger } from 'pino';
+import type { ClusterKeys } from '../config/key.js';
 import type { Config } from '../config/model.js';
 import { ClusterNode } from '../cluster/node.js';
 import { release } from '../dataplane/reconcile.js';
@@ -23,8 +24,11 @@ import { Telemetry, type Counters } from './telemetry.js';
 export interface DaemonOptions {
   readonly config: Config;
   readonly node: string;
-  readonly key: Buffer;
+  /** The cluster keys: the first signs, every one verifies. */
+  readonly key: ClusterKeys;
   readonly stateDir: string;
+  /** Larger on every start, whatever the clock does (incarnation.ts), so peers tell a restart from a replay. */
+  readonly incarnation: bigint;
   readonly log: Logger;
   /** systemd's notify socket (READY, RELOADING, STATUS, WATCHDOG); omitted outside systemd. */
   readonly notifier?: Notifier;
@@ -71,8 +75,7 @@ export class Daemon {
   private reloading: Promise<boolean> = Promise.resolve(true);
 
   constructor(private readonly opts: DaemonOptions) {
-    // Larger on every start, so peers tell a restart from a replay.
-    this.node = new ClusterNode(opts.config, opts.node, opts.key, BigInt(Date.now()) * 1000n);
+    this.node = new ClusterNode(opts.config, opts.node, opts.key, opts.incarnation);
     this.log = opts.log.child({ node: this.node.self.name });
     this.state = new StateStore(opts.stateDir);
     this.notifier = opts.notifier ?? silentNotifier;
@@ -245,8 +248,11 @@ export class Daemon {
     } catch (e) {
       return reject([`${file}: error: cannot open the new heartbeat transport: ${(e as Error).message}`]);
     }
-    // The key crossed a thread as bytes: a Buffer again.
-    this.node.reconfigure(r.config, Buffer.from(r.hmacKey));
+    // Keys that crossed a thread arrive as bytes: Buffers again.
+    this.node.reconfigure(
+      r.config,
+      r.hmacKey.map((k) => Buffer.from(k)),
+    );
     this.heartbeats.reconfigured(transport);
     await this.telemetry.serveMetrics(r.config);
     this.log.info(

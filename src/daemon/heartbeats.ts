@@ -103,6 +103,15 @@ export class Heartbeats {
       const r = this.node.receive(datagram, source, monotonicMs());
       if (!r.accepted) {
         this.counters.dropped[r.reason]++;
+        if (r.authPeer !== undefined) {
+          // A configured peer with another key: said loudly once it starts (telemetry.ts), not per datagram.
+          const n = this.counters.authFailures;
+          n[r.authPeer] = (n[r.authPeer] ?? 0) + 1;
+          if (r.changed) {
+            if (!this.expiryTimer) this.armExpiry();
+            this.events.peersChanged();
+          }
+        }
         // Logged at debug only: a flood of junk must not flood the journal.
         return void this.log.debug({ reason: r.reason, source }, 'heartbeat dropped');
       }
@@ -139,10 +148,10 @@ export class Heartbeats {
         afterSocketReads(lateMs > LATE_MS ? 2 : 1, () => {
           this.expiryTimer = undefined;
           if (this.closed) return;
-          const gone = this.node.expire(monotonicMs());
-          for (const name of gone)
+          const { down, changed } = this.node.expire(monotonicMs());
+          for (const name of down)
             this.log.info({ peer: name }, `node ${name} is Down: no heartbeat for ${this.node.downAfterMs} ms`);
-          if (gone.length) this.events.peersChanged();
+          if (changed) this.events.peersChanged();
           this.armExpiry();
         });
       },

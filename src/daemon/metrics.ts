@@ -12,6 +12,8 @@ export interface NodeSnapshot {
   readonly draining: boolean;
   readonly carrier: boolean;
   readonly digest?: string;
+  /** Alive but its heartbeats fail authentication. */
+  readonly authFailing: boolean;
 }
 
 export interface MetricsSnapshot {
@@ -29,6 +31,10 @@ export interface MetricsSnapshot {
   readonly heartbeatsSent: number;
   readonly heartbeatsReceived: number;
   readonly rejected: Readonly<Record<DropReason, number>>;
+  /** Bad MACs from each configured peer's address. */
+  readonly authFailures: readonly { readonly node: string; readonly count: number }[];
+  /** More peers fail authentication than pass: this node takes nothing it does not hold. */
+  readonly outvoted: boolean;
   readonly reconcileErrors: number;
   readonly repairs: number;
   readonly takeovers: number;
@@ -98,6 +104,19 @@ export function families(s: MetricsSnapshot): Family[] {
     ),
     gauge('config_drift', "Whether a node that is Up runs a config whose digest differs from this node's.", [
       { value: bit(s.drift) },
+    ]),
+    counter(
+      'peer_auth_failures_total',
+      "Datagrams from a configured peer's address whose MAC failed (another cluster key?), by peer.",
+      s.authFailures.map((a) => ({ labels: { node: a.node }, value: a.count })),
+    ),
+    gauge(
+      'peer_auth_failing',
+      'Whether each node is alive but its heartbeats fail authentication.',
+      perNode(s, (n) => n.authFailing),
+    ),
+    gauge('auth_outvoted', 'Whether more peers fail authentication than pass, so this node takes no new IP.', [
+      { value: bit(s.outvoted) },
     ]),
     counter('heartbeats_sent_total', 'Heartbeats sent.', [{ value: s.heartbeatsSent }]),
     counter('heartbeats_received_total', 'Authenticated heartbeats accepted.', [{ value: s.heartbeatsReceived }]),

@@ -1,3 +1,4 @@
+import type { ClusterKeys } from '../config/key.js';
 import type { Config } from '../config/model.js';
 import { hostFacts } from '../dataplane/facts.js';
 import { plan, type DesiredState } from '../plan/desired.js';
@@ -14,7 +15,7 @@ export interface PlannerState {
 }
 
 export type PlannerRequest =
-  | { readonly op: 'load'; readonly file: string; readonly hmacKey: Uint8Array }
+  | { readonly op: 'load'; readonly file: string; readonly keys: readonly Uint8Array[] }
   | {
       readonly op: 'plan';
       /** The digest of the config the owners were elected with. */
@@ -53,10 +54,16 @@ export class PlannerCore {
   }
 
   handle(req: PlannerRequest): LoadResult | PlanResult {
-    return req.op === 'load' ? this.load(req.file, Buffer.from(req.hmacKey)) : this.plan(req);
+    // Keys that crossed a thread arrive as bytes: Buffers again.
+    return req.op === 'load'
+      ? this.load(
+          req.file,
+          req.keys.map((k) => Buffer.from(k)),
+        )
+      : this.plan(req);
   }
 
-  private load(file: string, hmacKey: Buffer): LoadResult {
+  private load(file: string, hmacKey: ClusterKeys): LoadResult {
     const r = readReload(file, this.node, { digest: this.config.digest, hmacKey });
     this.candidate = r.ok && !r.unchanged ? r.config : undefined;
     return r.ok && !r.unchanged ? { ...r, summary: reloadSummary(this.config, r.config) } : r;

@@ -1,5 +1,6 @@
 import { statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import type { ClusterKeys } from '../config/key.js';
 import type { Config } from '../config/model.js';
 import { PlannerCore, type LoadResult, type PlannerRequest, type PlanResult } from './planner-core.js';
 
@@ -91,9 +92,9 @@ export class Planner {
   }
 
   /** Reads and validates `file`; plans go on with the running config until one names the new digest. */
-  load(file: string, hmacKey: Buffer): Promise<LoadResult> {
+  load(file: string, keys: ClusterKeys): Promise<LoadResult> {
     if (fileSize(file) >= THREAD_FILE_BYTES) this.moveToThread();
-    return this.ask({ op: 'load', file, hmacKey }) as Promise<LoadResult>;
+    return this.ask({ op: 'load', file, keys }) as Promise<LoadResult>;
   }
 
   /** This node's desired state under the config `digest` for `owners`, unless it equals the applied plan `unless`. */

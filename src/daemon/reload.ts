@@ -1,5 +1,5 @@
 import { formatDiagnostic, hasErrors, sortDiagnostics } from '../config/diagnostics.js';
-import { readKey } from '../config/key.js';
+import { readKeys, type ClusterKeys } from '../config/key.js';
 import { loadConfig } from '../config/load.js';
 import { nodeNamed, type Config, type NodeSpec, type Policy } from '../config/model.js';
 import { encode } from '../cluster/protocol.js';
@@ -16,14 +16,14 @@ export type ReloadCandidate =
       readonly unchanged: boolean;
       readonly config: Config;
       readonly self: NodeSpec;
-      readonly hmacKey: Buffer;
+      readonly hmacKey: ClusterKeys;
       readonly warnings: readonly string[];
     };
 
 export function readReload(
   file: string,
   nodeName: string,
-  current: { readonly digest: string; readonly hmacKey: Buffer },
+  current: { readonly digest: string; readonly hmacKey: ClusterKeys },
 ): ReloadCandidate {
   const { config, diagnostics } = loadConfig(file);
   const sorted = sortDiagnostics(diagnostics);
@@ -32,7 +32,7 @@ export function readReload(
     return { ok: false, errors: sorted.filter((d) => d.severity === 'error').map(formatDiagnostic), warnings };
   try {
     const self = nodeNamed(config, nodeName);
-    const hmacKey = readKey(config.cluster.heartbeat.keyFile);
+    const hmacKey = readKeys(config.cluster.heartbeat.keyFile);
     // Names that do not fit a heartbeat are refused here, not by the heartbeat timer.
     encode(
       {
@@ -44,9 +44,11 @@ export function readReload(
         digest: config.digest,
         claims: [],
       },
-      hmacKey,
+      hmacKey[0]!,
     );
-    const unchanged = config.digest === current.digest && hmacKey.equals(current.hmacKey);
+    const sameKeys =
+      hmacKey.length === current.hmacKey.length && hmacKey.every((k, i) => k.equals(current.hmacKey[i]!));
+    const unchanged = config.digest === current.digest && sameKeys;
     return { ok: true, unchanged, config, self, hmacKey, warnings };
   } catch (e) {
     return { ok: false, errors: [`${file}: error: ${(e as Error).message}`], warnings };

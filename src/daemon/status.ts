@@ -1,4 +1,5 @@
 import { nodeNamed, policySourcesOn, type Config } from '../config/model.js';
+import { outvoted } from '../cluster/membership.js';
 import { formatCidr, formatAddress } from '../util/ip.js';
 
 // What `status` and `egress list` show: pure functions of the config and the daemon's
@@ -11,6 +12,8 @@ export interface NodeStatus {
   readonly carrier: boolean;
   readonly digest?: string;
   readonly holds: readonly string[];
+  /** Alive but its heartbeats fail authentication (another cluster key?). */
+  readonly authFailing?: boolean;
 }
 
 export interface View {
@@ -27,6 +30,8 @@ export interface Status {
   readonly policies: Record<string, { egressIP: string; gateway: string | null; state: 'Active' | 'NoGateway' }>;
   readonly configDigests: Record<string, string | null>;
   readonly details: Record<string, Omit<NodeStatus, 'digest'>>;
+  /** Configured peers whose heartbeats fail authentication, and whether they outvote this node. */
+  readonly authentication: Authentication;
   readonly [extra: string]: unknown;
 }
 
@@ -45,6 +50,7 @@ export function status(config: Config, view: View): Status {
         draining: s.draining,
         carrier: s.carrier,
         holds: s.holds,
+        authFailing: s.authFailing ?? false,
       };
   }
   const floatingIPs: Status['floatingIPs'] = {};
@@ -56,7 +62,33 @@ export function status(config: Config, view: View): Status {
     const owner = view.owners.get(ip) ?? null;
     policies[p.name] = { egressIP: ip, gateway: owner, state: owner ? 'Active' : 'NoGateway' };
   }
-  return { node: view.self, nodes, floatingIPs, policies, configDigests: digests, details };
+  return {
+    node: view.self,
+    nodes,
+    floatingIPs,
+    policies,
+    configDigests: digests,
+    details,
+    authentication: authentication(view),
+  };
+}
+
+export interface Authentication {
+  /** Configured peers alive but unverified, sorted. */
+  readonly failing: readonly string[];
+  /** More of them than peers Up: this node takes no floating IP it does not hold. */
+  readonly outvoted: boolean;
+}
+
+/** Who fails authentication, from the view (the rule is membership's `outvoted`). */
+export function authentication(view: View): Authentication {
+  const peers = [...view.nodes].filter(([name]) => name !== view.self);
+  const failing = peers
+    .filter(([, s]) => s.authFailing)
+    .map(([name]) => name)
+    .sort();
+  const up = peers.filter(([, s]) => s.state === 'Up').length;
+  return { failing, outvoted: outvoted(failing.length, up) };
 }
 
 export interface EgressRow {
@@ -113,9 +145,12 @@ export function statusLine(config: Config, view: View, self: SelfState): string 
         ? `owner of ${holds.join(', ')}`
         : 'standby, owns no floating IP';
   const drift = configDrift(view);
+  const auth = authentication(view);
   return [
     `${what}${self.draining ? ' (draining)' : ''}`,
     `${up}/${config.nodes.length} nodes up`,
+    ...(auth.failing.length ? [`authentication fails for ${auth.failing.join(', ')} (another cluster key?)`] : []),
+    ...(auth.outvoted ? ['taking no IP: more peers fail authentication than pass (is the key here wrong?)'] : []),
     ...(drift.length ? [`config differs on ${drift.map((d) => d.node).join(', ')}`] : []),
   ].join('; ');
 }

@@ -6,7 +6,7 @@ import { DROP_REASONS, type DropReason } from '../cluster/protocol.js';
 import { floatingIPs } from '../plan/desired.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
 import type { Notifier } from './sdnotify.js';
-import { configDrift, statusLine, type NodeStatus, type View } from './status.js';
+import { authentication, configDrift, statusLine, type NodeStatus, type View } from './status.js';
 
 // What the daemon tells people: counters, Prometheus metrics, systemd's STATUS line and
 // watchdog, and config-drift warnings. Nothing here decides anything or touches the kernel.
@@ -15,6 +15,8 @@ export interface Counters {
   heartbeatsSent: number;
   heartbeatsReceived: number;
   dropped: Record<DropReason, number>;
+  /** Datagrams from a configured peer's address whose MAC failed, by that peer. */
+  authFailures: Record<string, number>;
   reconciles: number;
   reconcileErrors: number;
   lastReconcileMs: number;
@@ -31,6 +33,7 @@ export const newCounters = (): Counters => ({
   heartbeatsSent: 0,
   heartbeatsReceived: 0,
   dropped: Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>,
+  authFailures: {},
   reconciles: 0,
   reconcileErrors: 0,
   lastReconcileMs: 0,
@@ -59,6 +62,9 @@ export class Telemetry {
   private lastStatusLine = '';
   /** "node:digest" of the nodes that ran another config at the last check. */
   private driftWarned = new Set<string>();
+  /** Peers warned about for failing authentication, not verified since; whether they outvoted this node. */
+  private readonly authWarned = new Set<string>();
+  private outvotedWarned = false;
   private watchdogTimer?: NodeJS.Timeout;
 
   constructor(
@@ -93,7 +99,36 @@ export class Telemetry {
   update(): void {
     const view = viewOf(this.node);
     this.checkDrift(view);
+    this.checkAuth(view);
     this.updateStatus(view);
+  }
+
+  /**
+   * Warns once when a configured peer starts failing authentication, and again only after
+   * it was verified in between (a peer that pauses is not warned about twice); never per
+   * datagram. Warns once when such peers outvote this node. Junk from other addresses
+   * stays at debug (heartbeats.ts).
+   */
+  private checkAuth(view: View): void {
+    const { failing, outvoted } = authentication(view);
+    for (const peer of failing.filter((p) => !this.authWarned.has(p))) {
+      this.authWarned.add(peer);
+      this.log.warn(
+        { peer, authFailures: this.counters.authFailures[peer] ?? 0 },
+        `heartbeats from ${peer} fail authentication: it runs with another cluster key? Its floating IPs are not taken over while it is heard`,
+      );
+    }
+    for (const peer of [...this.authWarned].filter((p) => view.nodes.get(p)?.state === 'Up')) {
+      this.authWarned.delete(peer);
+      this.log.info({ peer }, `heartbeats from ${peer} authenticate again`);
+    }
+    if (outvoted && !this.outvotedWarned)
+      this.log.warn(
+        { failing },
+        `more peers fail authentication (${failing.join(', ')}) than pass: the cluster key on this host is probably wrong; it takes no floating IP it does not hold`,
+      );
+    else if (!outvoted && this.outvotedWarned) this.log.info('no longer outvoted by peers that fail authentication');
+    this.outvotedWarned = outvoted;
   }
 
   updateStatus(view = viewOf(this.node)): void {
@@ -192,12 +227,17 @@ export class Telemetry {
           eligible: s?.eligible ?? false,
           draining: s?.draining ?? false,
           carrier: s?.carrier ?? false,
+          authFailing: s?.authFailing ?? false,
           ...digest,
         };
       }),
       heartbeatsSent: c.heartbeatsSent,
       heartbeatsReceived: c.heartbeatsReceived,
       rejected: c.dropped,
+      authFailures: config.nodes
+        .filter((n) => n.name !== this.node.self.name)
+        .map((n) => ({ node: n.name, count: c.authFailures[n.name] ?? 0 })),
+      outvoted: authentication(v).outvoted,
       reconcileErrors: c.reconcileErrors,
       repairs: c.repairs,
       takeovers: c.takeovers,

@@ -94,3 +94,35 @@ t.test('a conflict won is announced again, once per conflict', async (t) => {
   const lostIt = handover(input({ election: election({ [A]: 'n2' }, { [A]: 'conflict' }), held: new Set([A]) }));
   t.same([...lostIt.reannounce], [], 'the loser does not announce');
 });
+
+t.test('outvoted by peers that fail authentication: takes nothing new, keeps what it holds', async (t) => {
+  const h = handover(
+    input({
+      election: election({ [A]: 'n1', [B]: 'n1' }),
+      held: new Set([B]),
+      unverified: { outvoted: true, held: new Map() },
+    }),
+  );
+  t.same([...h.hold], [[B, 'elected']]);
+  t.same([...h.release], [[A, 'outvoted']]);
+  t.same([...h.take], []);
+  t.same([...h.owners], [[B, 'n1']], 'A is unowned for this node: its key is probably the wrong one');
+});
+
+t.test('an IP held by a peer that fails authentication is not taken over', async (t) => {
+  const unverified = { outvoted: false, held: new Map([[A, 'n3']]) };
+  const h = handover(input({ election: election({ [A]: 'n1', [B]: 'n1' }, { [A]: 'assigned' }), unverified }));
+  t.same([...h.hold], [[B, 'elected']], 'B is taken as usual');
+  t.same([...h.release], [[A, 'held-by-unverified']]);
+  t.same([...h.take], [B]);
+  t.equal(h.owners.get(A), 'n3', 'the data plane steers A to the host that still holds it');
+  const other = handover(input({ election: election({ [A]: 'n2' }), unverified }));
+  t.equal(other.owners.get(A), 'n3', 'also when the election gives it to another verified node');
+  const claimed = handover(
+    input({ election: election({ [A]: 'n2' }), unverified, peerClaims: [{ ip: A, node: 'n2' }] }),
+  );
+  t.equal(claimed.owners.get(A), 'n2', 'unless that node says it holds it: then the failing peer no longer does');
+  const mine = handover(input({ election: election({ [A]: 'n1' }), unverified, held: new Set([A]) }));
+  t.same([...mine.hold], [[A, 'elected']], 'what this node holds already, it keeps');
+  t.equal(mine.owners.get(A), 'n1');
+});

@@ -68,3 +68,51 @@ t.test('flags: draining and no carrier are Up but not eligible; leaving is Down 
   t.same(m.claims(), [], 'and its claims no longer count');
   t.equal(m.nextExpiry(), undefined);
 });
+
+t.test('a configured peer failing authentication: alive but unverified, while bad MACs keep coming', async (t) => {
+  const m = new Membership(loadValid(), 'worker1');
+  const failing = () => m.failing().map((p) => p.name);
+  t.same(m.authFailed('192.168.1.99', 0), { changed: false }, 'a stranger: no peer');
+  t.same(m.authFailed('192.168.1.1', 0), { changed: false }, 'our own address: no peer');
+  t.same(m.authFailed(W2, 0), { peer: 'worker2', changed: true }, 'a never-heard peer starts failing');
+  t.same(m.authFailed(W2, 100), { peer: 'worker2', changed: false }, 'said once, not per datagram');
+  t.same(failing(), ['worker2']);
+  t.same(m.live(), [], 'not Up: nothing it says is believed');
+  t.same([...m.heldByFailing()], [], 'never verified: it holds nothing we know of');
+  t.equal(m.nextExpiry(), 400, 'its failing state times out one Down interval after the last bad MAC');
+  t.same(m.expireFailing(399), []);
+  t.same(m.expireFailing(400), ['worker2'], 'silent for a Down interval: just Down');
+  t.same(failing(), []);
+  t.same(m.authFailed(W2, 500), { peer: 'worker2', changed: true }, 'fails again: said again');
+  const r = m.receive(hb(), W2, 550);
+  t.ok(r.accepted && r.changed, 'verified again (its key was fixed): Up, a change');
+  t.same(failing(), []);
+});
+
+t.test('an Up peer whose key changes: failing once it times out, and keeps what it held', async (t) => {
+  const m = new Membership(loadValid(), 'worker1');
+  m.receive(hb({ claims: ['192.168.1.100'] }), W2, 0);
+  t.same(m.authFailed(W2, 100), { peer: 'worker2', changed: false }, 'Up: a forgery from its address, it is fine');
+  t.same(m.failing(), []);
+  m.authFailed(W2, 200);
+  t.same(m.expire(300), ['worker2'], 'Down: its heartbeats stopped passing');
+  t.same(
+    m.failing().map((p) => p.name),
+    ['worker2'],
+    'and failing: datagrams from it keep failing',
+  );
+  t.same([...m.heldByFailing()], [['192.168.1.100', 'worker2']], 'what it held stays its own');
+  m.expireFailing(500);
+  t.same([...m.heldByFailing()], [], 'silent: it is just Down, and its IPs may be taken over');
+  m.authFailed(W2, 600);
+  t.same([...m.heldByFailing()], [], 'failing again later: what it held then was taken over already');
+});
+
+t.test('a peer that crashed and restarted with another key: its old claims do not count', async (t) => {
+  const m = new Membership(loadValid(), 'worker1');
+  m.receive(hb({ claims: ['192.168.1.100'] }), W2, 0);
+  t.same(m.expire(300), ['worker2']);
+  t.same(m.failing(), [], 'no bad MAC: an ordinary timeout');
+  m.authFailed(W2, 400);
+  t.same([...m.heldByFailing()], [], 'its IPs were taken over when it went Down');
+});

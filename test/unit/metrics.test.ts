@@ -58,8 +58,9 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
       { ip: '10.0.0.101', gateway: 'g', held: false },
     ],
     nodes: [
-      { name: 'h1', up: true, eligible: true, draining: false, carrier: true, digest: 'a' },
-      { name: 'h2', up: true, eligible: false, draining: true, carrier: true, digest: 'b' },
+      { name: 'h1', up: true, eligible: true, draining: false, carrier: true, digest: 'a', authFailing: false },
+      { name: 'h2', up: true, eligible: false, draining: true, carrier: true, digest: 'b', authFailing: false },
+      { name: 'h3', up: false, eligible: false, draining: false, carrier: false, authFailing: true },
     ],
     heartbeatsSent: 5,
     heartbeatsReceived: 7,
@@ -75,6 +76,11 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
       'wrong-source': 0,
       replay: 1,
     },
+    authFailures: [
+      { node: 'h2', count: 0 },
+      { node: 'h3', count: 12 },
+    ],
+    outvoted: false,
     reconcileErrors: 0,
     repairs: 1,
     takeovers: 1,
@@ -95,6 +101,11 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
     'egress_natd_failovers_total{reason="assigned"} 2',
     'egress_natd_reloads_total{result="failed"} 0',
     '# TYPE egress_natd_gratuitous_arp_total counter',
+    'egress_natd_peer_auth_failures_total{node="h3"} 12',
+    'egress_natd_peer_auth_failures_total{node="h2"} 0',
+    'egress_natd_peer_auth_failing{node="h3"} 1',
+    'egress_natd_peer_auth_failing{node="h2"} 0',
+    'egress_natd_auth_outvoted 0',
   ])
     t.ok(text.split('\n').includes(line), line);
 });

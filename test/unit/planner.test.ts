@@ -73,13 +73,13 @@ t.test('reload: errors change nothing; a good file is planned once a plan names 
   const p = newPlanner(config);
   t.teardown(() => p.close());
   write('version: 1\ncluster: {}\n');
-  const bad = await p.load(file, KEY);
+  const bad = await p.load(file, [KEY]);
   t.equal(bad.ok, false);
   t.match(bad.ok ? [] : bad.errors, [/config\.yaml:\d+:\d+: error: /], 'positioned errors');
   t.ok((await p.plan(config.digest, OWNERS, '')).desired, 'still plans with the running config');
 
   write(readFileSync(join(CONFIG_DIR, 'valid.yaml'), 'utf8').replace('8.8.8.0/24', '9.9.9.0/24'));
-  const good = await p.load(file, KEY);
+  const good = await p.load(file, [KEY]);
   if (!good.ok) return t.fail(good.errors.join('\n'));
   t.equal(good.unchanged, false);
   t.same(good.summary?.['policiesChanged'], ['egress'], 'the summary names the changed policy');
@@ -94,7 +94,7 @@ t.test('a big file moves a reload to the thread', async (t) => {
   const p = newPlanner(config);
   t.teardown(() => p.close());
   write(readFileSync(join(CONFIG_DIR, 'valid.yaml'), 'utf8') + bigPolicies(THREAD_CIDRS));
-  const r = await p.load(file, KEY);
+  const r = await p.load(file, [KEY]);
   t.equal(p.where, 'thread', 'a file of 64 KiB or more is read on the thread');
   t.ok(r.ok, 'and read there');
   if (r.ok) t.ok((await p.plan(r.config.digest, OWNERS, '')).desired);

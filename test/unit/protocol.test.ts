@@ -56,6 +56,21 @@ t.test('every drop reason', async (t) => {
   t.equal(reason(dup), 'malformed', 'a claim listed twice');
 });
 
+t.test('several keys (a rotation): a heartbeat signed with any of them is accepted, nothing else', async (t) => {
+  const old = Buffer.alloc(32, 7);
+  const fresh = Buffer.alloc(48, 9);
+  const reason = (b: Buffer, keys: Buffer[]) => {
+    const d = decode(b, keys, 'lab');
+    return d.ok ? 'accepted' : d.reason;
+  };
+  t.equal(reason(encode(hb, old), [old, fresh]), 'accepted', 'signed with the first');
+  t.equal(reason(encode(hb, fresh), [old, fresh]), 'accepted', 'signed with the second');
+  t.equal(reason(encode(hb, fresh), [fresh, old]), 'accepted', 'the order does not matter for verifying');
+  t.equal(reason(encode(hb, fresh), [old]), 'bad-mac', 'a key the receiver does not list');
+  t.equal(reason(encode(hb, Buffer.alloc(32, 1)), [old, fresh]), 'bad-mac', 'a third key');
+  t.equal(reason(encode(hb, old), []), 'bad-mac', 'no key verifies nothing');
+});
+
 t.test('encode refuses what it cannot carry', async (t) => {
   t.throws(() => encode({ ...hb, node: '' }, key), /node name/);
   t.throws(() => encode({ ...hb, cluster: 'x'.repeat(256) }, key), /cluster name/);
@@ -65,6 +80,8 @@ t.test('encode refuses what it cannot carry', async (t) => {
 t.test('fuzz: 10^6 random and mutated datagrams never throw and are never accepted', async (t) => {
   const rand = rng(76);
   const valid = [encode(hb, key), encode({ ...hb, claims: [] }, key), encode({ ...hb, node: 'x', flags: 0 }, key)];
+  // Verified under a key ring, as during a rotation: a mutation must fail every key.
+  const keys = [Buffer.alloc(48, 3), key];
   const counts = new Map<string, number>();
   let accepted = 0;
   const N = 1_000_000;
@@ -87,7 +104,7 @@ t.test('fuzz: 10^6 random and mutated datagrams never throw and are never accept
       if (kind === 2) b = b.subarray(0, Math.floor(rand() * b.length));
       if (kind === 3) b = Buffer.concat([b, pool.subarray(0, 1 + Math.floor(rand() * 40))]);
     }
-    const d = decode(b, key, 'lab');
+    const d = decode(b, keys, 'lab');
     if (d.ok && valid.some((v) => v.equals(b))) {
       counts.set('unchanged', (counts.get('unchanged') ?? 0) + 1);
       continue;

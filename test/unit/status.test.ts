@@ -104,3 +104,47 @@ t.test('config drift: Up nodes whose digest is not ours; Down nodes do not count
   t.same(configDrift(v([['worker2', { ...up(), digest: 'e' }]])), [{ node: 'worker2', digest: 'e' }]);
   t.same(configDrift(v([['worker2', { ...up(), state: 'Down', digest: 'e' }]])), [], 'a Down node may run anything');
 });
+
+t.test('peers that fail authentication: in status, and in the STATUS= line', async (t) => {
+  const config = loadValid();
+  const failing: NodeStatus = {
+    state: 'Down',
+    eligible: false,
+    draining: false,
+    carrier: false,
+    holds: [],
+    authFailing: true,
+  };
+  const view = (others: [string, NodeStatus][]) => ({
+    self: 'worker1',
+    nodes: new Map([['worker1', up(['192.168.1.100'])], ...others]),
+    owners: new Map<string, string>(),
+  });
+  const running = { ready: true, draining: false, carrier: true };
+  const majority = view([
+    ['worker2', up()],
+    ['cp1', failing],
+  ]);
+  t.equal(
+    statusLine(config, majority, running),
+    'owner of 192.168.1.100; 2/3 nodes up; authentication fails for cp1 (another cluster key?)',
+    'in the majority: it carries on, and says so',
+  );
+  t.same(status(config, majority).authentication, { failing: ['cp1'], outvoted: false });
+  t.equal(status(config, majority).details['cp1']!.authFailing, true);
+  const alone = view([
+    ['worker2', failing],
+    ['cp1', failing],
+  ]);
+  t.equal(
+    statusLine(config, alone, running),
+    'owner of 192.168.1.100; 1/3 nodes up; authentication fails for cp1, worker2 (another cluster key?); taking no IP: more peers fail authentication than pass (is the key here wrong?)',
+    'outvoted: it takes nothing new',
+  );
+  t.same(status(config, alone).authentication, { failing: ['cp1', 'worker2'], outvoted: true });
+  const tie = view([['worker2', failing]]);
+  t.ok(
+    status(config, tie).authentication.outvoted,
+    'a tie (two nodes) is outvoted too: nobody can tell whose key is wrong',
+  );
+});
