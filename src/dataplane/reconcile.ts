@@ -5,7 +5,7 @@ import { sendGratuitousArp } from './arp.js';
 import { Netlink, type Link } from './netlink.js';
 import { deleteTable, readTable, runTransaction } from './nft.js';
 import { diffTable } from './nftdiff.js';
-import type { StateStore } from './state.js';
+import type { AppliedPlan, StateStore } from './state.js';
 import { readSysctl, writeSysctl } from './sysctl.js';
 
 // The only place that changes the host: read what the kernel has, compare with the
@@ -46,7 +46,7 @@ async function reconcileSysctls(desired: DesiredState, opts: ReconcileOptions, c
   const toRestore = Object.entries(originals).filter(([path]) => !wanted.has(path));
   for (const [path] of toRestore) delete originals[path];
   // Write-ahead: the original is on disk before the value changes.
-  if (toSet.length) await opts.state.save({ sysctls: originals });
+  if (toSet.length) await opts.state.save({ ...state, sysctls: originals });
   for (const [path, value] of toSet) {
     await writeSysctl(path, value);
     changes.push(`set ${path.replaceAll('/', '.')}=${value}`);
@@ -55,7 +55,18 @@ async function reconcileSysctls(desired: DesiredState, opts: ReconcileOptions, c
     await writeSysctl(path, value).catch(() => undefined); // the interface may be gone
     changes.push(`restore ${path.replaceAll('/', '.')}=${value}`);
   }
-  if (toRestore.length) await opts.state.save({ sysctls: originals });
+  if (toRestore.length) await opts.state.save({ ...state, sysctls: originals });
+}
+
+/** Remembers the owners and mark indexes of `desired` before the kernel changes (what parking and the next start build on). */
+async function recordPlan(desired: DesiredState, store: StateStore): Promise<void> {
+  const applied: AppliedPlan = {
+    node: desired.node,
+    owners: Object.fromEntries(desired.egress.flatMap((e) => (e.owner ? [[e.ip, e.owner]] : []))),
+    indexes: Object.fromEntries(desired.egress.map((e) => [e.ip, e.index])),
+  };
+  const state = await store.load();
+  if (JSON.stringify(state.applied) !== JSON.stringify(applied)) await store.save({ ...state, applied });
 }
 
 /** Deletes every macvlan of egress-natd: the floating IPs leave this host. */
@@ -178,6 +189,7 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
   const changes: string[] = [];
   const nl = new Netlink();
   try {
+    await recordPlan(desired, opts.state);
     await reconcileSysctls(desired, opts, changes);
     // Order matters for leaks (docs/datapath.md, "Order of changes"): at no step may a
     // selected packet leave un-SNATed. A macvlan forwards what reaches it, so it never
@@ -217,6 +229,19 @@ export async function heldAddresses(): Promise<Set<string>> {
   } finally {
     nl.close();
   }
+}
+
+/** Removes the floating IPs (egress-natd's macvlans) and nothing else: the first step of parking a host. */
+export async function releaseFloatingIPs(opts: ReconcileOptions): Promise<ReconcileResult> {
+  const changes: string[] = [];
+  const nl = new Netlink();
+  try {
+    await deleteMacvlans(nl, changes);
+  } finally {
+    nl.close();
+  }
+  for (const c of changes) opts.log.info({ change: c }, c);
+  return { changes };
 }
 
 /**
