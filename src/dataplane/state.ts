@@ -35,7 +35,12 @@ export class StateStore {
   async load(): Promise<HostState> {
     try {
       const parsed = JSON.parse(await readFile(this.file, 'utf8')) as Partial<HostState>;
-      return { sysctls: { ...(parsed.sysctls ?? {}) }, ...(parsed.applied ? { applied: parsed.applied } : {}) };
+      const a = parsed.applied;
+      const isRecord = (x: unknown) => typeof x === 'object' && x !== null;
+      // A record that is not what this version writes is ignored: parking then keeps what it finds.
+      const applied =
+        a && typeof a.node === 'string' && isRecord(a.owners) && isRecord(a.indexes) ? { applied: a } : {};
+      return { sysctls: { ...(parsed.sysctls ?? {}) }, ...applied };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { sysctls: {} };
       throw new Error(`cannot read ${this.file}: ${(e as Error).message}`, { cause: e });
