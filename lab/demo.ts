@@ -92,9 +92,9 @@ async function main(): Promise<void> {
     await showStatus(lab, 'h4');
 
     for (const h of others) await lab.stopDaemon(h, 'SIGTERM');
-    await lab.egress(victim, ['release']);
+    await lab.stopPost(victim, cfg);
     console.log(
-      '\ndaemons stopped (SIGTERM: hand over, release everything); the killed host released by `egress-natd release`',
+      '\ndaemons stopped (SIGTERM: hand over, keep steering); the killed host parked by `egress-natd release --keep-steering`',
     );
   } finally {
     await lab.destroy();

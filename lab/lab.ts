@@ -180,21 +180,8 @@ export class Lab {
     for (const c of this.containers) {
       const ns = await this.addNs(c.name);
       const hostIf = `v-${c.name}`;
-      await run([
-        'ip',
-        'link',
-        'add',
-        'eth0',
-        'netns',
-        ns,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        hostIf,
-        'netns',
-        this.ns(c.host),
-      ]);
+      const hostNs = this.ns(c.host);
+      await run(['ip', 'link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', hostIf, 'netns', hostNs]);
       const gw = c.ip.replace(/\.\d+$/, '.1');
       await this.sh(c.host, `ip addr add ${gw}/24 dev ${hostIf} && ip link set ${hostIf} up`);
       await this.sh(c.name, `ip addr add ${c.ip}/24 dev eth0 && ip link set eth0 up && ip route add default via ${gw}`);
@@ -285,9 +272,14 @@ export class Lab {
     return code;
   }
 
-  /** What systemd does after a daemon died (ExecStopPost=egress-natd release), with the host back on the segment. */
+  /** What systemd runs after the daemon of `host` ended, however it did (ExecStopPost in systemd/egress-natd.service). */
+  stopPost(host: string, config: string) {
+    return this.egress(host, ['release', '--keep-steering', '-c', config, '-n', host]);
+  }
+
+  /** What systemd does after a daemon died (ExecStopPost, then a start), with the host back on the segment. */
   async restartDaemon(host: string, config: string): Promise<void> {
-    await this.egress(host, ['release']);
+    await this.stopPost(host, config);
     await this.setPort(host, true);
     await this.startDaemon(host, config);
   }

@@ -1,7 +1,7 @@
 #!/bin/bash
 # make install / make uninstall. Honours DESTDIR and PREFIX (default /usr/local).
 #   scripts/install.sh install [--files-only]   program, unit, example config, key (--files-only: no /etc)
-#   scripts/install.sh uninstall            program and unit; /etc/egress-natd stays
+#   scripts/install.sh uninstall            stop, `egress-natd release`, remove program and unit; /etc/egress-natd stays
 # Config and key live in /etc/egress-natd whatever PREFIX is (the systemd unit reads them there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +78,12 @@ case "${1:-}" in
     install_key
     ;;
   uninstall)
+    # The uninstall of a live host (no DESTDIR): stop the daemon (it hands its IPs over),
+    # then remove the steering a stopped daemon keeps and restore the sysctls.
+    if [ -z "$DESTDIR" ] && [ -x "$BINDIR/egress-natd" ]; then
+      if [ -d /run/systemd/system ]; then systemctl stop egress-natd.service 2>/dev/null || true; fi
+      "$BINDIR/egress-natd" release || true
+    fi
     rm -rf "$DESTDIR$LIBDIR" "$DESTDIR$DOCDIR" "$DESTDIR$SHAREDIR"
     rm -f "$DESTDIR$BINDIR/egress-natd" "$DESTDIR$UNITDIR/egress-natd.service"
     say "removed the program and the unit; $DESTDIR$ETCDIR (config, key) is kept"

@@ -13,6 +13,7 @@ import { bootIncarnation, DEFAULT_INCARNATION_FILE } from '../daemon/incarnation
 import { systemdNotifier } from '../daemon/sdnotify.js';
 import { formatTable, type EgressRow } from '../daemon/status.js';
 import { hostFacts } from '../dataplane/facts.js';
+import { park } from '../dataplane/park.js';
 import { release, reconcile } from '../dataplane/reconcile.js';
 import { StateStore } from '../dataplane/state.js';
 import { missingCgroups, plan, PlanError, type Owners } from '../plan/desired.js';
@@ -136,14 +137,31 @@ export function program(): Command {
 
   cmd
     .command('release')
-    .description('remove everything egress-natd installed on this host and restore the sysctls it changed')
+    .description(
+      'uninstall: remove everything egress-natd installed on this host and restore the sysctls it changed; ' +
+        'with --keep-steering, only give up the floating IPs (what systemd runs after the daemon ended)',
+    )
     .addOption(stateOpt())
-    .action(async (o: { stateDir?: string }) => {
-      const { changes } = await release({ state: stateStore(o.stateDir), log: logger() });
+    .option(
+      '--keep-steering',
+      "keep steering this host's selected traffic (to the floating IPs' next holders, or dropped), so that none leaves without SNAT while no daemon runs",
+    )
+    .addOption(configOpt())
+    .addOption(nodeOpt())
+    .action(async (o: { stateDir?: string; keepSteering?: boolean; config: string; node?: string }) => {
+      const opts = { state: stateStore(o.stateDir), log: logger() };
+      let config: Config | undefined;
+      if (o.keepSteering) {
+        const loaded = loadConfig(o.config);
+        for (const d of sortDiagnostics(loaded.diagnostics)) err(formatDiagnostic(d));
+        if (!hasErrors(loaded.diagnostics)) config = loaded.config;
+      }
+      const parked = o.keepSteering ? await park(config, o.node ?? hostname(), opts) : undefined;
+      const { changes } = parked ?? (await release(opts));
       for (const c of changes) out(c);
-      out(
-        changes.length ? `released: ${changes.length} change${changes.length === 1 ? '' : 's'}` : 'nothing to release',
-      );
+      const n = changes.length;
+      out(n ? `released: ${n} change${n === 1 ? '' : 's'}` : 'nothing to release');
+      if (parked) out(`steering ${parked.steering}`);
     });
 
   cmd

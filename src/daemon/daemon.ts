@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { ClusterKeys } from '../config/key.js';
 import type { Config } from '../config/model.js';
 import { ClusterNode } from '../cluster/node.js';
-import { release } from '../dataplane/reconcile.js';
+import { park } from '../dataplane/park.js';
 import { StateStore } from '../dataplane/state.js';
 import { monotonicMs } from '../util/time.js';
 import { Applier } from './applier.js';
@@ -64,7 +64,7 @@ export class Daemon {
 
   /** The kernel follows decisions (after the first listening period): until then it is left as it was found. */
   private applying = false;
-  /** After release nothing may install anything again. */
+  /** After the host is parked (stop) the loop may change nothing again. */
   private stopped = false;
   /** Drained by `egress-natd drain`; the node also drains while its reconciles keep failing. */
   private drainedByOperator = false;
@@ -122,6 +122,10 @@ export class Daemon {
 
   private async boot(): Promise<void> {
     const iface = this.node.self.interface;
+    // What an earlier daemon left stays until the first decision goes from it straight to the
+    // new plan (no release: nothing may leak meanwhile), with its mark indexes kept.
+    const { applied } = await this.state.load().catch(() => ({ applied: undefined }));
+    if (applied?.node === this.node.self.name) await this.planner.keepIndexes(new Map(Object.entries(applied.indexes)));
     const carrier = await this.kernel.start().catch((e: Error) => {
       throw new Error(`${e.message} (the interface of node ${this.node.self.name})`);
     });
@@ -288,7 +292,10 @@ export class Daemon {
     });
   }
 
-  /** Announces that it leaves, hands over what it holds (bounded), removes everything, stops. */
+  /**
+   * Announces that it leaves, hands over what it holds (bounded), parks the host (no floating
+   * IP; steering kept, needing no daemon: docs/design.md, "Stop and start"), stops.
+   */
   async stop(): Promise<void> {
     if (this.node.condition.leaving) return;
     this.node.setCondition({ leaving: true });
@@ -310,9 +317,15 @@ export class Daemon {
     this.control?.close();
     this.telemetry.close();
     await this.planner.close();
-    const { changes } = await release({ state: this.state, log: this.log });
+    const { changes, steering } = await park(this.node.config, this.node.self.name, {
+      state: this.state,
+      log: this.log,
+    });
     this.notifier.close();
-    this.log.info({ changes: changes.length }, 'stopped: released everything egress-natd installed');
+    this.log.info(
+      { changes: changes.length, steering },
+      'stopped: floating IPs given up; steering kept without them (egress-natd release removes it)',
+    );
   }
 
   private schedule(force: boolean): void {

@@ -16,6 +16,8 @@ export interface PlannerState {
 
 export type PlannerRequest =
   | { readonly op: 'load'; readonly file: string; readonly keys: readonly Uint8Array[] }
+  /** Mark indexes an earlier daemon used (from the state file): IPs that stay keep them. */
+  | { readonly op: 'indexes'; readonly indexes: readonly (readonly [string, number])[] }
   | {
       readonly op: 'plan';
       /** The digest of the config the owners were elected with. */
@@ -53,14 +55,20 @@ export class PlannerCore {
     return { config: this.config, node: this.node, indexes: this.indexes };
   }
 
-  handle(req: PlannerRequest): LoadResult | PlanResult {
-    // Keys that crossed a thread arrive as bytes: Buffers again.
-    return req.op === 'load'
-      ? this.load(
+  handle(req: PlannerRequest): LoadResult | PlanResult | undefined {
+    switch (req.op) {
+      case 'load':
+        // Keys that crossed a thread arrive as bytes: Buffers again.
+        return this.load(
           req.file,
           req.keys.map((k) => Buffer.from(k)),
-        )
-      : this.plan(req);
+        );
+      case 'indexes':
+        this.indexes = new Map(req.indexes);
+        return undefined;
+      case 'plan':
+        return this.plan(req);
+    }
   }
 
   private load(file: string, hmacKey: ClusterKeys): LoadResult {

@@ -14,7 +14,8 @@ export const THREAD_CIDRS = 5_000;
 export const THREAD_FILE_BYTES = 64 * 1024;
 
 export type PlannerReply = { readonly id: number } & (
-  { readonly ok: true; readonly result: LoadResult | PlanResult } | { readonly ok: false; readonly error: string }
+  | { readonly ok: true; readonly result: LoadResult | PlanResult | undefined }
+  | { readonly ok: false; readonly error: string }
 );
 
 const cidrCount = (c: Config): number =>
@@ -41,7 +42,7 @@ export class Planner {
   private nextId = 1;
   private readonly waiting = new Map<
     number,
-    { resolve: (v: LoadResult | PlanResult) => void; reject: (e: Error) => void }
+    { resolve: (v: LoadResult | PlanResult | undefined) => void; reject: (e: Error) => void }
   >();
   private closing = false;
 
@@ -81,7 +82,7 @@ export class Planner {
     worker.on('exit', (code) => fail(new Error(`the planner thread exited (${code})`)));
   }
 
-  private ask(req: PlannerRequest): Promise<LoadResult | PlanResult> {
+  private ask(req: PlannerRequest): Promise<LoadResult | PlanResult | undefined> {
     const inline = this.inline;
     if (inline) return new Promise((resolve) => resolve(inline.handle(req)));
     const id = this.nextId++;
@@ -95,6 +96,11 @@ export class Planner {
   load(file: string, keys: ClusterKeys): Promise<LoadResult> {
     if (fileSize(file) >= THREAD_FILE_BYTES) this.moveToThread();
     return this.ask({ op: 'load', file, keys }) as Promise<LoadResult>;
+  }
+
+  /** Mark indexes an earlier daemon used on this host: IPs that stay keep them (HostFacts.indexes). */
+  async keepIndexes(indexes: ReadonlyMap<string, number>): Promise<void> {
+    await this.ask({ op: 'indexes', indexes: [...indexes] });
   }
 
   /** This node's desired state under the config `digest` for `owners`, unless it equals the applied plan `unless`. */

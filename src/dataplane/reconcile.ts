@@ -1,11 +1,11 @@
 import type { Logger } from 'pino';
-import type { DesiredState, Macvlan } from '../plan/desired.js';
+import type { DesiredState, IpRoute, IpRule, Macvlan } from '../plan/desired.js';
 import { isOurRulePref, isOurRouteTable, MACVLAN_PREFIX, MARK_MASK, RT_PROTOCOL } from '../plan/naming.js';
 import { sendGratuitousArp } from './arp.js';
 import { Netlink, type Link } from './netlink.js';
 import { deleteTable, readTable, runTransaction } from './nft.js';
 import { diffTable } from './nftdiff.js';
-import type { StateStore } from './state.js';
+import type { AppliedPlan, StateStore } from './state.js';
 import { readSysctl, writeSysctl } from './sysctl.js';
 
 // The only place that changes the host: read what the kernel has, compare with the
@@ -46,7 +46,7 @@ async function reconcileSysctls(desired: DesiredState, opts: ReconcileOptions, c
   const toRestore = Object.entries(originals).filter(([path]) => !wanted.has(path));
   for (const [path] of toRestore) delete originals[path];
   // Write-ahead: the original is on disk before the value changes.
-  if (toSet.length) await opts.state.save({ sysctls: originals });
+  if (toSet.length) await opts.state.save({ ...state, sysctls: originals });
   for (const [path, value] of toSet) {
     await writeSysctl(path, value);
     changes.push(`set ${path.replaceAll('/', '.')}=${value}`);
@@ -55,7 +55,26 @@ async function reconcileSysctls(desired: DesiredState, opts: ReconcileOptions, c
     await writeSysctl(path, value).catch(() => undefined); // the interface may be gone
     changes.push(`restore ${path.replaceAll('/', '.')}=${value}`);
   }
-  if (toRestore.length) await opts.state.save({ sysctls: originals });
+  if (toRestore.length) await opts.state.save({ ...state, sysctls: originals });
+}
+
+/** Remembers the owners and mark indexes of `desired` before the kernel changes (what parking and the next start build on). */
+async function recordPlan(desired: DesiredState, store: StateStore): Promise<void> {
+  const applied: AppliedPlan = {
+    node: desired.node,
+    owners: Object.fromEntries(desired.egress.flatMap((e) => (e.owner ? [[e.ip, e.owner]] : []))),
+    indexes: Object.fromEntries(desired.egress.map((e) => [e.ip, e.index])),
+  };
+  const state = await store.load();
+  if (JSON.stringify(state.applied) !== JSON.stringify(applied)) await store.save({ ...state, applied });
+}
+
+/** Deletes every macvlan of egress-natd: the floating IPs leave this host. */
+async function deleteMacvlans(nl: Netlink, changes: string[]): Promise<void> {
+  for (const l of (await nl.links()).filter(isOurMacvlan)) {
+    await nl.deleteLink(l.index, l.name);
+    changes.push(`delete macvlan ${l.name}`);
+  }
 }
 
 /** Deletes macvlans the plan does not want (first: no forwarding without SNAT). */
@@ -108,6 +127,27 @@ async function addMacvlans(nl: Netlink, desired: DesiredState, changes: string[]
   return added;
 }
 
+/**
+ * The routing to have while the plan changes: every rule and route of the plan, and every
+ * one of ours still there (a table keeps its current route). It goes in before nft moves
+ * marks and the rest goes after, so a marked packet always finds its route.
+ */
+async function routingDuringChange(nl: Netlink, desired: DesiredState): Promise<DesiredState> {
+  const links = await nl.links();
+  const sameRule = (a: IpRule, b: IpRule) =>
+    a.priority === b.priority && a.fwmark === b.fwmark && a.fwmask === b.fwmask && a.table === b.table;
+  const rules: IpRule[] = [...desired.rules];
+  for (const r of (await nl.rules()).filter(isOurRule)) if (!rules.some((w) => sameRule(w, r))) rules.push(r);
+  const routes: IpRoute[] = [];
+  for (const r of await nl.routes()) {
+    const dev = links.find((l) => l.index === r.oif);
+    if (isOurRouteTable(r.table) && r.dstLen === 0 && r.gateway && dev)
+      routes.push({ table: r.table, gateway: r.gateway, dev: dev.name });
+  }
+  routes.push(...desired.routes.filter((w) => !routes.some((r) => r.table === w.table)));
+  return { ...desired, rules, routes };
+}
+
 async function reconcileRouting(nl: Netlink, desired: DesiredState, changes: string[]): Promise<void> {
   const ruleKey = (r: { priority: number; fwmark: number; fwmask: number; table: number }) =>
     `${r.priority}/${r.fwmark}/${r.fwmask}/${r.table}`;
@@ -149,10 +189,15 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
   const changes: string[] = [];
   const nl = new Netlink();
   try {
+    await recordPlan(desired, opts.state);
     await reconcileSysctls(desired, opts, changes);
-    // Order matters for leaks: a macvlan forwards what reaches it, so it must never
-    // exist without its SNAT rule. Remove macvlans, then change nft, then add macvlans.
+    // Order matters for leaks (docs/datapath.md, "Order of changes"): at no step may a
+    // selected packet leave un-SNATed. A macvlan forwards what reaches it, so it never
+    // exists without its SNAT rule: macvlans go first and come last. A marked packet
+    // needs its rule and route (or SNAT): routing is added before nft moves marks, and
+    // what the plan no longer wants is removed after.
     await removeMacvlans(nl, desired, changes);
+    await reconcileRouting(nl, await routingDuringChange(nl, desired), changes);
     const diff = diffTable(desired.nft, await readTable());
     if (diff.commands.length) {
       await runTransaction(`${diff.commands.join('\n')}\n`);
@@ -186,11 +231,30 @@ export async function heldAddresses(): Promise<Set<string>> {
   }
 }
 
-/** Removes everything egress-natd installed and restores the sysctls it changed. */
+/** Removes the floating IPs (egress-natd's macvlans) and nothing else: the first step of parking a host. */
+export async function releaseFloatingIPs(opts: ReconcileOptions): Promise<ReconcileResult> {
+  const changes: string[] = [];
+  const nl = new Netlink();
+  try {
+    await deleteMacvlans(nl, changes);
+  } finally {
+    nl.close();
+  }
+  for (const c of changes) opts.log.info({ change: c }, c);
+  return { changes };
+}
+
+/**
+ * Removes everything egress-natd installed and restores the sysctls it changed: the
+ * uninstall. Macvlans first: without its SNAT a macvlan would forward what other hosts
+ * steer to it with their workloads' addresses. Then this host's own selected traffic
+ * leaves as if egress-natd had never been there: the user's choice.
+ */
 export async function release(opts: ReconcileOptions): Promise<ReconcileResult> {
   const changes: string[] = [];
   const nl = new Netlink();
   try {
+    await deleteMacvlans(nl, changes);
     if (await deleteTable()) changes.push('nft: delete table inet egress_natd');
     for (const r of (await nl.rules()).filter(isOurRule)) {
       await nl.deleteRule(r);
@@ -201,10 +265,6 @@ export async function release(opts: ReconcileOptions): Promise<ReconcileResult> 
     )) {
       await nl.deleteDefaultRoute(table);
       changes.push(`delete route table ${table}`);
-    }
-    for (const l of (await nl.links()).filter(isOurMacvlan)) {
-      await nl.deleteLink(l.index, l.name);
-      changes.push(`delete macvlan ${l.name}`);
     }
     const state = await opts.state.load();
     for (const [path, value] of Object.entries(state.sysctls)) {

@@ -60,7 +60,10 @@ t.test('make install into a DESTDIR, with a PREFIX; again; make uninstall', asyn
   t.same(readdirSync(join(lib, 'dist')), ['src'], 'the program only: no lab, tests or benchmarks');
   const unitText = readFileSync(unit, 'utf8');
   t.match(unitText, 'ExecStart=/opt/enat/bin/egress-natd run --config /etc/egress-natd/config.yaml');
-  t.match(unitText, 'ExecStopPost=/opt/enat/bin/egress-natd release');
+  t.match(
+    unitText,
+    'ExecStopPost=/opt/enat/bin/egress-natd release --keep-steering --config /etc/egress-natd/config.yaml',
+  );
   t.equal(mode(join(etc, 'config.yaml')), 0o644);
   t.equal(mode(join(etc, 'cluster.key')), 0o600, 'a key, 0600');
   t.match(readFileSync(join(etc, 'cluster.key'), 'utf8'), /^[A-Za-z0-9+/]{64}\n$/, 'made by egress-natd keygen');
@@ -97,7 +100,8 @@ t.test('the systemd unit passes systemd-analyze verify and asks for what the iss
     'Type=notify',
     'WatchdogSec=',
     'ExecReload=/bin/kill -HUP $MAINPID',
-    'ExecStopPost=/usr/bin/egress-natd release',
+    // After any end of the daemon: give up the floating IPs, keep the steering (lab.stopPost does the same).
+    'ExecStopPost=/usr/bin/egress-natd release --keep-steering --config /etc/egress-natd/config.yaml',
     'Restart=on-failure',
     'CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW',
     'NoNewPrivileges=yes',

@@ -294,7 +294,7 @@ t.test('service', async (t) => {
     },
   );
 
-  await t.test('SIGTERM: STOPPING=1, then the daemon releases and exits 0', async (t) => {
+  await t.test('SIGTERM: STOPPING=1, then the daemon hands over, parks the host and exits 0', async (t) => {
     const since = nowNs();
     const held = Object.entries(status.floatingIPs)
       .filter(([, o]) => o === 'h1')
@@ -302,6 +302,9 @@ t.test('service', async (t) => {
     const code = await lab.stopDaemon('h1', 'SIGTERM');
     t.equal(code, 0);
     t.match(notesSince(since)[0], /^STOPPING=1\nSTATUS=stopping: /);
+    const stopped = log('h1').find((l) => l.msg.startsWith('stopped: '));
+    t.equal(stopped?.['steering'], 'parked', `h1 logged: ${stopped?.msg}`);
+    t.same(await lab.sh('h1', `ip -o link show type macvlan`).then((r) => r.stdout), '', 'no floating IP left on h1');
     for (const ip of held) {
       const moved = await waitUntil(`h2 to log the move of ${ip}`, async () =>
         log('h2').find((l) => l['ip'] === ip && l['from'] === 'h1'),
