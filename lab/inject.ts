@@ -15,7 +15,8 @@ const port = Number(portText);
 const key = readKey(keyFile!);
 
 const sock = createSocket({ type: 'udp4', reuseAddr: true });
-sock.bind(port, '0.0.0.0', () => {
+// The attack needs only the source address: the daemon holds the port itself (no one may share it).
+sock.bind(mode === 'attack' ? 0 : port, '0.0.0.0', () => {
   sock.addMembership(group!, local);
   sock.setMulticastInterface(local!);
   sock.setMulticastLoopback(false);

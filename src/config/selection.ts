@@ -24,6 +24,7 @@ import {
 } from './model.js';
 import * as shape from './schema.js';
 import type { ConfigSource, Path } from './source.js';
+import { NFT_UNQUOTABLE, nftQuotable } from './kernel-names.js';
 
 // The rules that relate gateways, workloads and policies to the nodes and to each other
 // (docs/design.md, "Config model").
@@ -162,9 +163,11 @@ export function parseWorkloads(
         ? 'must be relative to the cgroup2 root (drop the leading "/")'
         : p === '' || p.endsWith('/') || p.split('/').some((s) => s === '' || s === '.' || s === '..')
           ? 'is not a clean cgroup path (no empty, "." or ".." parts)'
-          : undefined;
+          : nftQuotable(p)
+            ? undefined
+            : NFT_UNQUOTABLE;
       if (problem) {
-        out.push(src.diag('error', [...at('cgroups'), j], `workloads[${i}].cgroups: "${p}" ${problem}`));
+        out.push(src.diag('error', [...at('cgroups'), j], `workloads[${i}].cgroups: ${JSON.stringify(p)} ${problem}`));
         ok = false;
       }
     });

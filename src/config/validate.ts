@@ -5,6 +5,7 @@ import type { Cluster, Config, NodeSpec } from './model.js';
 import * as shape from './schema.js';
 import { parseGateways, parsePolicies, parseWorkloads } from './selection.js';
 import type { ConfigSource, Path } from './source.js';
+import { validInterfaceName } from './kernel-names.js';
 
 /** What the validator needs to know about the key file; reading it is the caller's job. */
 export type KeyFileFacts =
@@ -29,7 +30,6 @@ const MAX_INTERVAL_MS = 10_000;
 export const DEFAULT_METRICS_PORT = 9607;
 /** Every cluster key: 256 bits at least. */
 const MIN_KEY_BYTES = 32;
-const IFNAME = /^[^\s/:]{1,15}$/;
 
 export function parseDuration(text: string): number | undefined {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(text);
@@ -88,8 +88,8 @@ function parseCluster(
     out.push(src.diag('error', path, message));
     ok = false;
   };
-  if (c.interface !== undefined && !IFNAME.test(c.interface))
-    fail(['cluster', 'interface'], `cluster.interface "${c.interface}" is not a valid interface name`);
+  if (c.interface !== undefined && !validInterfaceName(c.interface))
+    fail(['cluster', 'interface'], `cluster.interface ${JSON.stringify(c.interface)} is not a valid interface name`);
   const intervalMs = parseDuration(hb.interval);
   if (intervalMs === undefined)
     fail(at('interval'), `cluster.heartbeat.interval "${hb.interval}" is not a duration (e.g. 100ms, 2s)`);
@@ -201,8 +201,14 @@ function parseNodes(src: ConfigSource, items: unknown[], defaultIf: string | und
         ),
       );
       bad = true;
-    } else if (!IFNAME.test(ifname)) {
-      out.push(src.diag('error', at('interface'), `nodes[${i}].interface "${ifname}" is not a valid interface name`));
+    } else if (!validInterfaceName(ifname)) {
+      out.push(
+        src.diag(
+          'error',
+          at('interface'),
+          `nodes[${i}].interface ${JSON.stringify(ifname)} is not a valid interface name`,
+        ),
+      );
       bad = true;
     }
     // A node with a usable address is kept for cross-checks even when it has other

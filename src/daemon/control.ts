@@ -4,6 +4,10 @@ import { join } from 'node:path';
 
 // The daemon's control socket: one JSON request line in, one JSON answer line out.
 // It lives in the state directory (0700, root) and is itself 0600: only root may ask.
+// It is also the lock on the state dir: a socket that accepts a connection has a live
+// daemon behind it (the kernel refuses connections once that process is gone), across
+// network namespaces and without pid files that a reused pid could fool. So a second
+// daemon on the same state dir stops instead of removing the first one's socket.
 
 export type Request = { readonly cmd: 'status' | 'egress-list' | 'drain' | 'undrain' };
 export type Answer = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly error: string };
@@ -14,7 +18,11 @@ const MAX_REQUEST = 4096;
 export async function serveControl(stateDir: string, handle: (r: Request) => Promise<unknown>): Promise<Server> {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const path = controlPath(stateDir);
-  rmSync(path, { force: true }); // left by a daemon that crashed
+  if (await answers(path))
+    throw new Error(
+      `another egress-natd is running with the state dir ${stateDir} (its control socket ${path} answers)`,
+    );
+  rmSync(path, { force: true }); // left by a daemon that died
   const server = createServer((sock) => {
     let buf = '';
     sock.setEncoding('utf8');
@@ -51,6 +59,18 @@ export async function serveControl(stateDir: string, handle: (r: Request) => Pro
   });
   chmodSync(path, 0o600);
   return server;
+}
+
+/** Whether something accepts connections on the unix socket `path`. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = createConnection(path);
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
 }
 
 export class ControlError extends Error {}

@@ -35,7 +35,6 @@ export interface HeartbeatEvents {
 
 export class Heartbeats {
   private transport?: Transport;
-  private options?: TransportOptions;
   private sendTimer?: NodeJS.Timeout;
   private intervalMs = 0;
   private expiryTimer?: NodeJS.Timeout;
@@ -50,19 +49,19 @@ export class Heartbeats {
 
   /** Opens the socket for the node's config and starts sending. */
   async open(): Promise<void> {
-    const options = transportOptions(this.node.config, this.node.self);
-    this.transport = await this.openTransport(options);
-    this.options = options;
+    this.transport = await this.openTransport(transportOptions(this.node.config, this.node.self));
     this.restartSending();
   }
 
   /**
    * Before a reload is committed: the socket the new config needs, if it needs another.
-   * Opened while the old one still runs, so a reload never goes deaf.
+   * Opened while the old one still runs, so a reload never goes deaf; on the same
+   * address and port it shares the old one's socket (which no one else may share).
    */
   async prepare(config: Config, self: NodeSpec): Promise<Transport | undefined> {
     const options = transportOptions(config, self);
-    return this.options && sameOptions(options, this.options) ? undefined : this.openTransport(options);
+    const current = this.transport;
+    return current && sameOptions(options, current.options) ? undefined : this.openTransport(options, current);
   }
 
   /** After the node took the new config: swap to the prepared socket, follow the interval, re-arm expiry. */
@@ -70,17 +69,17 @@ export class Heartbeats {
     if (prepared) {
       this.transport?.close();
       this.transport = prepared;
-      this.options = transportOptions(this.node.config, this.node.self);
     }
     if (this.node.config.cluster.heartbeat.intervalMs !== this.intervalMs) this.restartSending();
     this.armExpiry();
   }
 
-  private openTransport(options: TransportOptions): Promise<Transport> {
+  private openTransport(options: TransportOptions, current?: Transport): Promise<Transport> {
     return openTransport(
       options,
       (msg, source) => this.onDatagram(msg, source),
       (e) => this.log.debug({ err: e.message }, 'heartbeat socket'),
+      current,
     );
   }
 

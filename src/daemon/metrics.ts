@@ -167,6 +167,26 @@ function processFamilies(): Family[] {
   ];
 }
 
+/** What bounds the metrics endpoint: one local scraper needs little, a stuck or hostile client may hold little. */
+export interface MetricsLimits {
+  readonly maxConnections: number;
+  /** A request's headers must arrive within this (a slowloris client is cut off). */
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  readonly keepAliveTimeoutMs: number;
+  /** How often Node checks the two timeouts above (its default is 30 s). */
+  readonly checkIntervalMs: number;
+}
+
+export const METRICS_LIMITS: MetricsLimits = {
+  maxConnections: 16,
+  headersTimeoutMs: 5000,
+  requestTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 5000,
+  checkIntervalMs: 1000,
+};
+
 export class Metrics {
   private readonly reconcile = new Histogram([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
 
@@ -190,8 +210,14 @@ export class Metrics {
   }
 
   /** GET /metrics on 127.0.0.1:port only: metrics name the cluster's nodes and addresses. */
-  serve(port: number, onError: (e: Error) => void): Promise<Server> {
-    const server = createServer((req, res) => {
+  serve(port: number, onError: (e: Error) => void, limits = METRICS_LIMITS): Promise<Server> {
+    const options = {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      connectionsCheckingInterval: limits.checkIntervalMs,
+    };
+    const server = createServer(options, (req, res) => {
       if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try GET /metrics\n');
         return;
@@ -203,6 +229,8 @@ export class Metrics {
         res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(e as Error).message}\n`);
       }
     });
+    // Beyond the cap, new connections are dropped; the timeouts free the slots again.
+    server.maxConnections = limits.maxConnections;
     return new Promise((ok, fail) => {
       server.once('error', (e) => fail(new Error(`metrics: cannot listen on 127.0.0.1:${port}: ${e.message}`)));
       server.listen(port, '127.0.0.1', () => {

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { CANNOT_EXEC, tiedToUs } from './tied.js';
 
 // Gratuitous ARP through iputils' arping (Node has no AF_PACKET sockets). The kernel
 // sends one on link-up (arp_notify=1); these repeat it, spaced, like keepalived's
@@ -18,7 +19,8 @@ const ARPING = process.env['EGRESS_NATD_ARPING'] ?? 'arping';
 function announceOnce(dev: string, ip: string): Promise<void> {
   const args = ['-U', '-q', '-c', '1', '-I', dev, '-s', ip, ip];
   return new Promise((resolve, reject) => {
-    const child = spawn(ARPING, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // Tied to the daemon: a killed daemon must not leave one behind (tied.ts).
+    const child = spawn(...tiedToUs([ARPING, ...args]), { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     let stopped = false;
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -28,12 +30,17 @@ function announceOnce(dev: string, ip: string): Promise<void> {
     }, SEND_GRACE_MS);
     child.on('error', (e) => {
       clearTimeout(timer);
-      reject(new Error(`${ARPING} ${args.join(' ')}: ${e.message} (apt-get install iputils-arping)`));
+      reject(new Error(`${ARPING} ${args.join(' ')}: ${e.message} (apt-get install util-linux)`));
     });
     child.on('close', (code) => {
       clearTimeout(timer);
       if (stopped || code === 0) resolve();
-      else reject(new Error(`${ARPING} ${args.join(' ')} exited ${code}: ${stderr.trim()}`));
+      else
+        reject(
+          new Error(
+            `${ARPING} ${args.join(' ')} exited ${code}: ${stderr.trim()}${code === CANNOT_EXEC ? ' (apt-get install iputils-arping)' : ''}`,
+          ),
+        );
     });
   });
 }

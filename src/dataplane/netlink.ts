@@ -40,6 +40,8 @@ export interface KernelRoute {
   table: number;
   gateway?: string;
   oif?: number;
+  /** The destination network (absent for a default route). */
+  dst?: string;
   dstLen: number;
   protocol: number;
 }
@@ -196,9 +198,11 @@ export class Netlink {
     const msgs = await this.run('list routes', () => this.sock.getRoutes({ family: AF_INET }));
     return msgs.map((m) => {
       const gateway = ipText(m.attrs.gateway);
+      const dst = ipText(m.attrs.dst);
       return {
         table: m.attrs.table ?? m.data.table ?? 0,
         ...(gateway ? { gateway } : {}),
+        ...(dst ? { dst } : {}),
         ...(m.attrs.oif !== undefined ? { oif: m.attrs.oif } : {}),
         dstLen: m.data.dstLen ?? 0,
         protocol:
@@ -224,6 +228,22 @@ export class Netlink {
         },
         { table, gateway: ipBytes(gateway), oif },
         { flags: NLM_F_CREATE | NLM_F_REPLACE },
+      ),
+    );
+  }
+
+  /** Deletes a route as listed by routes(): its table, destination and, if it has them, gateway and device. */
+  async deleteRoute(r: KernelRoute): Promise<void> {
+    const what = `${r.dst ?? 'default'}/${r.dstLen}`;
+    await this.run(`delete route ${what} in table ${r.table}`, () =>
+      this.sock.delRoute(
+        { family: AF_INET, dstLen: r.dstLen, table: 0, scope: 'NOWHERE' },
+        {
+          table: r.table,
+          ...(r.dst ? { dst: ipBytes(r.dst) } : {}),
+          ...(r.gateway ? { gateway: ipBytes(r.gateway) } : {}),
+          ...(r.oif !== undefined ? { oif: r.oif } : {}),
+        },
       ),
     );
   }

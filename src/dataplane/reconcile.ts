@@ -170,10 +170,11 @@ async function reconcileRouting(nl: Netlink, desired: DesiredState, changes: str
   const routes = (await nl.routes()).filter((r) => isOurRouteTable(r.table));
   const wantRoutes = new Map(desired.routes.map((r) => [r.table, r]));
   for (const r of routes) {
-    // A wanted table's default route is kept or replaced below; anything else goes.
+    // A wanted table's default route is kept or replaced below; anything else goes,
+    // whatever its destination (someone's `ip route add ... table N` included).
     if (wantRoutes.has(r.table) && r.dstLen === 0) continue;
-    await nl.deleteDefaultRoute(r.table);
-    changes.push(`delete route table ${r.table}`);
+    await nl.deleteRoute(r);
+    changes.push(`delete route ${r.dst ?? 'default'}/${r.dstLen} table ${r.table}`);
   }
   for (const w of desired.routes) {
     const dev = links.find((l) => l.name === w.dev);

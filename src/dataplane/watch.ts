@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { SETPRIV, tiedToUs } from './tied.js';
 
 // Kernel change notifications, from rtnetlink (`ip monitor`) and nf_tables (`nft
 // monitor destroy`): the daemon repairs what someone else deleted. Both are long-lived
-// children; one that dies is started again.
+// children, tied to the daemon's life (tied.ts); one that dies is started again.
 
 export type KernelEvent = { readonly source: 'ip' | 'nft'; readonly line: string };
 
@@ -14,7 +15,7 @@ const COMMANDS: Record<KernelEvent['source'], string[]> = {
 
 export interface Watcher {
   close(): void;
-  /** Resolves once both monitors are running. */
+  /** Resolves once both monitors are running; rejects if one cannot be started (they are tried again). */
   readonly ready: Promise<void>;
 }
 
@@ -22,17 +23,27 @@ export function watchKernel(onEvent: (e: KernelEvent) => void, onError: (e: Erro
   const children = new Map<string, ChildProcess>();
   let closed = false;
   const start = (source: KernelEvent['source']): Promise<void> => {
-    const [cmd, ...args] = COMMANDS[source];
-    const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const what = COMMANDS[source].join(' ');
+    const child = spawn(...tiedToUs(COMMANDS[source]), { stdio: ['ignore', 'pipe', 'pipe'] });
     children.set(source, child);
     createInterface({ input: child.stdout }).on('line', (line) => onEvent({ source, line }));
-    child.stderr.on('data', (d: Buffer) => onError(new Error(`${cmd}: ${d.toString().trim()}`)));
-    child.on('exit', (code, signal) => {
-      if (closed) return;
-      onError(new Error(`${COMMANDS[source].join(' ')} exited (${signal ?? code}); restarting it`));
-      setTimeout(() => !closed && void start(source), 1000).unref();
+    child.stderr.on('data', (d: Buffer) => onError(new Error(`${what}: ${d.toString().trim()}`)));
+    // A child that could not be spawned emits 'error' and maybe no 'exit'; one that ran emits 'exit'.
+    let restarting = false;
+    const restart = (why: string) => {
+      if (closed || restarting) return;
+      restarting = true;
+      onError(new Error(`${what} ${why}; restarting it`));
+      setTimeout(() => !closed && void start(source).catch(() => undefined), 1000).unref();
+    };
+    child.on('exit', (code, signal) => restart(`exited (${signal ?? code})`));
+    return new Promise((ok, fail) => {
+      child.once('spawn', () => ok());
+      child.on('error', (e) => {
+        restart(`cannot be started: ${e.message} (${SETPRIV} is in util-linux)`);
+        fail(new Error(`${what}: ${e.message}`));
+      });
     });
-    return new Promise((ok) => child.once('spawn', () => ok()));
   };
   const ready = Promise.all([start('ip'), start('nft')]).then(() => undefined);
   const close = () => {
