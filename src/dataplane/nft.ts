@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { NFT_FAMILY, NFT_TABLE } from '../plan/naming.js';
+import type { NftSetSpec } from '../plan/nft.js';
 
 const exec = promisify(execFile);
 
@@ -25,7 +26,8 @@ export interface ActualChain {
 export interface ActualTable {
   readonly exists: boolean;
   readonly chains: ReadonlyMap<string, ActualChain>;
-  readonly sets: ReadonlyMap<string, 'set' | 'map'>;
+  /** Sets, maps and named counters, by name. */
+  readonly sets: ReadonlyMap<string, NftSetSpec['kind']>;
 }
 
 const NFT = process.env['EGRESS_NATD_NFT'] ?? 'nft';
@@ -44,19 +46,20 @@ async function nft(args: string[]): Promise<string> {
 
 type NftJson = { nftables: Record<string, Record<string, unknown>>[] };
 
+const noTable = (e: unknown): boolean => e instanceof NftError && /No such file or directory/.test(e.stderr);
+
 /** Our table without set elements (`-t`): enough to diff, and fast with 100k elements. */
 export async function readTable(): Promise<ActualTable> {
   let out: string;
   try {
     out = await nft(['-j', '-t', 'list', 'table', NFT_FAMILY, NFT_TABLE]);
   } catch (e) {
-    if (e instanceof NftError && /No such file or directory/.test(e.stderr))
-      return { exists: false, chains: new Map(), sets: new Map() };
+    if (noTable(e)) return { exists: false, chains: new Map(), sets: new Map() };
     throw e;
   }
   const items = (JSON.parse(out) as NftJson).nftables;
   const chains = new Map<string, { hook?: ActualChain['hook']; rules: string[] }>();
-  const sets = new Map<string, 'set' | 'map'>();
+  const sets = new Map<string, NftSetSpec['kind']>();
   for (const item of items) {
     if (item['chain']) {
       const c = item['chain'] as { name: string; type?: string; hook?: string; prio?: number; policy?: string };
@@ -69,8 +72,26 @@ export async function readTable(): Promise<ActualTable> {
       chains.get(r.chain)?.rules.push(r.comment ?? '');
     } else if (item['set']) sets.set((item['set'] as { name: string }).name, 'set');
     else if (item['map']) sets.set((item['map'] as { name: string }).name, 'map');
+    else if (item['counter']) sets.set((item['counter'] as { name: string }).name, 'counter');
   }
   return { exists: true, chains, sets };
+}
+
+/** Packets counted by each named counter of our table (nothing else is listed: cheap at scrape time); none without the table. */
+export async function readCounters(): Promise<Map<string, number>> {
+  let out: string;
+  try {
+    out = await nft(['-j', 'list', 'counters', 'table', NFT_FAMILY, NFT_TABLE]);
+  } catch (e) {
+    if (noTable(e)) return new Map();
+    throw e;
+  }
+  const counters = new Map<string, number>();
+  for (const item of (JSON.parse(out) as NftJson).nftables) {
+    const c = item['counter'] as { name?: unknown; packets?: unknown } | undefined;
+    if (typeof c?.name === 'string' && typeof c.packets === 'number') counters.set(c.name, c.packets);
+  }
+  return counters;
 }
 
 /** Runs one nft transaction: the kernel applies all of it or none of it. */
