@@ -81,6 +81,10 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
     failovers: { assigned: 2 },
     garps: 3,
     reloads: { ok: 1, failed: 0 },
+    relayDropped: [
+      { ip: '10.0.0.100', reason: 'source', packets: 4 },
+      { ip: '10.0.0.100', reason: 'destination', packets: 0 },
+    ],
   };
   const text = render(families(s));
   for (const line of [
@@ -95,6 +99,9 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
     'egress_natd_failovers_total{reason="assigned"} 2',
     'egress_natd_reloads_total{result="failed"} 0',
     '# TYPE egress_natd_gratuitous_arp_total counter',
+    '# TYPE egress_natd_relay_dropped_total counter',
+    'egress_natd_relay_dropped_total{ip="10.0.0.100",reason="source"} 4',
+    'egress_natd_relay_dropped_total{ip="10.0.0.100",reason="destination"} 0',
   ])
     t.ok(text.split('\n').includes(line), line);
 });
