@@ -1,4 +1,5 @@
 import { run, type Lab } from './lab.js';
+import { NODE } from './paths.js';
 
 // An unprivileged local user who wants the heartbeats: as `nobody`, inside a lab host,
 // it binds the daemon's heartbeat address and port with SO_REUSEADDR, listens for
@@ -30,19 +31,7 @@ export async function intrude(
 ): Promise<Intrusion> {
   const argv = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups'];
   const { stdout } = await run(
-    [
-      'ip',
-      'netns',
-      'exec',
-      lab.ns(host),
-      ...argv,
-      process.execPath,
-      '-e',
-      SCRIPT,
-      address,
-      String(port),
-      String(holdMs),
-    ],
+    ['ip', 'netns', 'exec', lab.ns(host), ...argv, ...NODE, '-e', SCRIPT, address, String(port), String(holdMs)],
     { timeoutMs: holdMs + 10_000 },
   );
   return JSON.parse(stdout) as Intrusion;

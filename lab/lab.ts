@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import type { Counters } from '../src/daemon/telemetry.js';
 import type { Status } from '../src/daemon/status.js';
-import { BIN, labScript } from './paths.js';
+import { BIN, labScript, NO_TEST_RUNNER_HOOKS, NODE } from './paths.js';
 
 // The lab (docs/design.md, "Lab"): network namespaces as hosts on a Linux bridge, a router
 // namespace with an echo server that answers with the source IP it sees. The bridge
@@ -55,8 +55,8 @@ export const net24 = (ip: string): string => `${ip.replace(/\.\d+$/, '.0')}/24`;
 /** Single-quotes `s` for sh. */
 const q = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
 
-/** `ip netns exec` remounts /sys without the cgroup2 hierarchy; lab scripts mount it again. */
-const MOUNT_CGROUP = 'mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null;';
+/** `ip netns exec` remounts /sys without the cgroup2 hierarchy; lab scripts mount it again (and run without tap's hooks). */
+const MOUNT_CGROUP = `${NO_TEST_RUNNER_HOOKS} mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null;`;
 
 /** Calls `fn` with every complete line `stream` yields. */
 export function eachLine(stream: Readable, fn: (line: string) => void): void {
@@ -141,15 +141,9 @@ export class Lab {
 
   private async build(): Promise<void> {
     this.dir = await mkdtemp(join(tmpdir(), `${this.id}-`));
-    const sw = await this.addNs('sw');
+    await this.addNs('sw');
     await this.sh('sw', 'ip link add br0 type bridge && ip link set br0 up');
-    const attach = async (name: string) => {
-      const ns = await this.addNs(name);
-      await run(['ip', 'link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', `p-${name}`, 'netns', sw]);
-      await this.sh('sw', `ip link set p-${name} master br0 && ip link set p-${name} up`);
-      await this.sh(name, 'ip link set eth0 up');
-    };
-    await attach('r');
+    await this.attach('r');
     const routes = this.containers.map((c) => `ip route add ${c.cidr} via ${this.host(c.host).ip}`);
     await this.sh(
       'r',
@@ -161,7 +155,7 @@ export class Lab {
       ].join(' && '),
     );
     for (const h of this.hosts) {
-      await attach(h.name);
+      await this.attach(h.name, h.ip);
       const own = this.containers.filter((c) => c.host === h.name);
       // A routed fleet: every host reaches every container network through its host.
       const fleet = this.containers
@@ -170,7 +164,6 @@ export class Lab {
       await this.sh(
         h.name,
         [
-          `ip addr add ${h.ip}/24 dev eth0`,
           `ip route add default via ${ROUTER_IP}`,
           ...(own.length ? ['sysctl -qw net.ipv4.ip_forward=1'] : []),
           ...fleet,
@@ -189,6 +182,17 @@ export class Lab {
     await this.startEcho();
     await writeFile(join(this.dir, 'cluster.key'), randomBytes(32).toString('hex'), { mode: 0o600 });
   }
+
+  /** A namespace on the segment (eth0, a veth to port p-<name> on the bridge), with `ip`/24 if given. */
+  private async attach(name: string, ip?: string): Promise<void> {
+    const [ns, sw] = [await this.addNs(name), this.ns('sw')];
+    await run(['ip', 'link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', `p-${name}`, 'netns', sw]);
+    await this.sh('sw', `ip link set p-${name} master br0 && ip link set p-${name} up`);
+    await this.sh(name, `ip link set eth0 up${ip ? ` && ip addr add ${ip}/24 dev eth0` : ''}`);
+  }
+
+  /** A stranger: a namespace on the segment with `ip`/24 that is neither a node nor a workload. */
+  addStranger = (name: string, ip: string): Promise<void> => this.attach(name, ip);
 
   host(name: string): HostSpec {
     const h = this.hosts.find((x) => x.name === name);
@@ -307,11 +311,9 @@ export class Lab {
   }
 
   private async startEcho(): Promise<void> {
-    this.echo = spawn(
-      'ip',
-      ['netns', 'exec', this.ns('r'), process.execPath, labScript('echo-server'), String(ECHO_PORT)],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
+    this.echo = spawn('ip', ['netns', 'exec', this.ns('r'), ...NODE, labScript('echo-server'), String(ECHO_PORT)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     this.seen = [];
     eachLine(this.echo.stdout!, (l) => {
       if (l.startsWith('seen ')) this.seen.push(l.slice(5));

@@ -17,6 +17,15 @@ function repositoryRoot(from: string): string {
 export const REPO = repositoryRoot(dirname(fileURLToPath(import.meta.url)));
 export const BIN = join(REPO, 'bin/egress-natd');
 
+/**
+ * Node as the lab starts it: as a host runs it, not under the test runner. tap passes its
+ * loader hook (NODE_OPTIONS) to every child, which doubles a CLI call's start-up and adds
+ * 35 MB to each process; lab tests timed out waiting for daemons still starting.
+ */
+export const NODE: readonly string[] = ['env', '-u', 'NODE_OPTIONS', process.execPath];
+/** The same for lab scripts run by sh. */
+export const NO_TEST_RUNNER_HOOKS = 'unset NODE_OPTIONS;';
+
 /** The file `name` relative to the module `base` (its import.meta.url): a sibling compiled script. */
 export const sibling = (name: string, base: string): string => fileURLToPath(new URL(name, base));
 

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { eachLine, ECHO_PORT, type Lab } from './lab.js';
-import { labScript } from './paths.js';
+import { labScript, NODE } from './paths.js';
 
 // Continuous traffic from a lab namespace (prober.ts) and what it tells:
 // when answers stopped and came back, with which source IP, and how many were lost.
@@ -27,7 +27,7 @@ export const nowNs = (): bigint => process.hrtime.bigint();
 export async function startProber(lab: Lab, from: string, dest: string, intervalMs = 5): Promise<Prober> {
   const child = spawn(
     'ip',
-    ['netns', 'exec', lab.ns(from), process.execPath, labScript('prober'), dest, String(ECHO_PORT), String(intervalMs)],
+    ['netns', 'exec', lab.ns(from), ...NODE, labScript('prober'), dest, String(ECHO_PORT), String(intervalMs)],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const sent = new Map<number, bigint>();

@@ -42,6 +42,8 @@ export interface MetricsSnapshot {
   readonly failovers: Readonly<Record<string, number>>;
   readonly garps: number;
   readonly reloads: { readonly ok: number; readonly failed: number };
+  /** Packets the relay guards of the IPs this node owns dropped, by reason (nft's counters, read at scrape time). */
+  readonly relayDropped: readonly { readonly ip: string; readonly reason: string; readonly packets: number }[];
 }
 
 const P = 'egress_natd_';
@@ -139,6 +141,11 @@ export function families(s: MetricsSnapshot): Family[] {
       { value: s.garps },
     ]),
     counter('reloads_total', 'Config reloads (SIGHUP), by result.', byLabel('result', s.reloads)),
+    counter(
+      'relay_dropped_total',
+      "Packets that arrived on a floating IP this node owns and that no policy of that IP selects: reason source (not a source of its policies) or destination (not to that policy's destinations).",
+      s.relayDropped.map((d) => ({ labels: { ip: d.ip, reason: d.reason }, value: d.packets })),
+    ),
   ];
 }
 
@@ -190,15 +197,15 @@ export const METRICS_LIMITS: MetricsLimits = {
 export class Metrics {
   private readonly reconcile = new Histogram([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
 
-  constructor(private readonly snapshot: () => MetricsSnapshot) {}
+  constructor(private readonly snapshot: () => Promise<MetricsSnapshot>) {}
 
   observeReconcile(seconds: number, ok: boolean): void {
     this.reconcile.observe({ result: ok ? 'ok' : 'error' }, seconds);
   }
 
-  render(): string {
+  async render(): Promise<string> {
     return render([
-      ...families(this.snapshot()),
+      ...families(await this.snapshot()),
       {
         name: `${P}reconcile_duration_seconds`,
         help: 'Time to converge the kernel to the desired state, by result.',
@@ -222,12 +229,13 @@ export class Metrics {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try GET /metrics\n');
         return;
       }
-      try {
-        res.writeHead(200, { 'content-type': CONTENT_TYPE }).end(this.render());
-      } catch (e) {
-        onError(e as Error);
-        res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(e as Error).message}\n`);
-      }
+      this.render().then(
+        (text) => res.writeHead(200, { 'content-type': CONTENT_TYPE }).end(text),
+        (e: Error) => {
+          onError(e);
+          res.writeHead(500, { 'content-type': 'text/plain' }).end(`${e.message}\n`);
+        },
+      );
     });
     // Beyond the cap, new connections are dropped; the timeouts free the slots again.
     server.maxConnections = limits.maxConnections;

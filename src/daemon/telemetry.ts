@@ -3,13 +3,15 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/model.js';
 import type { ClusterNode, OwnerChange } from '../cluster/node.js';
 import { DROP_REASONS, type DropReason } from '../cluster/protocol.js';
+import { readCounters } from '../dataplane/nft.js';
 import { floatingIPs } from '../plan/desired.js';
+import { RELAY_REASONS, relayCounter } from '../plan/naming.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
 import type { Notifier } from './sdnotify.js';
 import { authentication, configDrift, statusLine, type NodeStatus, type View } from './status.js';
 
 // What the daemon tells people: counters, Prometheus metrics, systemd's STATUS line and
-// watchdog, and config-drift warnings. Nothing here decides anything or touches the kernel.
+// watchdog, and config-drift warnings. Nothing here decides anything or changes the kernel.
 
 export interface Counters {
   heartbeatsSent: number;
@@ -200,7 +202,26 @@ export class Telemetry {
     this.metricsServer?.close();
   }
 
-  private snapshot(): MetricsSnapshot {
+  /** The relay guards' drop counters; a failed read leaves them out of this scrape (logged), never fails it. */
+  private async relayDropped(): Promise<MetricsSnapshot['relayDropped']> {
+    if (!this.node.held.size) return [];
+    let counters: ReadonlyMap<string, number>;
+    try {
+      counters = await readCounters();
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'metrics: cannot read the relay counters');
+      return [];
+    }
+    return floatingIPs(this.node.config).flatMap((f) =>
+      RELAY_REASONS.flatMap((reason) => {
+        const packets = counters.get(relayCounter(f.ip, reason));
+        return packets === undefined ? [] : [{ ip: f.text, reason, packets }];
+      }),
+    );
+  }
+
+  private async snapshot(): Promise<MetricsSnapshot> {
+    const relayDropped = await this.relayDropped();
     const v = viewOf(this.node);
     const config = this.node.config;
     const c = this.counters;
@@ -244,6 +265,7 @@ export class Telemetry {
       failovers: c.failovers,
       garps: c.garps,
       reloads: c.reloads,
+      relayDropped,
     };
   }
 }

@@ -24,6 +24,8 @@ export interface DestinationRange {
 /** A source class: the destination lookup shared by every source with the same policies. */
 export interface SourceClass {
   readonly destinations: readonly DestinationRange[];
+  /** Its destinations as text: equal keys, equal lookups (also across classifications). */
+  readonly key: string;
 }
 
 export interface Classification {
@@ -109,7 +111,7 @@ export function classify(policies: readonly ClassifiablePolicy[]): Classificatio
     let id = byContent.get(content);
     if (id === undefined && destinations.length > 0) {
       id = classes.length;
-      classes.push({ destinations });
+      classes.push({ destinations, key: content });
       byContent.set(content, id);
     }
     if (id !== undefined) byPolicies.set(policySet, id);

@@ -7,11 +7,22 @@ import {
   type NodeSpec,
   type Policy,
 } from '../config/model.js';
-import { cidrContains, formatAddress, formatRange, type Address } from '../util/ip.js';
+import { cidrContains, formatAddress, type Address } from '../util/ip.js';
 import { subtract, unionOfCidrs } from '../util/intervals.js';
-import { classify, type ClassifiablePolicy } from './classify.js';
-import { hex, MACVLAN_PREFIX, MARK_MASK, markOf, macvlanName, routeTableOf, rulePrefOf, virtualMac } from './naming.js';
-import { makeSet, type NftChainSpec, type NftSetSpec, type NftTableSpec } from './nft.js';
+import { classify, type ClassifiablePolicy, type SourceClass } from './classify.js';
+import {
+  egressChain,
+  hex,
+  MACVLAN_PREFIX,
+  MARK_MASK,
+  markOf,
+  macvlanName,
+  routeTableOf,
+  rulePrefOf,
+  virtualMac,
+} from './naming.js';
+import { destinationMap, makeSet, sourceMap, type NftChainSpec, type NftSetSpec, type NftTableSpec } from './nft.js';
+import { relayGuard } from './relay.js';
 
 /**
  * What this host does with one floating IP's traffic:
@@ -147,8 +158,6 @@ export function missingCgroups(config: Config, nodeName: string, facts: HostFact
   return [...new Set(wanted)].filter((c) => !facts.cgroups!.has(c)).sort();
 }
 
-const egressChain = (index: number): string => `egress_${index}`;
-
 function nftTable(
   config: Config,
   node: NodeSpec,
@@ -165,27 +174,32 @@ function nftTable(
 
   const sets: NftSetSpec[] = [];
   const chains: NftChainSpec[] = [];
+  // Rendering a map costs more than classifying: the relay guard reuses ours where its classes match.
+  const maps = new Map<string, NftSetSpec>();
+  const mapOf = (c: SourceClass): NftSetSpec => {
+    let map = maps.get(c.key);
+    if (!map) maps.set(c.key, (map = destinationMap(c.destinations)));
+    return map;
+  };
   const classChain = classes.map((c) => {
-    const map = makeSet(
-      'd',
-      'map',
-      'type ipv4_addr : verdict; flags interval;',
-      c.destinations.map((d) => `${formatRange(d.range)} : goto ${egressChain(d.egress)}`),
-    );
+    const map = mapOf(c);
     sets.push(map);
     const name = `c${map.name.slice(1)}`;
     chains.push({ name, rules: [`ip daddr vmap @${map.name}`] });
     return name;
   });
 
-  const prerouting = [`iifname "${MACVLAN_PREFIX}*" return`, 'fib daddr type local return'];
+  // What arrives on our macvlans (not for this host) passes the relay guard, and is not
+  // steered again; the owner SNATs it in postrouting.
+  const owned = fips.filter((f) => egress.some((e) => e.index === f.index && e.mode === 'local'));
+  const guard = relayGuard(config, policies, owned, mapOf);
+  const shared = new Set(sets.map((s) => s.name));
+  sets.push(...guard.sets.filter((s) => !shared.has(s.name)));
+  chains.push(...guard.chains);
+  const prerouting = ['fib daddr type local return', ...(guard.dispatch ? [guard.dispatch] : [])];
+  prerouting.push(`iifname "${MACVLAN_PREFIX}*" return`);
   if (sources.length) {
-    const map = makeSet(
-      's',
-      'map',
-      'type ipv4_addr : verdict; flags interval;',
-      sources.map((s) => `${formatRange(s.range)} : goto ${classChain[s.cls]}`),
-    );
+    const map = sourceMap('s', sources, classChain);
     sets.push(map);
     prerouting.push(`ip saddr vmap @${map.name}`);
   }

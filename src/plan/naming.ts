@@ -36,6 +36,20 @@ export function macvlanName(ip: Address): string {
   return MACVLAN_PREFIX + createHash('sha256').update(formatAddress(ip)).digest('hex').slice(0, 11);
 }
 
+/** The chain that sets mark *i*: where every lookup of a packet for floating IP *i* ends. */
+export const egressChain = (index: number): string => `egress_${index}`;
+
+/** Why the relay guard of a floating IP dropped a packet (docs/datapath.md, "The relay guard"). */
+export const RELAY_REASONS = ['source', 'destination'] as const;
+export type RelayReason = (typeof RELAY_REASONS)[number];
+const relayTag = (ip: Address): string => macvlanName(ip).slice(MACVLAN_PREFIX.length);
+/** The relay guard's chain of a floating IP this host owns, named after the IP like its macvlan. */
+export const relayChain = (ip: Address): string => `relay_${relayTag(ip)}`;
+/** Its named drop counter for one reason. */
+export const relayCounter = (ip: Address, reason: RelayReason): string => `${relayChain(ip)}_${reason}`;
+/** One of its class chains: the IP and the content-addressed destination map it looks up. */
+export const relayClassChain = (ip: Address, map: string): string => `rc_${relayTag(ip)}_${map.slice(2)}`;
+
 /** A stable, locally administered unicast MAC per floating IP, so ARP caches stay valid on failover (like VRRP's virtual MAC). */
 export function virtualMac(ip: Address): string {
   const tail =

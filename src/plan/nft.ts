@@ -1,15 +1,22 @@
-import { NFT_FAMILY, NFT_TABLE, digest } from './naming.js';
+import { formatRange, type Range } from '../util/ip.js';
+import type { DestinationRange } from './classify.js';
+import { NFT_FAMILY, NFT_TABLE, digest, egressChain } from './naming.js';
 
 // The nft part of a plan, in nft's own syntax. nft 1.0.6 (Debian 12) cannot express
 // `socket cgroupv2` in JSON input (its JSON parser knows only transparent/mark/wildcard
 // socket keys), so changes are written in nft's text syntax as one atomic transaction;
 // state is read back with `nft -j`.
 
+/**
+ * A named object of the table that never changes in place: it is only added or deleted.
+ * Sets and maps are content-addressed (the name carries a digest of the declaration and
+ * elements); a named counter has a fixed name and no content, so it keeps counting
+ * across changes of the plan.
+ */
 export interface NftSetSpec {
-  /** Content-addressed: the name carries a digest of the declaration and elements, so a set never changes in place. */
   readonly name: string;
-  readonly kind: 'set' | 'map';
-  /** e.g. "type ipv4_addr : verdict; flags interval;" */
+  readonly kind: 'set' | 'map' | 'counter';
+  /** e.g. "type ipv4_addr : verdict; flags interval;"; empty for a counter. */
   readonly declaration: string;
   readonly elements: readonly string[];
 }
@@ -49,6 +56,30 @@ export function makeSet(
   const name = `${prefix}_${digest(`${declaration}\n${elements.join('\n')}`)}`;
   return { name, kind, declaration, elements };
 }
+
+export const makeCounter = (name: string): NftSetSpec => ({ name, kind: 'counter', declaration: '', elements: [] });
+
+/** The destination lookup of one source class: each range goes to its floating IP's egress chain. */
+export const destinationMap = (destinations: readonly DestinationRange[]): NftSetSpec =>
+  makeSet(
+    'd',
+    'map',
+    'type ipv4_addr : verdict; flags interval;',
+    destinations.map((d) => `${formatRange(d.range)} : goto ${egressChain(d.egress)}`),
+  );
+
+/** A source lookup: each range goes to its class chain (`chains`, by class id). */
+export const sourceMap = (
+  prefix: string,
+  sources: readonly { range: Range; cls: number }[],
+  chains: readonly string[],
+): NftSetSpec =>
+  makeSet(
+    prefix,
+    'map',
+    'type ipv4_addr : verdict; flags interval;',
+    sources.map((s) => `${formatRange(s.range)} : goto ${chains[s.cls]}`),
+  );
 
 export const ruleComment = (rule: string): string => digest(rule, 16);
 

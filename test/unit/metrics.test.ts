@@ -87,6 +87,10 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
     failovers: { assigned: 2 },
     garps: 3,
     reloads: { ok: 1, failed: 0 },
+    relayDropped: [
+      { ip: '10.0.0.100', reason: 'source', packets: 4 },
+      { ip: '10.0.0.100', reason: 'destination', packets: 0 },
+    ],
   };
   const text = render(families(s));
   for (const line of [
@@ -106,6 +110,9 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
     'egress_natd_peer_auth_failing{node="h3"} 1',
     'egress_natd_peer_auth_failing{node="h2"} 0',
     'egress_natd_auth_outvoted 0',
+    '# TYPE egress_natd_relay_dropped_total counter',
+    'egress_natd_relay_dropped_total{ip="10.0.0.100",reason="source"} 4',
+    'egress_natd_relay_dropped_total{ip="10.0.0.100",reason="destination"} 0',
   ])
     t.ok(text.split('\n').includes(line), line);
 });

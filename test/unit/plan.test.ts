@@ -1,9 +1,9 @@
 import t from 'tap';
 import { diffTable } from '../../src/dataplane/nftdiff.js';
 import { plan } from '../../src/plan/desired.js';
-import { ruleComment, renderTable } from '../../src/plan/nft.js';
+import { ruleComment, renderTable, type NftTableSpec } from '../../src/plan/nft.js';
 import { parseAddress } from '../../src/util/ip.js';
-import { loadValid } from '../helpers.js';
+import { loadValid, validText } from '../helpers.js';
 
 const owners = (o: Record<string, string>) => new Map(Object.entries(o));
 
@@ -164,5 +164,155 @@ t.test('a reload that inserts a floating IP does not renumber the others', async
     plan(removed, 'worker2', new Map(), { indexes }).egress.map((e) => [e.ip, e.index]),
     [['192.168.1.101', 2]],
     'a removed IP frees its index; the others keep theirs',
+  );
+});
+
+// The relay guard (docs/datapath.md, "The relay guard"), evaluated on the planned table:
+// what happens to a packet from `src` to `dst` that arrives on the macvlan `iif`.
+function guardVerdict(nft: NftTableSpec, iif: string, src: string, dst: string): string {
+  const sets = new Map(nft.sets.map((s) => [s.name, s.elements]));
+  const chains = new Map(nft.chains.map((c) => [c.name, c.rules]));
+  const addr = (text: string) => {
+    const a = parseAddress(text);
+    if (!a.ok) throw new Error(a.error);
+    return a.value.value;
+  };
+  const inElement = (key: string, v: bigint): boolean => {
+    if (key.includes('-')) return addr(key.split('-')[0]!) <= v && v <= addr(key.split('-')[1]!);
+    const [base, prefix] = key.split('/');
+    const host = (1n << BigInt(32 - Number(prefix ?? 32))) - 1n;
+    return (v & ~host) === addr(base!);
+  };
+  const lookup = (set: string, match: (key: string) => boolean) =>
+    sets
+      .get(set)!
+      .map((e) => e.split(' : '))
+      .find(([key]) => match(key!))?.[1];
+  const run = (chain: string): string => {
+    if (chain.startsWith('egress_')) return `accept ${chain}`;
+    for (const rule of chains.get(chain)!) {
+      const vmap = /^ip (saddr|daddr) vmap @(\S+)$/.exec(rule);
+      if (vmap) {
+        const verdict = lookup(vmap[2]!, (k) => inElement(k, addr(vmap[1] === 'saddr' ? src : dst)));
+        if (verdict) return run(verdict.replace('goto ', ''));
+        continue;
+      }
+      const drop = /^counter name "relay_[0-9a-f]+_(\w+)" drop$/.exec(rule);
+      if (drop) return drop[1]!;
+      throw new Error(`unexpected rule in ${chain}: ${rule}`);
+    }
+    return 'falls through';
+  };
+  const dispatch = chains.get('prerouting')!.find((r) => r.startsWith('meta pkttype host iifname vmap @'));
+  if (!dispatch) return 'no guard';
+  const to = lookup(dispatch.split('@')[1]!, (k) => k === `"${iif}"`);
+  return to ? run(to.replace('goto ', '')) : 'no guard';
+}
+
+const GUARDED = validText()
+  .replace('    role: control-plane\n', '    role: control-plane\n    labels: { zone: b }\n')
+  .replace(
+    '    cgroups: [system.slice/shop.service]\n',
+    `    cgroups: [system.slice/shop.service]
+    nodeSelector: { zone: b }
+  - name: api
+    labels: { app: api }
+    cidrs: [10.10.2.0/24]
+`,
+  )
+  .concat(
+    `  - name: others
+    sources: [{ cidrs: [10.20.0.0/16] }]
+    destinations: [{ cidr: 1.1.1.0/24 }]
+    action: SNAT
+    gatewayRef: default
+    egressIP: 192.168.1.100
+  - name: api
+    sources: [{ workloadSelector: { matchLabels: { app: api } } }]
+    destinations: [{ cidr: 9.9.9.0/24 }]
+    action: SNAT
+    gatewayRef: default
+    egressIP: 192.168.1.101
+  - name: shop-dns
+    sources: [{ workloadSelector: { matchLabels: { user: alice } } }]
+    destinations: [{ cidr: 9.9.9.0/24 }]
+    action: SNAT
+    gatewayRef: default
+    egressIP: 192.168.1.101
+`,
+  );
+
+t.test('relay guard: on owned IPs only, a source of one of its policies to that policy’s destinations', async (t) => {
+  const config = loadValid(GUARDED);
+  t.ok(config.workloads.find((w) => w.name === 'shop-frontend')?.nodeSelector, 'shop runs on cp1 only');
+  const [A, B] = ['enatc0a80164', 'enatc0a80165'];
+  const worker1 = plan(config, 'worker1', owners({ '192.168.1.100': 'worker2' }));
+  t.equal(guardVerdict(worker1.nft, A, '10.10.1.5', '8.8.8.1'), 'no guard', 'no guard where the IP is not owned');
+  t.notOk(
+    worker1.nft.chains.some((c) => c.name.startsWith('relay_') || c.name.startsWith('rc_')),
+    'no guard chains',
+  );
+  t.notOk(
+    worker1.nft.sets.some((s) => s.kind === 'counter'),
+    'no counters',
+  );
+
+  const one = plan(config, 'worker2', owners({ '192.168.1.100': 'worker2', '192.168.1.101': 'worker1' })).nft;
+  t.same(
+    one.sets.filter((s) => s.kind === 'counter').map((s) => s.name),
+    ['relay_c0a80164_source', 'relay_c0a80164_destination'],
+    'two counters for the owned IP',
+  );
+  t.same(
+    one.sets.find((s) => s.name.startsWith('rs_'))?.elements.map((e) => e.split(' : ')[0]),
+    ['10.10.1.0/24', '10.20.0.0/16', '192.168.1.3/32'],
+    "members: policy CIDRs, workloads on any node, addresses of nodes that run a policy's cgroups",
+  );
+  t.notOk(
+    one.sets.find((s) => s.name.startsWith('s_'))?.elements.some((e) => e.startsWith('10.10.1.0/24')),
+    'while the host steers only what runs on it',
+  );
+  t.equal(guardVerdict(one, B, '10.10.2.5', '9.9.9.9'), 'no guard', 'the IP owned by another node is not guarded here');
+  const cases: [string, string, string, string][] = [
+    ['10.10.1.5', '8.8.8.1', 'accept egress_1', 'a workload that runs on another node'],
+    ['192.168.1.3', '8.8.8.1', 'accept egress_1', 'the address of a node that runs the cgroup'],
+    ['10.20.5.5', '1.1.1.1', 'accept egress_1', 'inline CIDRs'],
+    ['192.168.1.1', '8.8.8.1', 'source', 'a node that does not run the cgroup'],
+    ['192.168.1.50', '8.8.8.1', 'source', 'a stranger'],
+    ['10.10.2.5', '9.9.9.9', 'source', 'a source of another IP only'],
+    ['10.10.1.5', '8.8.8.8', 'destination', 'an excluded destination'],
+    ['10.10.1.5', '1.1.1.1', 'destination', "another policy's destination on the same IP"],
+    ['10.10.1.5', '9.9.9.9', 'destination', "a destination of the source's policy on another IP"],
+    ['10.20.5.5', '9.9.9.9', 'destination', 'inline CIDRs to a destination none of their policies names'],
+  ];
+  for (const [src, dst, want, why] of cases) t.equal(guardVerdict(one, A, src, dst), want, `${src} -> ${dst}: ${why}`);
+
+  const both = plan(config, 'worker2', owners({ '192.168.1.100': 'worker2', '192.168.1.101': 'worker2' })).nft;
+  t.equal(guardVerdict(both, B, '10.10.2.5', '9.9.9.9'), 'accept egress_2', 'each owned IP its own guard');
+  t.equal(guardVerdict(both, B, '10.10.1.5', '9.9.9.9'), 'accept egress_2');
+  t.equal(guardVerdict(both, B, '10.10.1.5', '8.8.8.1'), 'destination');
+  t.equal(guardVerdict(both, A, '10.10.1.5', '8.8.8.1'), 'accept egress_1');
+
+  const guard = (nft: NftTableSpec) => ({
+    chains: nft.chains.filter((c) => /^(relay|rc)_/.test(c.name)),
+    sets: nft.sets.filter((s) => /^r[sg]_/.test(s.name) || s.kind === 'counter'),
+  });
+  const again = plan(loadValid(GUARDED), 'worker2', owners({ '192.168.1.100': 'worker2', '192.168.1.101': 'worker2' }));
+  t.equal(JSON.stringify(guard(again.nft)), JSON.stringify(guard(both)), 'deterministic');
+  const other = plan(config, 'worker1', owners({ '192.168.1.100': 'worker1', '192.168.1.101': 'worker1' })).nft;
+  t.same(guard(other), guard(both), 'the same guard on any owner: a new owner takes what the old one took');
+
+  const lost = diffTable(one, { exists: false, chains: new Map(), sets: new Map() });
+  t.ok(lost.commands.includes('add counter inet egress_natd relay_c0a80164_source {  }'), 'counters are made');
+  const gone = diffTable(worker1.nft, {
+    exists: true,
+    chains: new Map(one.chains.map((c) => [c.name, { rules: c.rules.map(ruleComment) }])),
+    sets: new Map(one.sets.map((s) => [s.name, s.kind])),
+  }).commands;
+  const at = (cmd: string) => gone.indexOf(cmd);
+  t.ok(at('delete counter inet egress_natd relay_c0a80164_source') > at('flush chain inet egress_natd relay_c0a80164'));
+  t.ok(
+    at('delete counter inet egress_natd relay_c0a80164_source') < at('delete chain inet egress_natd relay_c0a80164'),
+    'a lost IP: its guard is emptied, its counters go, then its chains',
   );
 });
