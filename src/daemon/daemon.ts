@@ -144,6 +144,7 @@ export class Daemon {
     this.timers.push(setInterval(() => this.schedule(false), REPLAN_MS));
     this.timers.push(setInterval(() => this.schedule(true), FULL_RECONCILE_MS));
     this.telemetry.startWatchdog(() => this.applier.runningMs());
+    this.telemetry.watchStalls();
     const { incarnation } = this.node;
     const watchdogMs = this.notifier.watchdogIntervalMs;
     this.log.info(
@@ -230,7 +231,7 @@ export class Daemon {
 
   private async applyReload(file: string): Promise<boolean> {
     const before = this.node.config;
-    const r = await this.planner.load(file, this.node.hmacKey);
+    const r = await this.planner.load(file, this.node.hmacKey, before.digest);
     for (const w of r.warnings) this.log.warn({ file }, w);
     const reject = (errors: readonly string[]): false => {
       for (const e of errors) this.log.error({ file }, e);

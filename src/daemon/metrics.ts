@@ -42,6 +42,7 @@ export interface MetricsSnapshot {
   readonly failovers: Readonly<Record<string, number>>;
   readonly garps: number;
   readonly reloads: { readonly ok: number; readonly failed: number };
+  readonly loopStalls: number;
   /** Packets the relay guards of the IPs this node owns dropped, by reason (nft's counters, read at scrape time). */
   readonly relayDropped: readonly { readonly ip: string; readonly reason: string; readonly packets: number }[];
 }
@@ -134,6 +135,9 @@ export function families(s: MetricsSnapshot): Family[] {
     ),
     counter('takeovers_total', 'Floating IPs this node added (took over).', [{ value: s.takeovers }]),
     counter('reconcile_errors_total', 'Reconciles that failed (and were retried).', [{ value: s.reconcileErrors }]),
+    counter('event_loop_stalls_total', 'Seconds in which the event loop stalled for over half a heartbeat interval.', [
+      { value: s.loopStalls },
+    ]),
     counter('repairs_total', "Reconciles that undid changes someone else made to egress-natd's objects.", [
       { value: s.repairs },
     ]),

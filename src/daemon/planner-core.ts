@@ -8,14 +8,21 @@ import { readReload, reloadSummary, type ReloadCandidate } from './reload.js';
 // hold the config, read and validate new ones, and plan.
 
 export interface PlannerState {
-  readonly config: Config;
+  /** Every config the daemon may still plan with, oldest first: the one it planned with last, and any loaded since. */
+  readonly configs: readonly Config[];
   readonly node: string;
   /** Mark index of each floating IP, as last planned: a reload keeps them (see HostFacts.indexes). */
   readonly indexes: ReadonlyMap<string, number>;
 }
 
 export type PlannerRequest =
-  | { readonly op: 'load'; readonly file: string; readonly keys: readonly Uint8Array[] }
+  | {
+      readonly op: 'load';
+      readonly file: string;
+      readonly keys: readonly Uint8Array[];
+      /** The digest of the config the daemon runs: "unchanged" means equal to it. */
+      readonly current: string;
+    }
   /** Mark indexes an earlier daemon used (from the state file): IPs that stay keep them. */
   | { readonly op: 'indexes'; readonly indexes: readonly (readonly [string, number])[] }
   | {
@@ -39,20 +46,24 @@ export interface PlanResult {
 const fingerprint = (d: DesiredState): string => JSON.stringify([d.nft, d.rules, d.routes, d.macvlans, d.sysctls]);
 
 export class PlannerCore {
-  private config: Config;
   private readonly node: string;
   private indexes: ReadonlyMap<string, number>;
-  /** A validated config read by `load`: it becomes the config once a plan asks for it by digest. */
-  private candidate?: Config;
+  /**
+   * Configs by digest, in the order they were loaded: the one planned with last, then any
+   * validated since. A reload the daemon took while it did not plan (still listening) is
+   * here until a plan names it; a reload it refused later (say, its socket could not open)
+   * does not push out the config it runs.
+   */
+  private readonly configs = new Map<string, Config>();
 
   constructor(state: PlannerState) {
-    this.config = state.config;
+    for (const c of state.configs) this.configs.set(c.digest, c);
     this.node = state.node;
     this.indexes = state.indexes;
   }
 
   state(): PlannerState {
-    return { config: this.config, node: this.node, indexes: this.indexes };
+    return { configs: [...this.configs.values()], node: this.node, indexes: this.indexes };
   }
 
   handle(req: PlannerRequest): LoadResult | PlanResult | undefined {
@@ -62,6 +73,7 @@ export class PlannerCore {
         return this.load(
           req.file,
           req.keys.map((k) => Buffer.from(k)),
+          req.current,
         );
       case 'indexes':
         this.indexes = new Map(req.indexes);
@@ -71,19 +83,25 @@ export class PlannerCore {
     }
   }
 
-  private load(file: string, hmacKey: ClusterKeys): LoadResult {
-    const r = readReload(file, this.node, { digest: this.config.digest, hmacKey });
-    this.candidate = r.ok && !r.unchanged ? r.config : undefined;
-    return r.ok && !r.unchanged ? { ...r, summary: reloadSummary(this.config, r.config) } : r;
+  private load(file: string, hmacKey: ClusterKeys, current: string): LoadResult {
+    const r = readReload(file, this.node, { digest: current, hmacKey });
+    if (!r.ok || r.unchanged) return r;
+    const running = this.configs.get(current);
+    this.configs.delete(r.config.digest); // a config loaded again is the newest
+    this.configs.set(r.config.digest, r.config);
+    return running ? { ...r, summary: reloadSummary(running, r.config) } : r;
   }
 
   private plan(req: Extract<PlannerRequest, { op: 'plan' }>): PlanResult {
-    // The daemon decided with the config of this digest: a reload it has taken on.
-    if (this.candidate?.digest === req.digest) [this.config, this.candidate] = [this.candidate, undefined];
-    if (this.config.digest !== req.digest)
-      throw new Error(`no config with digest ${req.digest.slice(0, 12)} to plan with`);
-    const facts = { ...hostFacts(this.config), indexes: this.indexes };
-    const desired = plan(this.config, this.node, new Map(req.owners), facts);
+    const config = this.configs.get(req.digest);
+    if (!config) throw new Error(`no config with digest ${req.digest.slice(0, 12)} to plan with`);
+    // The daemon runs this config now: the ones loaded before it are gone for good.
+    for (const digest of this.configs.keys()) {
+      if (digest === req.digest) break;
+      this.configs.delete(digest);
+    }
+    const facts = { ...hostFacts(config), indexes: this.indexes };
+    const desired = plan(config, this.node, new Map(req.owners), facts);
     this.indexes = new Map(desired.egress.map((e) => [e.ip, e.index]));
     const print = fingerprint(desired);
     return print === req.unless ? { fingerprint: print } : { fingerprint: print, desired };

@@ -52,7 +52,7 @@ export class Planner {
     node: string,
     private readonly onFailure: (e: Error) => void,
   ) {
-    this.inline = new PlannerCore({ config, node, indexes: new Map() });
+    this.inline = new PlannerCore({ configs: [config], node, indexes: new Map() });
     if (cidrCount(config) >= THREAD_CIDRS) this.moveToThread();
   }
 
@@ -92,10 +92,10 @@ export class Planner {
     });
   }
 
-  /** Reads and validates `file`; plans go on with the running config until one names the new digest. */
-  load(file: string, keys: ClusterKeys): Promise<LoadResult> {
+  /** Reads and validates `file` against the config the daemon runs (`current`); plans go on with theirs until one names the new digest. */
+  load(file: string, keys: ClusterKeys, current: string): Promise<LoadResult> {
     if (fileSize(file) >= THREAD_FILE_BYTES) this.moveToThread();
-    return this.ask({ op: 'load', file, keys }) as Promise<LoadResult>;
+    return this.ask({ op: 'load', file, keys, current }) as Promise<LoadResult>;
   }
 
   /** Mark indexes an earlier daemon used on this host: IPs that stay keep them (HostFacts.indexes). */

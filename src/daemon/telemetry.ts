@@ -8,6 +8,7 @@ import { floatingIPs } from '../plan/desired.js';
 import { RELAY_REASONS, relayCounter } from '../plan/naming.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
 import type { Notifier } from './sdnotify.js';
+import { StallWatch } from './stalls.js';
 import { authentication, configDrift, statusLine, type NodeStatus, type View } from './status.js';
 
 // What the daemon tells people: counters, Prometheus metrics, systemd's STATUS line and
@@ -29,6 +30,8 @@ export interface Counters {
   /** Owner changes from one node to another, by the election's reason. */
   failovers: Record<string, number>;
   reloads: { ok: number; failed: number };
+  /** Seconds in which the event loop stalled for more than half a heartbeat interval. */
+  loopStalls: number;
 }
 
 export const newCounters = (): Counters => ({
@@ -44,6 +47,7 @@ export const newCounters = (): Counters => ({
   garps: 0,
   failovers: {},
   reloads: { ok: 0, failed: 0 },
+  loopStalls: 0,
 });
 
 /** The cluster as `status`, metrics and STATUS= show it: owners as applied, never recomputed. */
@@ -68,6 +72,7 @@ export class Telemetry {
   private readonly authWarned = new Set<string>();
   private outvotedWarned = false;
   private watchdogTimer?: NodeJS.Timeout;
+  private readonly stalls = new StallWatch();
 
   constructor(
     private readonly node: ClusterNode,
@@ -197,7 +202,24 @@ export class Telemetry {
     }
   }
 
+  /** Logs and counts every second in which the event loop stalled for more than half a heartbeat interval. */
+  watchStalls(): void {
+    const interval = () => this.node.config.cluster.heartbeat.intervalMs;
+    this.stalls.start(
+      () => interval() / 2,
+      (ms) => {
+        this.counters.loopStalls++;
+        const down = this.node.downAfterMs;
+        this.log.warn(
+          { ms },
+          `event loop stalled ${ms} ms (heartbeats every ${interval()} ms; peers call a node Down after ${down} ms)`,
+        );
+      },
+    );
+  }
+
   close(): void {
+    this.stalls.stop();
     clearInterval(this.watchdogTimer);
     this.metricsServer?.close();
   }
@@ -265,6 +287,7 @@ export class Telemetry {
       failovers: c.failovers,
       garps: c.garps,
       reloads: c.reloads,
+      loopStalls: c.loopStalls,
       relayDropped,
     };
   }

@@ -87,6 +87,7 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
     failovers: { assigned: 2 },
     garps: 3,
     reloads: { ok: 1, failed: 0 },
+    loopStalls: 2,
     relayDropped: [
       { ip: '10.0.0.100', reason: 'source', packets: 4 },
       { ip: '10.0.0.100', reason: 'destination', packets: 0 },
@@ -104,6 +105,7 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
     'egress_natd_heartbeats_rejected_total{reason="truncated"} 0',
     'egress_natd_failovers_total{reason="assigned"} 2',
     'egress_natd_reloads_total{result="failed"} 0',
+    'egress_natd_event_loop_stalls_total 2',
     '# TYPE egress_natd_gratuitous_arp_total counter',
     'egress_natd_peer_auth_failures_total{node="h3"} 12',
     'egress_natd_peer_auth_failures_total{node="h2"} 0',

@@ -59,7 +59,7 @@ t.test('a big config is planned on the thread, with the same answers', async (t)
   t.teardown(() => p.close());
   t.equal(p.where, 'thread');
   const threaded = await p.plan(config.digest, OWNERS, '');
-  const inline = new PlannerCore({ config, node: 'worker1', indexes: new Map() }).handle({
+  const inline = new PlannerCore({ configs: [config], node: 'worker1', indexes: new Map() }).handle({
     op: 'plan',
     digest: config.digest,
     owners: [...OWNERS],
@@ -73,13 +73,13 @@ t.test('reload: errors change nothing; a good file is planned once a plan names 
   const p = newPlanner(config);
   t.teardown(() => p.close());
   write('version: 1\ncluster: {}\n');
-  const bad = await p.load(file, [KEY]);
+  const bad = await p.load(file, [KEY], config.digest);
   t.equal(bad.ok, false);
   t.match(bad.ok ? [] : bad.errors, [/config\.yaml:\d+:\d+: error: /], 'positioned errors');
   t.ok((await p.plan(config.digest, OWNERS, '')).desired, 'still plans with the running config');
 
   write(readFileSync(join(CONFIG_DIR, 'valid.yaml'), 'utf8').replace('8.8.8.0/24', '9.9.9.0/24'));
-  const good = await p.load(file, [KEY]);
+  const good = await p.load(file, [KEY], config.digest);
   if (!good.ok) return t.fail(good.errors.join('\n'));
   t.equal(good.unchanged, false);
   t.same(good.summary?.['policiesChanged'], ['egress'], 'the summary names the changed policy');
@@ -94,8 +94,38 @@ t.test('a big file moves a reload to the thread', async (t) => {
   const p = newPlanner(config);
   t.teardown(() => p.close());
   write(readFileSync(join(CONFIG_DIR, 'valid.yaml'), 'utf8') + bigPolicies(THREAD_CIDRS));
-  const r = await p.load(file, [KEY]);
+  const r = await p.load(file, [KEY], config.digest);
   t.equal(p.where, 'thread', 'a file of 64 KiB or more is read on the thread');
   t.ok(r.ok, 'and read there');
   if (r.ok) t.ok((await p.plan(r.config.digest, OWNERS, '')).desired);
+});
+
+t.test('reloads before any plan: the daemon says which config it runs', async (t) => {
+  const { file, write, config } = site(t);
+  const p = newPlanner(config);
+  t.teardown(() => p.close());
+  const original = readFileSync(join(CONFIG_DIR, 'valid.yaml'), 'utf8');
+  // A SIGHUP while the daemon still listens: it takes the new config, but plans nothing yet.
+  write(original.replace('8.8.8.0/24', '9.9.9.0/24'));
+  const y = await p.load(file, [KEY], config.digest);
+  if (!y.ok) return t.fail(y.errors.join('\n'));
+  // Another SIGHUP with the original file: a change from what the daemon runs now (y).
+  write(original);
+  const back = await p.load(file, [KEY], y.config.digest);
+  if (!back.ok) return t.fail(back.errors.join('\n'));
+  t.equal(back.unchanged, false, 'the original file differs from the config the daemon runs');
+  t.ok((await p.plan(back.config.digest, OWNERS, '')).desired, 'and is planned');
+
+  // The same file twice: unchanged, and the daemon's config can still be planned.
+  write(original.replace('8.8.8.0/24', '7.7.7.0/24'));
+  const z = await p.load(file, [KEY], back.config.digest);
+  if (!z.ok) return t.fail(z.errors.join('\n'));
+  const zAgain = await p.load(file, [KEY], z.config.digest);
+  t.ok(zAgain.ok && zAgain.unchanged, 'unchanged against the config the daemon runs');
+  write('version: 1\n');
+  t.equal((await p.load(file, [KEY], z.config.digest)).ok, false, 'a bad file');
+  t.ok(
+    (await p.plan(z.config.digest, OWNERS, '')).desired,
+    'neither an unchanged nor a bad file loses the running config',
+  );
 });
