@@ -38,10 +38,9 @@ export class Rng {
 export interface FaultContext {
   readonly lab: Lab;
   readonly rng: Rng;
-  /** The faults in progress ("kill-9 h1"), kept by runFaults: violations name them. */
-  readonly active: Set<string>;
-  /** Called when a fault is injected. */
-  injected(what: string): void;
+  /** A fault ("kill-9 h1") begins, or has healed: violations name the faults around them. */
+  began(what: string): void;
+  ended(what: string): void;
   /** Records an event for the checker, at the current time. */
   emit(e: { kind: HostEventKind; host: string } | Omit<Extract<ChaosEvent, { kind: 'block' }>, 't'>): void;
   unblock(id: string): void;
@@ -58,6 +57,8 @@ export interface FaultContext {
   writeConfig(host: string, which: 'good' | 'changed' | 'bad'): void;
   /** Waits for a log line of `host` matching `re` logged after `since` (ms); false after `timeoutMs`. */
   logged(host: string, re: RegExp, since: number, timeoutMs: number): Promise<boolean>;
+  /** The messages `host` logged after `since` (ms), the last few. */
+  linesSince(host: string, since: number): string[];
 }
 
 export type FaultKind =
@@ -89,10 +90,13 @@ const onHost =
 const SWITCH_GROUP = '239.255.76.67';
 let tables = 0;
 
+/** Restarted after a while; the fault lasts until the daemon takes part again (its listening time included). */
 async function restartLater(c: FaultContext, host: string): Promise<void> {
   await c.afterStop(host);
   await sleep(c.rng.between(300, 3000));
+  const since = Date.now();
   await c.start(host);
+  await c.logged(host, /^ready: taking part/, since, 10_000);
 }
 
 async function hold(c: FaultContext, lo: number, hi: number): Promise<void> {
@@ -262,7 +266,10 @@ async function reload(c: FaultContext, host: string, which: 'good' | 'changed' |
   const since = Date.now();
   c.lab.signalDaemon(host, 'SIGHUP');
   if (!(await c.logged(host, expect, since, 5000)))
-    c.violation('reload', `${host}: no "${expect.source}" in the log within 5 s of a SIGHUP with the ${which} file`);
+    c.violation(
+      'reload',
+      `${host}: no "${expect.source}" in the log within 5 s of a SIGHUP with the ${which} file; it logged: ${c.linesSince(host, since).join(' | ')}`,
+    );
 }
 
 export interface SchedulerLimits {
@@ -303,15 +310,14 @@ export async function runFaults(
     if (active.size >= limits.maxActive || (spec.network && network) || !host) continue;
     counts[kind] = (counts[kind] ?? 0) + 1;
     const { what, run } = spec.plan(c, host);
-    c.active.add(what);
-    c.injected(what);
+    c.began(what);
     const claims = spec.network ? [] : [host];
     for (const h of claims) busy.add(h);
     if (spec.network) network = true;
     const p: Promise<void> = run()
       .catch((e: Error) => c.violation('harness', `${what}: ${e.message}`))
       .finally(() => {
-        c.active.delete(what);
+        c.ended(what);
         for (const h of claims) busy.delete(h);
         if (spec.network) network = false;
         active.delete(p);

@@ -1,4 +1,5 @@
-import type { ChaosReport, Finding } from './chaos.js';
+import type { ChaosReport } from './chaos.js';
+import type { Finding } from './chaos-findings.js';
 import { DOUBLE_BOUND_MS, OWNER_BOUND_MS } from './chaos.js';
 
 // What a soak found, as Markdown: printed by `make chaos`, written by `make bench`.
@@ -43,15 +44,20 @@ export function reportMarkdown(r: ChaosReport): string {
     const first = f?.examples[0];
     return `| ${k} | ${f?.count ?? 0} | ${first ? cell(`${(first.t / 1000).toFixed(1)} s: ${first.what}`) : ''} |`;
   });
+  const during = (f: Finding) =>
+    Object.entries(f.during)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
   const examples = kinds
     .filter((k) => r.violations[k])
     .map(
       (k) =>
-        `- **${k}** (${r.violations[k]!.count}):\n${r.violations[k]!.examples.map((e) => `  - ${(e.t / 1000).toFixed(1)} s: ${e.what}`).join('\n')}`,
+        `- **${k}** (${r.violations[k]!.count}; during or within 1 s after: ${during(r.violations[k]!)}):\n${r.violations[k]!.examples.map((e) => `  - ${(e.t / 1000).toFixed(1)} s: ${e.what}`).join('\n')}`,
     );
   const errors = Object.entries(r.errorLines).map(
     ([msg, f]) =>
-      `- ${f.count} × "${msg}…", e.g. ${(f.examples[0]!.t / 1000).toFixed(1)} s: \`${f.examples[0]!.what}\``,
+      `- ${f.count} × "${msg}…" (during: ${during(f)}), e.g. ${(f.examples[0]!.t / 1000).toFixed(1)} s: \`${f.examples[0]!.what}\``,
   );
   return `Seed ${r.seed} (\`SEED=${r.seed}\` repeats the choices), ${r.minutes} min of faults, ${r.elapsedS.toFixed(0)} s in all;
 load average ${r.load.before.toFixed(1)} before, ${r.load.after.toFixed(1)} after (2 cores); ${r.samples} kernel samples judged;

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { candidates, floatingIPs } from '../src/plan/desired.js';
 import { loadConfigText } from '../src/config/load.js';
-import { Checker, type ChaosEvent, type HostEventKind, type Violation } from './chaos-check.js';
+import { faultsAround, record, type FaultSpan, type Finding } from './chaos-findings.js';
+import { Checker, type ChaosEvent, type HostEventKind } from './chaos-check.js';
 import { FAULTS, Rng, runFaults, type FaultContext, type FaultKind } from './chaos-faults.js';
 import { cpuSeconds, leftovers, snapshotRoot, startTime } from './chaos-leftovers.js';
 import { LogTail, startLeakWatch, startSampler, type LogLine } from './chaos-watch.js';
@@ -23,11 +24,6 @@ export interface ChaosOptions {
   /** One request every `probeMs` from each of c1 and c2. */
   readonly probeMs?: number;
   readonly progress?: (line: string) => void;
-}
-
-export interface Finding {
-  count: number;
-  readonly examples: Violation[];
 }
 
 export interface ChaosReport {
@@ -54,7 +50,6 @@ const START_LISTEN_MS = 2000;
 const SAMPLE_MS = 75;
 /** Events and samples are judged this long after they happened, once the logs up to then are read. */
 const JUDGE_LAG_MS = 400;
-const EXAMPLES = 5;
 
 /**
  * Invariant 3's bound. After a heal each side hears the other's claims within one interval
@@ -76,12 +71,6 @@ export const DOUBLE_BOUND_MS = DOWN_MS;
 export const OWNER_BOUND_MS = DOWN_MS + INTERVAL_MS + 200;
 
 const seconds = (t: number, t0: number) => `${((t - t0) / 1000).toFixed(1)} s`;
-
-function record(into: Record<string, Finding>, kind: string, v: Violation): void {
-  const f = (into[kind] ??= { count: 0, examples: [] });
-  f.count++;
-  if (f.examples.length < EXAMPLES) f.examples.push(v);
-}
 
 /** The config of a good reload: one more policy, for sources and a destination nobody uses. */
 function changedConfig(good: string): string {
@@ -116,10 +105,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const errorLines: Record<string, Finding> = {};
   const faults: Record<string, number> = {};
   let t0 = Date.now();
-  const active = new Set<string>();
+  const history: FaultSpan[] = [];
   const violation = (kind: string, what: string, t = Date.now()) => {
-    const during = active.size ? ` [faults: ${[...active].join(', ')}]` : ' [no fault]';
-    record(violations, kind, { kind, t: t - t0, what: what + during });
+    const around = faultsAround(history, t);
+    const during = around.length ? ` [faults: ${around.map((f) => f.text).join(', ')}]` : ' [no fault]';
+    record(violations, kind, { kind, t: t - t0, what: what + during }, around);
     if (violations[kind]!.count <= 3) say(`VIOLATION ${kind} at ${seconds(t, t0)}: ${what}${during}`);
   };
   let report: ChaosReport | undefined;
@@ -181,11 +171,16 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       for (const [re, kind] of LOG_EVENTS) if (re.test(l.msg)) events.push({ t: l.t, kind, host: l.host });
       if (l.level >= 60) violation('daemon-fatal', `${l.host}: ${l.raw.slice(0, 300)}`, l.t);
       else if (l.level >= 50 && !expectedErrors.test(l.msg))
-        record(errorLines, l.msg.slice(0, 60), {
-          kind: 'error',
-          t: l.t - t0,
-          what: `${l.host}: ${l.raw.slice(0, 300)}`,
-        });
+        record(
+          errorLines,
+          l.msg.slice(0, 60),
+          {
+            kind: 'error',
+            t: l.t - t0,
+            what: `${l.host}: ${l.raw.slice(0, 300)}`,
+          },
+          faultsAround(history, l.t),
+        );
     }
 
     // The daemons, as systemd runs them: an exit the harness did not cause is a crash,
@@ -236,8 +231,19 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const ctx: FaultContext = {
       lab,
       rng,
-      active,
-      injected: (what) => say(`${seconds(Date.now(), t0)}: ${what}`),
+      began(what) {
+        history.push({ what, from: Date.now() });
+        say(`${seconds(Date.now(), t0)}: ${what}`);
+      },
+      ended(what) {
+        const f = [...history].reverse().find((h) => h.what === what && h.to === undefined);
+        if (f) f.to = Date.now();
+      },
+      linesSince: (h, since) =>
+        logLines
+          .filter((l) => l.host === h && l.t >= since)
+          .slice(-4)
+          .map((l) => l.msg.slice(0, 160)),
       emit,
       unblock: (id) => events.push({ t: Date.now(), kind: 'unblock', id }),
       violation: (k, w) => violation(k, w),
