@@ -106,8 +106,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const faults: Record<string, number> = {};
   let t0 = Date.now();
   const history: FaultSpan[] = [];
-  const violation = (kind: string, what: string, t = Date.now()) => {
-    const around = faultsAround(history, t);
+  const violation = (kind: string, what: string, t = Date.now(), tags: readonly string[] = []) => {
+    const around = [...faultsAround(history, t), ...tags.map((tag) => ({ kind: tag, text: tag }))];
     const during = around.length ? ` [faults: ${around.map((f) => f.text).join(', ')}]` : ' [no fault]';
     record(violations, kind, { kind, t: t - t0, what: what + during }, around);
     if (violations[kind]!.count <= 3) say(`VIOLATION ${kind} at ${seconds(t, t0)}: ${what}${during}`);
@@ -156,6 +156,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       while (events.length && events[0]!.t <= horizon) checker.event(events.shift()!);
       for (const v of checker.violations.splice(0)) violation(v.kind, v.what, v.t);
     };
+    /** What each daemon is doing, as far as the harness knows: starting, listening, ready, down. */
+    const daemonState = new Map<string, string>();
     const LOG_EVENTS: [RegExp, HostEventKind][] = [
       [/^started: listening/, 'listening'],
       [/^ready: taking part/, 'ready'],
@@ -169,6 +171,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       logLines.push(l);
       if (logLines.length > 2000) logLines.splice(0, 1000);
       for (const [re, kind] of LOG_EVENTS) if (re.test(l.msg)) events.push({ t: l.t, kind, host: l.host });
+      if (/^ready: taking part/.test(l.msg)) daemonState.set(l.host, 'ready');
+      else if (/^started: listening|^carrier back/.test(l.msg)) daemonState.set(l.host, 'listening');
       if (l.level >= 60) violation('daemon-fatal', `${l.host}: ${l.raw.slice(0, 300)}`, l.t);
       else if (l.level >= 50 && !expectedErrors.test(l.msg))
         record(
@@ -198,8 +202,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       const child = await lab.startDaemon(h, cfgOf(h));
       track(child.pid!);
       emit({ kind: 'started', host: h });
+      daemonState.set(h, 'starting');
       child.once('exit', (code, signal) => {
         emit({ kind: 'stopped', host: h });
+        daemonState.set(h, 'down');
         listening.delete(h);
         if (expected.has(h) || stopping) return;
         const tail = logLines
@@ -276,7 +282,15 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const leakWatch = await startLeakWatch(
       lab,
       `ip and dst net 203.0.113.0/24 and not dst host ${ECHO.excluded} and ${fipFilter}`,
-      (l) => violation('leak', `${l.src} → ${l.dst} reached the router`, l.t),
+      (l) => {
+        // Whose traffic, and what its host's daemon was doing: tells "no rules while the daemon is
+        // down or listening" from a leak of the running data path.
+        const c = lab.containers.find((x) => x.ip === l.src);
+        const state = c ? `${c.host}'s daemon ${daemonState.get(c.host)}` : 'a node address';
+        violation('leak', `${l.src} → ${l.dst} reached the router (${state})`, l.t, [
+          c ? `daemon ${daemonState.get(c.host)}` : 'node',
+        ]);
+      },
     );
     const sampler = startSampler(lab, hosts, Object.keys(cands), SAMPLE_MS, (s) => samples.push(s));
     track(leakWatch.child.pid!);
