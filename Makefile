@@ -3,7 +3,7 @@ SHELL := /bin/bash
 NODE_MODULES := node_modules/.package-lock.json
 TESTS ?= dist/test/unit dist/test/lab
 
-.PHONY: all build deps test-deps test unit lab lint format demo bench clean install uninstall deb
+.PHONY: all build deps test-deps test unit lab lint format demo bench chaos clean install uninstall deb
 
 # make install: DESTDIR and PREFIX (default /usr/local) are honoured; config and key go to /etc/egress-natd.
 PREFIX ?= /usr/local
@@ -47,6 +47,12 @@ demo: deps build
 
 bench: deps build
 	node dist/bench/main.js
+
+# The chaos soak: the cluster lab under random faults for MINUTES, invariants checked all the
+# time; SEED= repeats a run's choices. Exits non-zero on any violation.
+MINUTES ?= 10
+chaos: deps test-deps build
+	MINUTES=$(MINUTES) SEED=$(SEED) node dist/lab/chaos-main.js
 
 install: build
 	scripts/install.sh install

@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { cpus, hostname, release as kernelRelease } from 'node:os';
+import { chaosSection } from './chaos.js';
 import { failoverSection, resources } from './cluster.js';
 import { planApply } from './plan-apply.js';
 
@@ -13,6 +14,7 @@ async function main(): Promise<void> {
   if (!only || only === 'plan') sections.push(await planApply());
   if (!only || only === 'failover') sections.push(await failoverSection());
   if (!only || only === 'resources') sections.push(await resources());
+  if (!only || only === 'chaos') sections.push(await chaosSection());
   const date = new Date().toISOString().slice(0, 10);
   const text = `# Benchmarks
 
