@@ -15,7 +15,7 @@ export type HostEventKind =
   | 'carrierBack' // log: listening again (joining)
   | 'leaving' // the harness sent SIGTERM
   | 'stopped' // the daemon is gone (killed, or exited)
-  | 'released' // nothing of egress-natd may be left on the host (release ran, or the daemon said it released)
+  | 'released' // the host holds no floating IP any more (ExecStopPost parked it, or the daemon said it stopped)
   | 'portDown'
   | 'portUp'
   | 'drain'

@@ -191,8 +191,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     // followed by ExecStopPost (release) and Restart=on-failure after RestartSec=1s.
     const expected = new Set<string>();
     const listening = new Set<string>();
+    // What systemd runs after any end of the daemon (ExecStopPost): the host gives up its floating IPs.
     const afterStop = async (h: string) => {
-      await lab.egress(h, ['release']);
+      await lab.stopPost(h, cfgOf(h));
       emit({ kind: 'released', host: h });
     };
     const start = async (h: string) => {
