@@ -21,11 +21,20 @@ export interface Capture {
 }
 
 /** Starts tcpdump on the router's eth0 with `filter` (pcap syntax), restricted to frames for the router's MAC; resolves once it listens. */
-export async function startCapture(lab: Lab, filter: string): Promise<Capture> {
+/**
+ * Frames addressed to the router: when a switch port goes down the bridge floods frames for
+ * the floating IPs' MACs to every port, and a promiscuous capture would count those, which
+ * the router drops, as traffic that reached it.
+ */
+export async function routerBound(lab: Lab, filter: string): Promise<string> {
   const mac = (await run(['ip', 'netns', 'exec', lab.ns('r'), 'cat', '/sys/class/net/eth0/address'])).stdout.trim();
+  return `ether dst ${mac} and (${filter})`;
+}
+
+export async function startCapture(lab: Lab, filter: string): Promise<Capture> {
   const child = spawn(
     'ip',
-    ['netns', 'exec', lab.ns('r'), 'tcpdump', '-i', 'eth0', '-p', '-nn', '-l', `ether dst ${mac} and (${filter})`],
+    ['netns', 'exec', lab.ns('r'), 'tcpdump', '-i', 'eth0', '-p', '-nn', '-l', await routerBound(lab, filter)],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   lab.onDestroy(() => void child.kill('SIGKILL'));

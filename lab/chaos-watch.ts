@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { routerBound } from './capture.js';
 import { closeSync, openSync, readSync } from 'node:fs';
 import type { Sample } from './chaos-check.js';
 import { eachLine, type Lab } from './lab.js';
@@ -76,7 +77,21 @@ export interface Leak {
 export async function startLeakWatch(lab: Lab, filter: string, onLeak: (l: Leak) => void): Promise<Watcher> {
   const child = spawn(
     'ip',
-    ['netns', 'exec', lab.ns('r'), 'tcpdump', '-i', 'eth0', '-nn', '-l', '-tt', '-Q', 'in', filter],
+    [
+      'netns',
+      'exec',
+      lab.ns('r'),
+      'tcpdump',
+      '-i',
+      'eth0',
+      '-p',
+      '-nn',
+      '-l',
+      '-tt',
+      '-Q',
+      'in',
+      await routerBound(lab, filter),
+    ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },

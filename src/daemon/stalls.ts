@@ -2,10 +2,11 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 // The daemon's own lag: heartbeats leave from its event loop, so a loop that stalls for a
 // Down interval makes peers take this node's IPs. Stalls are measured (a sampling timer
-// every 10 ms, read once a second), logged and counted, so a flap can be told from a
+// every 50 ms, read once a second), logged and counted, so a flap can be told from a
 // network fault.
 
-const SAMPLE_MS = 10;
+/** Coarse on purpose: the limit is half an interval (50 ms by default), and every sample wakes the loop. */
+const SAMPLE_MS = 50;
 const READ_MS = 1_000;
 
 export class StallWatch {
