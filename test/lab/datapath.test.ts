@@ -121,6 +121,10 @@ t.test('static data path', async (t) => {
     t.match((await lab.sh('r', `ip neigh show ${FIP_A}`)).stdout, MAC_A);
   });
 
+  /** `apply` on `host` with the owners of this part of the test: .100 on h3, .101 on h2. */
+  const applyOwned = (host: string) =>
+    lab.egress(host, ['apply', '-c', cfg, '-n', host, '--owner', `${FIP_A}=h3`, '--owner', `${FIP_B}=h2`]);
+
   await t.test('drift is repaired', async (t) => {
     await lab.sh('h3', `ip addr del ${FIP_A}/32 dev ${IF_A}`);
     t.equal(
@@ -128,63 +132,23 @@ t.test('static data path', async (t) => {
       undefined,
       'without its address the owner drops the traffic',
     );
-    const r = await lab.egress('h3', [
-      'apply',
-      '-c',
-      cfg,
-      '-n',
-      'h3',
-      '--owner',
-      `${FIP_A}=h3`,
-      '--owner',
-      `${FIP_B}=h2`,
-    ]);
+    const r = await applyOwned('h3');
     t.match(r.stdout, `add address ${FIP_A}/32 to ${IF_A}`);
     t.equal(await lab.probe('c1', ECHO.inPolicy), FIP_A, 'repaired');
 
     await lab.sh('h1', 'nft delete table inet egress_natd');
     t.equal(await lab.probe('c1', ECHO.inPolicy), '10.10.1.2', 'without the table, h1 no longer steers');
-    const r2 = await lab.egress('h1', [
-      'apply',
-      '-c',
-      cfg,
-      '-n',
-      'h1',
-      '--owner',
-      `${FIP_A}=h3`,
-      '--owner',
-      `${FIP_B}=h2`,
-    ]);
+    const r2 = await applyOwned('h1');
     t.match(r2.stdout, 'nft: create table inet egress_natd');
     t.equal(await lab.probe('c1', ECHO.inPolicy), FIP_A, 'repaired');
 
     await lab.sh('h1', 'nft flush chain inet egress_natd prerouting');
-    const r3 = await lab.egress('h1', [
-      'apply',
-      '-c',
-      cfg,
-      '-n',
-      'h1',
-      '--owner',
-      `${FIP_A}=h3`,
-      '--owner',
-      `${FIP_B}=h2`,
-    ]);
+    const r3 = await applyOwned('h1');
     t.match(r3.stdout, 'nft: replace chain prerouting');
     t.equal(await lab.probe('c1', ECHO.inPolicy), FIP_A, 'a flushed chain is refilled');
 
     await lab.sh('h1', 'ip rule del pref 7601');
-    const r4 = await lab.egress('h1', [
-      'apply',
-      '-c',
-      cfg,
-      '-n',
-      'h1',
-      '--owner',
-      `${FIP_A}=h3`,
-      '--owner',
-      `${FIP_B}=h2`,
-    ]);
+    const r4 = await applyOwned('h1');
     t.match(r4.stdout, 'add ip rule pref 7601');
     t.equal(await lab.probe('c1', ECHO.inPolicy), FIP_A, 'a deleted ip rule comes back');
   });
