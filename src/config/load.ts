@@ -7,7 +7,7 @@ import type { Config } from './model.js';
 import { ConfigSource } from './source.js';
 import { validate, type KeyFileFacts } from './validate.js';
 
-export const DEFAULT_CONFIG = '/etc/egress-natd/config.yaml';
+export { DEFAULT_CONFIG } from './paths.js';
 
 export interface LoadResult {
   readonly config?: Config;
