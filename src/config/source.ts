@@ -11,12 +11,26 @@ export class ConfigSource {
   readonly data: unknown;
   readonly syntaxErrors: Diagnostic[];
   private readonly counter = new LineCounter();
-  private readonly doc;
+  private readonly doc: ReturnType<typeof parseDocument> | undefined;
+
+  /**
+   * Data parsed elsewhere (config/fast-parse.ts), with no positions: every path is at 1:1.
+   * Only for a first validation whose messages, if any, are thrown away.
+   */
+  static withoutPositions(file: string, data: unknown): ConfigSource {
+    return new ConfigSource(file, '', { data });
+  }
 
   constructor(
     readonly file: string,
     text: string,
+    parsed?: { readonly data: unknown },
   ) {
+    if (parsed) {
+      this.syntaxErrors = [];
+      this.data = parsed.data;
+      return;
+    }
     this.doc = parseDocument(text, { lineCounter: this.counter, uniqueKeys: true, prettyErrors: false });
     this.syntaxErrors = [...this.doc.errors, ...this.doc.warnings].map((e) => {
       const p = this.counter.linePos(e.pos[0]);
@@ -34,7 +48,7 @@ export class ConfigSource {
       found.push({ file: this.file, line: p.line, col: p.col, severity: 'error', message });
     };
     const anchors = new Set<string>();
-    visit(this.doc, {
+    visit(this.doc!, {
       Node: (_, node) => {
         if ('anchor' in node && typeof node.anchor === 'string') anchors.add(node.anchor);
         if (isAlias(node) && !anchors.has(node.source)) at(node, `alias *${node.source} refers to no earlier anchor`);
@@ -48,7 +62,7 @@ export class ConfigSource {
 
   private toData(): unknown {
     try {
-      return this.doc.toJS({ maxAliasCount: 100 });
+      return this.doc!.toJS({ maxAliasCount: 100 });
     } catch (e) {
       this.syntaxErrors.push({ file: this.file, line: 1, col: 1, severity: 'error', message: (e as Error).message });
       return undefined;
@@ -57,6 +71,7 @@ export class ConfigSource {
 
   /** Where the node at `path` is; `key` points at its key instead of its value. The nearest existing ancestor is used for missing paths. */
   position(path: Path, at: 'key' | 'value' = 'value'): { line: number; col: number } {
+    if (!this.doc) return { line: 1, col: 1 };
     let node: unknown = this.doc.contents;
     let keyNode: Node | undefined;
     for (const part of path) {
