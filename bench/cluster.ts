@@ -1,3 +1,4 @@
+import { cliTable } from './cli.js';
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -173,6 +174,7 @@ export async function resources(): Promise<string> {
       gen.once('exit', () => r());
       gen.kill('SIGTERM');
     });
+    const cli = await cliTable(lab, 'h1');
     const tick = 100; // USER_HZ on Linux
     const cpuPct = ((after.cpuTicks - before.cpuTicks) / tick / seconds) * 100;
     const received = s1.counters.heartbeatsReceived - s0.counters.heartbeatsReceived;
@@ -191,6 +193,10 @@ all threads of the daemon), after ${WARMUP_SECONDS} s of warm-up.
 | RSS at the end | ${(after.rssKb / 1024).toFixed(1)} MB | ≤ 80 MB |
 | peak RSS (VmHWM) | ${(after.hwmKb / 1024).toFixed(1)} MB | |
 | heartbeats sent by the peers | ${genOut.trim()} | |
+
+### The command line at the runtime's floor
+
+${cli}
 `;
   } finally {
     await lab.destroy();

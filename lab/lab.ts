@@ -205,8 +205,8 @@ export class Lab {
     return run(['ip', 'netns', 'exec', this.ns(name), 'sh', '-c', `${MOUNT_CGROUP} ${script}`], opts);
   }
 
-  /** The environment of egress-natd in a lab host: a state dir and an incarnation file per host, since all namespaces share /run and /var. */
-  private stateEnv(host: string): string {
+  /** The environment of egress-natd in a lab host (a prefix for a shell command): a state dir and an incarnation file per host, since all namespaces share /run and /var. */
+  stateEnv(host: string): string {
     return `EGRESS_NATD_STATE_DIR=${q(join(this.dir, `state-${host}`))} EGRESS_NATD_INCARNATION_FILE=${q(this.incarnationFile(host))}`;
   }
 
