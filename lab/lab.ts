@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import type { Counters } from '../src/daemon/telemetry.js';
 import type { Status } from '../src/daemon/status.js';
-import { BIN, labScript, NO_TEST_RUNNER_HOOKS, NODE } from './paths.js';
+import { BIN, DAEMON_NODE_FLAGS, labScript, NO_TEST_RUNNER_HOOKS, NODE } from './paths.js';
 
 // The lab (docs/design.md, "Lab"): network namespaces as hosts on a Linux bridge, a router
 // namespace with an echo server that answers with the source IP it sees. The bridge
@@ -242,7 +242,7 @@ export class Lab {
     const vars = Object.entries(env)
       .map(([k, v]) => `${k}=${q(v)}`)
       .join(' ');
-    const script = `${MOUNT_CGROUP} ${vars} ${this.stateEnv(host)} exec ${q(process.execPath)} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
+    const script = `${MOUNT_CGROUP} ${vars} ${this.stateEnv(host)} exec ${q(process.execPath)} ${DAEMON_NODE_FLAGS.join(' ')} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
     const child = spawn('ip', ['netns', 'exec', this.ns(host), 'sh', '-c', script], { stdio: 'ignore' });
     this.daemons.set(host, child);
     await new Promise<void>((ok, fail) => {

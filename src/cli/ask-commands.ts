@@ -11,8 +11,9 @@ const ask = (req: Request, stateDir?: string) => askDaemon(new StateStore(stateD
 export async function status(o: { stateDir?: string; output: 'yaml' | 'json' }): Promise<void> {
   const s = await ask({ cmd: 'status' }, o.stateDir);
   if (o.output === 'json') return void process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
-  const { stringify } = await import('yaml');
-  process.stdout.write(stringify(s));
+  // js-yaml: a tenth of the load time of the positions-tracking parser, for a plain dump.
+  const { dump } = await import('js-yaml');
+  process.stdout.write(dump(s, { lineWidth: -1, noRefs: true }));
 }
 
 export async function egressList(o: { stateDir?: string }): Promise<void> {
