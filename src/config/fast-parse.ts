@@ -1,32 +1,108 @@
-import { CORE_SCHEMA, load } from 'js-yaml';
+import { FAILSAFE_SCHEMA, load, Type } from 'js-yaml';
 
 // The fast path of config parsing. The positions-tracking parser (`yaml`, with a line
 // counter) is what points every message at FILE:LINE:COL, but it takes over a second for
 // a file of 100,000 CIDRs; js-yaml takes a tenth of that. A valid config never needs a
-// position, so it is parsed fast, validated, and re-parsed with positions only when there
-// is something to point at (config/load.ts).
+// position, so it is parsed fast, validated, and parsed again with positions only when
+// there is something to point at (config/load.ts).
 //
-// The two parsers must agree on every document the fast path takes. They do for the
-// plain YAML a config is written in; the features where they may not (anchors and
-// aliases, tags, directives, merge keys, complex keys, YAML 1.1 number forms such as 1_000
-// or 0b101) send the text to the full parser instead, and so does anything js-yaml
-// rejects. test/unit/config-fast-parse.test.ts holds them to the same result.
+// The two parsers must agree on every document the fast path takes:
+// - plain scalars resolve with the very rules of the `yaml` library's YAML 1.2 core
+//   schema (the regular expressions below are its own), not with js-yaml's;
+// - the syntax where the two libraries are known to differ goes to the full parser:
+//   anchors, aliases, tags, directives, complex and merge keys, block scalars, a flow
+//   collection or a quoted scalar left open at the end of a line, a flow collection used
+//   as a key, tabs, a comment not separated
+//   from what precedes it, and keys that are null or empty;
+// - anything js-yaml rejects goes to the full parser too.
+// test/unit/config-fast-parse.test.ts holds them to the same result, scalar by scalar.
+
+/** One implicit type per tag (js-yaml keeps one per tag): the first of `forms` whose test matches constructs the value. */
+const scalar = (tag: string, forms: readonly (readonly [RegExp, (s: string) => unknown])[]) =>
+  new Type(`tag:yaml.org,2002:${tag}`, {
+    kind: 'scalar',
+    resolve: (s: unknown) => typeof s === 'string' && forms.some(([test]) => test.test(s)),
+    construct: (s: string) => forms.find(([test]) => test.test(s))![1](s),
+  });
+
+/** The `yaml` library's core schema (yaml/dist/schema/core, common/null), for js-yaml. */
+const YAML_CORE = FAILSAFE_SCHEMA.extend({
+  implicit: [
+    scalar('null', [[/^(?:~|[Nn]ull|NULL)?$/, () => null]]),
+    scalar('bool', [[/^(?:[Tt]rue|TRUE|[Ff]alse|FALSE)$/, (s) => s[0] === 't' || s[0] === 'T']]),
+    scalar('int', [
+      [/^0o[0-7]+$/, (s) => parseInt(s.substring(2), 8)],
+      [/^[-+]?[0-9]+$/, (s) => parseInt(s, 10)],
+      [/^0x[0-9a-fA-F]+$/, (s) => parseInt(s.substring(2), 16)],
+    ]),
+    scalar('float', [
+      [
+        /^(?:[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$/,
+        (s) => (s.slice(-3).toLowerCase() === 'nan' ? NaN : s.startsWith('-') ? -Infinity : Infinity),
+      ],
+      [/^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$/, parseFloat],
+      [/^[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)$/, parseFloat],
+    ]),
+  ],
+});
 
 const FULL_PARSER_ONLY = new RegExp(
   [
     '[&*!%?]', // anchors, aliases, tags, directives, complex keys
     '<<', // merge keys
-    '\\d_\\d|\\b0b[01]', // YAML 1.1 digit groups and binary
-    '(?<![\\w.:/])[-+]?(\\d+\\.?\\d*|\\.\\d+)[eE][-+]?\\d+(?![\\w.:/])', // 1e3: a float in YAML 1.2, a string to js-yaml
+    '\\S#', // a comment glued to a token
+    ':[ \\t]*[|>]', // block scalars
+    '[\\]}][ \\t]*:(?:[ \\t]|$)', // a flow collection as a key
+    '^[ \\t]*(?:-[ \\t]+)?(?:~|null|Null|NULL)?[ \\t]*:(?:[ \\t]|$)', // a null or empty key
+    '-[ \\t]*(?:#.*)?$', // a line ending in a dash: an empty entry, or a nested sequence to come
+    '\\t', // tabs, which YAML allows in some places only
   ].join('|'),
+  'm',
 );
+
+/**
+ * A line the fast parser may read otherwise than the full one: one that leaves a flow
+ * collection or a quoted scalar open (the two differ on how the next lines must be
+ * indented), or that uses a flow collection as a key inside a flow map. (Counted without
+ * regard to quoting: a line that only looks so goes to the full parser, which is slower,
+ * never wrong.)
+ */
+function unsafeLine(line: string): boolean {
+  const open: string[] = [];
+  let keyNext = false;
+  let doubles = 0;
+  let singles = 0;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if ((c === '[' || c === '{') && keyNext) return true;
+    if (c === '[' || c === '{') open.push(c);
+    else if (c === ']' || c === '}') open.pop();
+    else if (c === '"' && line[i - 1] !== '\\') doubles++;
+    else if (c === "'") singles++;
+    // In a flow map, a key comes after '{' or ',' (and blanks).
+    if (c === '{' || (c === ',' && open.at(-1) === '{')) keyNext = true;
+    else if (c !== ' ' && c !== '\t') keyNext = false;
+  }
+  return open.length > 0 || doubles % 2 === 1 || singles % 2 === 1;
+}
+
+/** A key that js-yaml makes of a null, empty or collection key, where the full parser makes another or refuses it. */
+function hasOddKey(data: unknown): boolean {
+  if (Array.isArray(data)) return data.some(hasOddKey);
+  if (data === null || typeof data !== 'object') return false;
+  return Object.entries(data).some(
+    ([k, v]) => k === '' || k === 'null' || k.includes('[object Object]') || hasOddKey(v),
+  );
+}
 
 /** The document's data, or undefined when only the full parser may read this text. */
 export function fastParse(text: string): { readonly data: unknown } | undefined {
-  if (FULL_PARSER_ONLY.test(text)) return undefined;
+  if (FULL_PARSER_ONLY.test(text) || text.split('\n').some(unsafeLine)) return undefined;
+  let data: unknown;
   try {
-    return { data: load(text, { schema: CORE_SCHEMA }) };
+    data = load(text, { schema: YAML_CORE });
   } catch {
     return undefined;
   }
+  return hasOddKey(data) ? undefined : { data };
 }

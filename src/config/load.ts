@@ -35,7 +35,8 @@ export function loadConfigText(
 ): LoadResult {
   const digest = createHash('sha256').update(text).digest('hex');
   const opts = { keyFile, resolvePath: (p: string) => resolve(dirname(resolve(file)), p), digest };
-  // Parsed fast and validated; parsed again with positions only if there is a message to place.
+  // Parsed fast and validated; parsed again with positions only if there is a message to place
+  // (a warning too: a config with warnings pays for the full parse, as before the fast path).
   const parsed = fast ? fastParse(text) : undefined;
   if (parsed) {
     const result = validate(ConfigSource.withoutPositions(file, parsed.data), opts);
