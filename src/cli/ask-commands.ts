@@ -13,7 +13,7 @@ export async function status(o: { stateDir?: string; output: 'yaml' | 'json' }):
   if (o.output === 'json') return void process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
   // js-yaml: a tenth of the load time of the positions-tracking parser, for a plain dump.
   const { dump } = await import('js-yaml');
-  process.stdout.write(dump(s, { lineWidth: -1, noRefs: true }));
+  process.stdout.write(dump(s, { lineWidth: -1, noRefs: true, quotingType: '"' }));
 }
 
 export async function egressList(o: { stateDir?: string }): Promise<void> {

@@ -143,8 +143,12 @@ export async function main(argv: string[]): Promise<void> {
     await program().parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : EXIT_INPUT);
-    const { isInputError } = await import('./input-errors.js');
     err(`egress-natd: ${(e as Error).message}`);
-    process.exit(isInputError(e) ? EXIT_INPUT : EXIT_RUNTIME);
+    // The error classes live with the code that throws them; if even they cannot load, the message is out already.
+    const input = await import('./input-errors.js').then(
+      (m) => m.isInputError(e),
+      () => false,
+    );
+    process.exit(input ? EXIT_INPUT : EXIT_RUNTIME);
   }
 }

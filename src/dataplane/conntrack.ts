@@ -9,7 +9,8 @@ import { attr, NetlinkError } from './netlink.js';
 const NETLINK_NETFILTER = 12;
 const NFNL_SUBSYS_CTNETLINK = 1;
 const IPCTNL_MSG_CT_DELETE = 2;
-const NFNETLINK_V0 = 0;
+// Version 1: the kernel then honours the family (IPv4 only); with 0 it flushes every family.
+const NFNETLINK_V1 = 1;
 const AF_INET = 2;
 const CTA_MARK = 8;
 const CTA_MARK_MASK = 21;
@@ -25,7 +26,7 @@ export async function flushConnections(mark: number, mask: number): Promise<void
   const sock = netlink.createNetlink(NETLINK_NETFILTER);
   try {
     // struct nfgenmsg: family, version, resource id (big endian, 0).
-    const header = Buffer.from([AF_INET, NFNETLINK_V0, 0, 0]);
+    const header = Buffer.from([AF_INET, NFNETLINK_V1, 0, 0]);
     await sock.request(
       (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE,
       [header, attr(CTA_MARK, be32(mark)), attr(CTA_MARK_MASK, be32(mask))],

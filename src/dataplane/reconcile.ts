@@ -206,24 +206,25 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
       changes.push(...diff.summary.map((s) => `nft: ${s}`));
     }
     const announced = await addMacvlans(nl, desired, changes);
+    const extra = desired.macvlans.filter((m) => opts.announce?.has(m.address) && !announced.includes(m));
+    if (!opts.noGarp) {
+      for (const m of [...announced, ...extra]) {
+        // Not awaited: the repeats go on while the daemon carries on (apply waits for them at exit).
+        void sendGratuitousArp(m.name, m.address, (e) => opts.log.error({ err: e.message }, 'gratuitous ARP failed'));
+        changes.push(`gratuitous ARP for ${m.address} on ${m.name}`);
+      }
+    }
     // Connections tracked while another host owned these IPs are bound to no NAT; the
     // leak guard drops their packets, and without their entries the next packet of each
-    // (a SYN retransmitted, say) starts again and is SNATed here (docs/datapath.md).
-    for (const m of announced) {
+    // (a SYN retransmitted, say) starts again and is SNATed here (docs/datapath.md). After
+    // the announcement: the kernel walks its whole table for it.
+    for (const m of [...announced, ...extra]) {
       const mark = desired.egress.find((e) => e.ip === m.address)!.mark;
       // Not fatal: without the flush the guard still holds; those connections only time out.
       await flushConnections(mark, MARK_MASK).then(
         () => changes.push(`flush connections tracked for ${m.address} elsewhere (ct mark 0x${mark.toString(16)})`),
         (e: Error) => opts.log.warn({ err: e.message }, `connections tracked for ${m.address} elsewhere not flushed`),
       );
-    }
-    if (!opts.noGarp) {
-      const extra = desired.macvlans.filter((m) => opts.announce?.has(m.address) && !announced.includes(m));
-      for (const m of [...announced, ...extra]) {
-        // Not awaited: the repeats go on while the daemon carries on (apply waits for them at exit).
-        void sendGratuitousArp(m.name, m.address, (e) => opts.log.error({ err: e.message }, 'gratuitous ARP failed'));
-        changes.push(`gratuitous ARP for ${m.address} on ${m.name}`);
-      }
     }
     await reconcileRouting(nl, desired, changes);
   } finally {

@@ -197,13 +197,15 @@ function nftTable(
   sets.push(...guard.sets.filter((s) => !shared.has(s.name)));
   chains.push(...guard.chains);
   const prerouting = ['fib daddr type local return', ...(guard.dispatch ? [guard.dispatch] : [])];
-  prerouting.push(`iifname "${MACVLAN_PREFIX}*" return`);
+  // Replies are never steered: they belong to connections opened toward this side (a
+  // policy destination that connects to a workload), which no policy selects.
+  prerouting.push('ct direction reply return', `iifname "${MACVLAN_PREFIX}*" return`);
   if (sources.length) {
     const map = sourceMap('s', sources, classChain);
     sets.push(map);
     prerouting.push(`ip saddr vmap @${map.name}`);
   }
-  const output = ['fib daddr type local return'];
+  const output = ['fib daddr type local return', 'ct direction reply return'];
   const levels = [...new Set(cgroups.map((c) => c.level))].sort((a, b) => b - a);
   for (const level of levels) {
     const entries = cgroups
@@ -258,7 +260,14 @@ function nftTable(
   // is a leak, dropped and counted (docs/datapath.md, "The leak guard").
   const leakGuard = egress.flatMap((e) => {
     const marked = `meta mark & ${hex(MARK_MASK)} == ${hex(e.mark)}`;
-    if (e.mode === 'local') return [`${marked} ip saddr != ${e.ip} counter drop`];
+    // Nor does anything else leave with an owned IP: a process of this host that binds it
+    // (any local user can), or routed traffic no policy selected. Only what other hosts
+    // steer here (arriving on the IP's macvlan) and this host's own selected traffic may.
+    if (e.mode === 'local')
+      return [
+        `${marked} ip saddr != ${e.ip} counter drop`,
+        `ip saddr ${e.ip} ct direction original meta mark & ${hex(MARK_MASK)} != ${hex(e.mark)} iifname != "${MACVLAN_PREFIX}*" counter drop`,
+      ];
     if (e.mode === 'remote') return [`${marked} rt ip nexthop != ${e.ip} counter drop`];
     return [];
   });

@@ -33,25 +33,66 @@ t.test('leak guard', async (t) => {
   t.equal(await lab.probe('c1', ECHO.inPolicy), FIP_A, 'c1 (behind h1) leaves through h3');
   const capture: Capture = await startCapture(lab, `ip dst host ${ECHO.inPolicy} and ip src host ${C1}`);
   t.teardown(() => capture.stop());
-  const noLeak = async (t: Test, what: string) => {
+  /** What the router saw from c1 to the policy destination since `from` (a count of captured packets). */
+  const noLeak = async (t: Test, what: string, from: number) => {
     await sleep(200);
-    const leaked = capture.packets();
+    const leaked = capture.packets().slice(from);
     t.equal(leaked.length, 0, `nothing reached the router with c1's own address ${what}`, {
       first: leaked.slice(0, 3).map((p) => p.line),
     });
   };
 
+  /** A connection the router opens from a policy destination to a listener in c1: its answers are replies, never steered. */
+  const inbound = async () => {
+    await lab.sh(
+      'c1',
+      `(timeout 5 python3 -c "import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 8080)); s.listen(); c, _ = s.accept(); c.sendall(b'hello\\n'); c.close()" >/dev/null 2>&1 &) ; sleep 0.3`,
+    );
+    const r = await lab.sh(
+      'r',
+      `timeout 3 python3 -c "import socket; s = socket.socket(); s.bind(('${ECHO.inPolicy}', 0)); s.settimeout(2); s.connect(('${C1}', 8080)); print(s.recv(100).decode().strip())"`,
+      { allowFail: true },
+    );
+    return r.stdout.trim();
+  };
+
+  await t.test(
+    'replies are not steered: a connection opened to a workload from a policy destination works',
+    async (t) => {
+      t.equal(await inbound(), 'hello', 'h1 steers the IP to h3 (remote)');
+      for (const h of lab.hosts) await apply(h.name, 'h1');
+      t.equal(await inbound(), 'hello', 'h1 owns the IP (local)');
+      for (const h of lab.hosts) await apply(h.name, 'h3');
+      t.equal(await lab.probe('c1', ECHO.inPolicy), FIP_A, 'back through h3');
+    },
+  );
+
+  await t.test('no process of the owner leaves with its floating IP unless a policy selects it', async (t) => {
+    const fromFip = (user: string) =>
+      lab.sh(
+        'h1',
+        `setpriv --reuid=${user} --regid=${user === 'root' ? 'root' : 'nogroup'} --clear-groups timeout 3 python3 -c "import socket; s = socket.socket(); s.bind(('${FIP_B}', 0)); s.settimeout(1); s.connect(('${ECHO.inPolicy}', 7)); print(s.recv(100).decode().strip())"`,
+        { allowFail: true },
+      );
+    for (const user of ['nobody', 'root']) {
+      const r = await fromFip(user);
+      t.equal(r.stdout.trim(), '', `${user} on h1, bound to ${FIP_B}: no answer`);
+    }
+  });
+
   await t.test('a route of ours deleted by hand: the packets toward the owner are dropped', async (t) => {
+    const from = capture.packets().length;
     const table = routeTableOf(1);
     await lab.sh('h1', `ip route del default table ${table}`);
     t.equal(await lab.probe('c1', ECHO.inPolicy, { timeoutS: 1 }), undefined, 'no answer: nothing left');
-    await noLeak(t, 'while h1 had no route to the owner');
+    await noLeak(t, 'while h1 had no route to the owner', from);
     const r = await apply('h1', 'h3');
     t.match(r.stdout, `route table ${table}: default via ${FIP_A}`, 'the next apply restores the route');
     t.equal(await lab.probe('c1', ECHO.inPolicy), FIP_A, 'and traffic flows');
   });
 
   await t.test('a connection begun while the owner was gone is SNATed when its own host takes the IP', async (t) => {
+    const from = capture.packets().length;
     // The owner vanishes as a killed and parked one does: its macvlan, and so the IP, is gone.
     await lab.sh('h3', `ip link del ${IF_A}`);
     // c1 connects meanwhile: h1 routes the SYN toward the vanished IP and tracks the connection.
@@ -70,7 +111,7 @@ t.test('leak guard', async (t) => {
     t.match(r.stdout, `add address ${FIP_A}/32`, 'h1 takes the IP');
     t.match(r.stdout, `flush connections tracked for ${FIP_A} elsewhere`);
     t.equal(await pending, FIP_A, 'the pending connection completes (its SYN retransmitted), with the floating IP');
-    await noLeak(t, 'across the takeover');
+    await noLeak(t, 'across the takeover', from);
     t.equal(await lab.probe('c1', ECHO.inPolicy), FIP_A, 'new connections too');
   });
 });
