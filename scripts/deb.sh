@@ -11,13 +11,14 @@ rm -rf build/deb && mkdir -p "$root/DEBIAN"
 DESTDIR="$PWD/$root" PREFIX=/usr scripts/install.sh install --files-only >/dev/null
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$root/DEBIAN/"
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+# procps: the unit's ExecReload is /bin/kill, which minimal Debian 13 systems lack (the machines lab found it).
 cat >"$root/DEBIAN/control" <<CONTROL
 Package: egress-natd
 Version: $version
 Architecture: $arch
 Maintainer: egress-natd developers <egress-natd@localhost>
 Installed-Size: $size
-Depends: nodejs (>= 20), nftables, iproute2, iputils-arping
+Depends: nodejs (>= 20), nftables, iproute2, iputils-arping, procps
 Section: net
 Priority: optional
 Homepage: https://example.invalid/egress-natd

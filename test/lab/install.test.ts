@@ -131,7 +131,7 @@ t.test('make deb: installs, is removed and purged cleanly by dpkg', async (t) =>
   const deb = join(REPO, built.stdout.trim().split('\n').at(-1)!);
   t.match(deb, /build\/egress-natd_[\d.]+_\w+\.deb$/);
   const info = run('dpkg-deb', ['--field', deb, 'Package', 'Depends']);
-  t.match(info.stdout, /Package: egress-natd\nDepends: nodejs \(>= 20\), nftables, iproute2, iputils-arping/);
+  t.match(info.stdout, /Package: egress-natd\nDepends: nodejs \(>= 20\), nftables, iproute2, iputils-arping, procps\n/);
   const contents = run('dpkg-deb', ['--contents', deb]).stdout;
   t.match(contents, './usr/bin/egress-natd');
   t.match(contents, './usr/lib/systemd/system/egress-natd.service');
