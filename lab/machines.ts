@@ -157,6 +157,7 @@ export class MachineLab {
   private constructor(
     readonly lab: Lab,
     readonly hosts: readonly HostSpec[],
+    private readonly log: (msg: string) => void,
   ) {}
 
   /** Machines with what the package `deb` depends on (see rootfs.ts); it is not installed. */
@@ -167,7 +168,7 @@ export class MachineLab {
     log: (msg: string) => void = () => undefined,
   ): Promise<MachineLab> {
     const rootfs = await machineRootfs(await debDepends(deb), log);
-    const ml = new MachineLab(await Lab.create([], []), hosts);
+    const ml = new MachineLab(await Lab.create([], []), hosts, log);
     try {
       // All settled before a failure is thrown: destroy() must see every machine that started.
       const boots = await Promise.allSettled(hosts.map((h) => ml.boot(h, rootfs)));
@@ -239,9 +240,35 @@ export class MachineLab {
       spec.name,
       `ip addr add ${spec.ip}/24 dev host0 && ip link set host0 up && ip route add default via ${ROUTER_IP}`,
     );
-    // "running" once every unit started ("degraded" names a failed one); systemctl needs the bus up first.
-    const state = await waitUntil(
-      `${spec.name} to finish booting`,
+    let state = await this.booted(m);
+    if (state === 'degraded') {
+      // On this host (cgroup v1 with a unified hierarchy, a PID 1 that is not systemd, two busy
+      // cores), about one machine boot in twenty loses an early unit (seen: systemd-tmpfiles-setup,
+      // -sysctl, -remount-fs, -journal-flush, -user-sessions; "Failed to spawn executor"). Those
+      // units are started once more, said in the log; a unit that fails again fails the boot.
+      const failed = await this.failedUnits(m);
+      this.log(`${spec.name}: ${failed.join(', ')} failed at boot; starting them again`);
+      await m.exec(['systemctl', 'reset-failed'], { allowFail: true });
+      await m.exec(['systemctl', 'restart', ...failed], { allowFail: true, timeoutMs: 60_000 });
+      state = await this.booted(m);
+    }
+    if (state !== 'running') {
+      const failed = await this.failedUnits(m);
+      const why = await Promise.all(
+        failed.map(async (u) => (await m.exec(['journalctl', '-b', '-o', 'cat', '-u', u], { allowFail: true })).stdout),
+      );
+      const consoleLog = await readFile(join(this.lab.dir, `nspawn-${spec.name}.log`), 'utf8').catch(() => '');
+      throw new Error(
+        `${spec.name} booted ${state}: ${failed.join(', ')}\n${why.join('\n')}\n${consoleLog.split('\n').slice(-40).join('\n')}`,
+      );
+    }
+  }
+
+  /** The machine's state once it booted: "running" once every unit started, "degraded" if one failed. */
+  private booted(m: Machine): Promise<string> {
+    // systemctl needs the bus up first.
+    return waitUntil(
+      `${m.name} to finish booting`,
       async () => {
         const r = await m.exec(['systemctl', 'is-system-running', '--wait'], { allowFail: true, timeoutMs: 90_000 });
         return r.stdout.trim() || undefined;
@@ -249,10 +276,14 @@ export class MachineLab {
       90_000,
       200,
     );
-    if (state !== 'running') {
-      const failed = (await m.exec(['systemctl', '--failed', '--no-legend'], { allowFail: true })).stdout;
-      throw new Error(`${spec.name} booted ${state}: ${failed}`);
-    }
+  }
+
+  private async failedUnits(m: Machine): Promise<string[]> {
+    const out = (await m.exec(['systemctl', '--failed', '--no-legend', '--plain'], { allowFail: true })).stdout;
+    return out
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(' ')[0]!);
   }
 
   /** A workload network behind a machine: a namespace with a veth into the machine, routed by the router. */
