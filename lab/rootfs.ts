@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from './lab.js';
 import { REPO } from './paths.js';
@@ -66,6 +66,11 @@ export async function machineRootfs(
   );
   await writeFile(join(tmp, 'complete'), `${new Date().toISOString()}\n${packages.join(' ')}\n`);
   await rename(tmp, dir);
+  // Roots of earlier package lists are never used again (300 MB each).
+  const parent = join(dir, '..');
+  for (const old of await readdir(parent))
+    if (old.startsWith(`${SUITE}-`) && join(parent, old) !== dir)
+      await rm(join(parent, old), { recursive: true, force: true });
   log(`built ${root} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return root;
 }
