@@ -3,7 +3,7 @@ SHELL := /bin/bash
 NODE_MODULES := node_modules/.package-lock.json
 TESTS ?= dist/test/unit dist/test/lab
 
-.PHONY: all build deps test-deps test unit lab lint format demo bench chaos clean install uninstall deb
+.PHONY: all build deps test-deps test unit lab machines lint format demo bench chaos clean install uninstall deb
 
 # make install: DESTDIR and PREFIX (default /usr/local) are honoured; config and key go to /etc/egress-natd.
 PREFIX ?= /usr/local
@@ -41,6 +41,12 @@ unit: build
 
 lab: deps test-deps build
 	@set -o pipefail; npx tap --reporter=tap dist/test/lab | node scripts/tap-summary.mjs
+
+# The machines lab alone (also part of `make lab` and `make test`): Debian 13 machines booted
+# with systemd-nspawn, the .deb installed with apt and run by systemd. The first run builds their
+# root filesystem with mmdebstrap into build/machines (about 30 s).
+machines: deps test-deps build
+	@set -o pipefail; npx tap --reporter=tap dist/test/lab/machines.test.js | node scripts/tap-summary.mjs
 
 demo: deps build
 	node dist/lab/demo.js

@@ -13,7 +13,8 @@ command -v sysctl >/dev/null || need+=(procps)
 command -v timeout >/dev/null || need+=(coreutils)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 if [ "${1:-}" = --test ]; then
-  # What only the tests need: `vagrant validate` (with the libvirt provider), dpkg, systemd-analyze, faketime, conntrack.
+  # What only the tests need: `vagrant validate` (with the libvirt provider), dpkg, systemd-analyze, faketime,
+  # conntrack, mmdebstrap, systemd-nspawn, lintian.
   command -v vagrant >/dev/null || need+=(vagrant)
   dpkg -s vagrant-libvirt >/dev/null 2>&1 || need+=(vagrant-libvirt)
   command -v dpkg-deb >/dev/null || need+=(dpkg)
@@ -22,6 +23,11 @@ if [ "${1:-}" = --test ]; then
   command -v faketime >/dev/null || need+=(faketime)
   # conntrack: a test reads a host's connection tracking table (test/lab/takeover.test.ts).
   command -v conntrack >/dev/null || need+=(conntrack)
+  # The machines lab (test/lab/machines.test.ts): Debian 13 root filesystems made by mmdebstrap,
+  # booted with systemd-nspawn; lintian checks the .deb.
+  command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+  command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+  command -v lintian >/dev/null || need+=(lintian)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to install: ${need[*]}" >&2; exit 1; fi

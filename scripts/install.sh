@@ -13,6 +13,7 @@ LIBDIR=$PREFIX/lib/egress-natd
 UNITDIR=$PREFIX/lib/systemd/system
 DOCDIR=$PREFIX/share/doc/egress-natd
 SHAREDIR=$PREFIX/share/egress-natd
+MANDIR=$PREFIX/share/man
 ETCDIR=/etc/egress-natd
 say() { echo "  $*"; }
 
@@ -50,8 +51,14 @@ SH
   chmod 0644 "$DESTDIR$UNITDIR/egress-natd.service"
   install -m 0644 README.md "$DESTDIR$DOCDIR/README.md"
   install -m 0644 config/config.yaml "$DESTDIR$SHAREDIR/config.example.yaml"
+  # The man pages, egress-natd(8) and egress-natd.yaml(5), written in roff in man/.
+  install -d "$DESTDIR$MANDIR/man8" "$DESTDIR$MANDIR/man5"
+  gzip -9n <man/egress-natd.8 >"$DESTDIR$MANDIR/man8/egress-natd.8.gz"
+  gzip -9n <man/egress-natd.yaml.5 >"$DESTDIR$MANDIR/man5/egress-natd.yaml.5.gz"
+  chmod 0644 "$DESTDIR$MANDIR/man8/egress-natd.8.gz" "$DESTDIR$MANDIR/man5/egress-natd.yaml.5.gz"
   say "program  $DESTDIR$LIBDIR, $DESTDIR$BINDIR/egress-natd"
   say "unit     $DESTDIR$UNITDIR/egress-natd.service"
+  say "manuals  $DESTDIR$MANDIR/man8/egress-natd.8.gz, $DESTDIR$MANDIR/man5/egress-natd.yaml.5.gz"
 }
 
 install_config() {
@@ -89,6 +96,7 @@ case "${1:-}" in
     fi
     rm -rf "$DESTDIR$LIBDIR" "$DESTDIR$DOCDIR" "$DESTDIR$SHAREDIR"
     rm -f "$DESTDIR$BINDIR/egress-natd" "$DESTDIR$UNITDIR/egress-natd.service"
+    rm -f "$DESTDIR$MANDIR/man8/egress-natd.8.gz" "$DESTDIR$MANDIR/man5/egress-natd.yaml.5.gz"
     say "removed the program and the unit; $DESTDIR$ETCDIR (config, key) is kept"
     ;;
   *) echo "usage: $0 install [--files-only] | uninstall" >&2; exit 2 ;;

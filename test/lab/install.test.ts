@@ -58,6 +58,8 @@ t.test('make install into a DESTDIR, with a PREFIX; again; make uninstall', asyn
   t.ok(existsSync(join(lib, 'node_modules/pino/package.json')), 'production dependencies');
   t.notOk(existsSync(join(lib, 'node_modules/tap')), 'no development dependencies');
   t.same(readdirSync(join(lib, 'dist')), ['src'], 'the program only: no lab, tests or benchmarks');
+  for (const page of ['man8/egress-natd.8.gz', 'man5/egress-natd.yaml.5.gz'])
+    t.equal(mode(join(dest, 'opt/enat/share/man', page)), 0o644, `the man page ${page}`);
   const unitText = readFileSync(unit, 'utf8');
   t.match(unitText, 'ExecStart=/opt/enat/bin/egress-natd run --config /etc/egress-natd/config.yaml');
   t.match(
@@ -131,11 +133,23 @@ t.test('make deb: installs, is removed and purged cleanly by dpkg', async (t) =>
   const deb = join(REPO, built.stdout.trim().split('\n').at(-1)!);
   t.match(deb, /build\/egress-natd_[\d.]+_\w+\.deb$/);
   const info = run('dpkg-deb', ['--field', deb, 'Package', 'Depends']);
-  t.match(info.stdout, /Package: egress-natd\nDepends: nodejs \(>= 20\), nftables, iproute2, iputils-arping/);
+  t.match(
+    info.stdout,
+    /Package: egress-natd\nDepends: nodejs \(>= 20\), nftables, iproute2, iputils-arping, procps, libc6/,
+  );
   const contents = run('dpkg-deb', ['--contents', deb]).stdout;
   t.match(contents, './usr/bin/egress-natd');
   t.match(contents, './usr/lib/systemd/system/egress-natd.service');
   t.notMatch(contents, /\.\/etc\//, 'the package ships no config and no key: postinst makes them on the host');
+  t.match(contents, './usr/share/man/man8/egress-natd.8.gz');
+  t.match(contents, './usr/share/man/man5/egress-natd.yaml.5.gz');
+  t.notMatch(contents, /prebuilds\/linux-(arm|arm64|ia32)\//, "no other architecture's native addons");
+  // Errors and warnings; packaging/deb/lintian-overrides explains each tag it silences.
+  const lint = run('lintian', ['--fail-on', 'error,warning', deb]);
+  t.equal(lint.code, 0, 'lintian: exit 0');
+  t.equal(lint.stdout.trim(), '', `lintian reports nothing: ${lint.stdout}`);
+  const unused = run('lintian', ['--display-info', deb]).stdout;
+  t.notMatch(unused, /unused-override/, 'every override is needed');
 
   // A root of its own, with an empty dpkg database; maintainer scripts see it as $DPKG_ROOT.
   const root = join(work, 'root');
