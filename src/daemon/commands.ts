@@ -1,5 +1,6 @@
 import type { ClusterNode } from '../cluster/node.js';
 import type { Request } from './control.js';
+import type { FailoverHistory } from './history.js';
 import { egressList, status } from './status.js';
 import { viewOf, type Counters } from './telemetry.js';
 
@@ -8,6 +9,7 @@ import { viewOf, type Counters } from './telemetry.js';
 export interface ControlTarget {
   readonly node: ClusterNode;
   readonly counters: Counters;
+  readonly history: FailoverHistory;
   /** Sets this node's draining flag, tells the peers and decides again. */
   setDraining(draining: boolean): void;
   /** Resolves once `done()` holds after a pass of the reconcile loop that began after the call, or after `timeoutMs`. */
@@ -21,7 +23,12 @@ export function controlHandler(t: ControlTarget): (r: Request) => Promise<unknow
   return async (r) => {
     switch (r.cmd) {
       case 'status':
-        return { ...status(t.node.config, viewOf(t.node)), counters: t.counters, ready: t.node.condition.listened };
+        return {
+          ...status(t.node.config, viewOf(t.node)),
+          history: t.history.list(),
+          counters: t.counters,
+          ready: t.node.condition.listened,
+        };
       case 'egress-list':
         return egressList(t.node.config, viewOf(t.node));
       case 'drain':

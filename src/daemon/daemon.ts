@@ -136,6 +136,7 @@ export class Daemon {
       controlHandler({
         node: this.node,
         counters: this.counters,
+        history: this.telemetry.history,
         setDraining: (draining) => this.setDraining(draining),
         afterLoop: (done, timeoutMs) => this.afterLoop(done, timeoutMs),
       }),

@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { DropReason } from '../cluster/protocol.js';
+import { POLICY_STATES, type PolicyStateName } from './policy-state.js';
 import { CONTENT_TYPE, Histogram, render, type Family, type Sample } from './prometheus.js';
 
 // Prometheus metrics, read from the daemon at scrape time: the daemon keeps plain
@@ -28,6 +29,8 @@ export interface MetricsSnapshot {
     readonly held: boolean;
   }[];
   readonly nodes: readonly NodeSnapshot[];
+  /** Each policy's state (status.ts, policy-state.ts). */
+  readonly policies: readonly { readonly name: string; readonly state: PolicyStateName }[];
   readonly heartbeatsSent: number;
   readonly heartbeatsReceived: number;
   readonly rejected: Readonly<Record<DropReason, number>>;
@@ -99,6 +102,13 @@ export function families(s: MetricsSnapshot): Family[] {
       'node_draining',
       'Whether each node is draining.',
       perNode(s, (n) => n.draining),
+    ),
+    gauge(
+      'policy_state',
+      "Each policy's state: 1 for the one it is in (Active: its IP has an owner; NoGateway: none now; Invalid: the config can never make it flow).",
+      s.policies.flatMap((p) =>
+        POLICY_STATES.map((state) => ({ labels: { policy: p.name, state }, value: bit(p.state === state) })),
+      ),
     ),
     gauge(
       'config_info',
@@ -200,11 +210,18 @@ export const METRICS_LIMITS: MetricsLimits = {
 
 export class Metrics {
   private readonly reconcile = new Histogram([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
+  /** Around the default Down interval (300 ms): a takeover takes tens of ms after it. */
+  private readonly takeover = new Histogram([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]);
 
   constructor(private readonly snapshot: () => Promise<MetricsSnapshot>) {}
 
   observeReconcile(seconds: number, ok: boolean): void {
     this.reconcile.observe({ result: ok ? 'ok' : 'error' }, seconds);
+  }
+
+  /** A takeover after the owner went Down: seen Down → gratuitous ARP sent, on this node. */
+  observeTakeover(seconds: number): void {
+    this.takeover.observe({}, seconds);
   }
 
   async render(): Promise<string> {
@@ -215,6 +232,12 @@ export class Metrics {
         help: 'Time to converge the kernel to the desired state, by result.',
         type: 'histogram',
         samples: this.reconcile.samples(),
+      },
+      {
+        name: `${P}takeover_duration_seconds`,
+        help: "Takeovers of a floating IP by this node after its owner went Down: from seeing the owner Down to this node's gratuitous ARP.",
+        type: 'histogram',
+        samples: this.takeover.samples(),
       },
       ...processFamilies(),
     ]);

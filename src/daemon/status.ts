@@ -1,6 +1,7 @@
 import { nodeNamed, policySourcesOn, type Config } from '../config/model.js';
 import { outvoted } from '../cluster/membership.js';
 import { formatCidr, formatAddress } from '../util/ip.js';
+import { policyStates, type PolicyState } from './policy-state.js';
 
 // What `status` and `egress list` show: pure functions of the config and the daemon's
 // view, so the CLI, tests and logs all read the same thing.
@@ -27,7 +28,8 @@ export interface Status {
   readonly node: string;
   readonly nodes: Record<string, 'Up' | 'Down'>;
   readonly floatingIPs: Record<string, string | null>;
-  readonly policies: Record<string, { egressIP: string; gateway: string | null; state: 'Active' | 'NoGateway' }>;
+  /** Each policy's state (Active, NoGateway, Invalid) and why. */
+  readonly policies: Record<string, PolicyState>;
   readonly configDigests: Record<string, string | null>;
   readonly details: Record<string, Omit<NodeStatus, 'digest'>>;
   /** Configured peers whose heartbeats fail authentication, and whether they outvote this node. */
@@ -56,17 +58,11 @@ export function status(config: Config, view: View): Status {
   const floatingIPs: Status['floatingIPs'] = {};
   for (const g of config.gateways)
     for (const ip of g.floatingIPs) floatingIPs[formatAddress(ip)] = view.owners.get(formatAddress(ip)) ?? null;
-  const policies: Status['policies'] = {};
-  for (const p of config.policies) {
-    const ip = formatAddress(p.egressIP);
-    const owner = view.owners.get(ip) ?? null;
-    policies[p.name] = { egressIP: ip, gateway: owner, state: owner ? 'Active' : 'NoGateway' };
-  }
   return {
     node: view.self,
     nodes,
     floatingIPs,
-    policies,
+    policies: policyStates(config, view),
     configDigests: digests,
     details,
     authentication: authentication(view),

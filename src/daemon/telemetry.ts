@@ -6,6 +6,8 @@ import { DROP_REASONS, type DropReason } from '../cluster/protocol.js';
 import { readCounters } from '../dataplane/nft.js';
 import { floatingIPs } from '../plan/desired.js';
 import { RELAY_REASONS, relayCounter } from '../plan/naming.js';
+import { FailoverHistory } from './history.js';
+import { policyStates } from './policy-state.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
 import type { Notifier } from './sdnotify.js';
 import { StallWatch } from './stalls.js';
@@ -62,6 +64,8 @@ export function viewOf(node: ClusterNode): View {
 
 export class Telemetry {
   readonly counters = newCounters();
+  /** The last ownership changes, with the outages this node measured (status). */
+  readonly history: FailoverHistory;
   private readonly metrics: Metrics;
   private metricsServer?: HttpServer;
   private metricsPort?: number;
@@ -80,6 +84,7 @@ export class Telemetry {
     private readonly log: Logger,
   ) {
     this.metrics = new Metrics(() => this.snapshot());
+    this.history = new FailoverHistory(() => this.node.self.name);
   }
 
   observeReconcile(ms: number, ok: boolean): void {
@@ -90,16 +95,25 @@ export class Telemetry {
     this.metrics.observeReconcile(ms / 1000, ok);
   }
 
-  /** Logs every owner change, and counts those from one node to another as failovers. */
+  /** Logs and records every owner change, and counts those from one node to another as failovers. */
   ownerChanges(changes: readonly OwnerChange[]): void {
-    for (const { ip, from, to, reason } of changes) {
+    this.history.record(changes, Date.now());
+    for (const { ip, from, to, reason, cause } of changes) {
       if (from !== undefined && to !== undefined)
         this.counters.failovers[reason] = (this.counters.failovers[reason] ?? 0) + 1;
       this.log.info(
-        { ip, from: from ?? null, to: to ?? null, reason },
-        `owner of ${ip}: ${from ?? '(none)'} -> ${to ?? '(none)'} (${reason})`,
+        { ip, from: from ?? null, to: to ?? null, reason, cause },
+        `owner of ${ip}: ${from ?? '(none)'} -> ${to ?? '(none)'} (${reason}, ${cause})`,
       );
     }
+  }
+
+  /** This node's gratuitous ARP for `ip` left at `monotonicMs`: the end of an outage, if its owner had gone Down. */
+  announced(ip: string, monotonicMs: number): void {
+    const ms = this.history.announced(ip, monotonicMs);
+    if (ms === undefined) return;
+    this.metrics.observeTakeover(ms / 1000);
+    this.log.info({ ip, outageMs: ms }, `took ${ip} over ${ms} ms after its owner was seen Down`);
   }
 
   /** After every pass of the reconcile loop: STATUS= and drift, from one view. */
@@ -274,6 +288,7 @@ export class Telemetry {
           ...digest,
         };
       }),
+      policies: Object.entries(policyStates(config, v)).map(([name, p]) => ({ name, state: p.state })),
       heartbeatsSent: c.heartbeatsSent,
       heartbeatsReceived: c.heartbeatsReceived,
       rejected: c.dropped,

@@ -62,6 +62,10 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
       { name: 'h2', up: true, eligible: false, draining: true, carrier: true, digest: 'b', authFailing: false },
       { name: 'h3', up: false, eligible: false, draining: false, carrier: false, authFailing: true },
     ],
+    policies: [
+      { name: 'shop', state: 'Active' },
+      { name: 'spare', state: 'NoGateway' },
+    ],
     heartbeatsSent: 5,
     heartbeatsReceived: 7,
     rejected: {
@@ -115,6 +119,11 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
     '# TYPE egress_natd_relay_dropped_total counter',
     'egress_natd_relay_dropped_total{ip="10.0.0.100",reason="source"} 4',
     'egress_natd_relay_dropped_total{ip="10.0.0.100",reason="destination"} 0',
+    'egress_natd_policy_state{policy="shop",state="Active"} 1',
+    'egress_natd_policy_state{policy="shop",state="NoGateway"} 0',
+    'egress_natd_policy_state{policy="shop",state="Invalid"} 0',
+    'egress_natd_policy_state{policy="spare",state="Active"} 0',
+    'egress_natd_policy_state{policy="spare",state="NoGateway"} 1',
   ])
     t.ok(text.split('\n').includes(line), line);
 });

@@ -23,10 +23,22 @@ t.test("status: nodes Up or Down, the owner of each floating IP, each policy's g
   });
   t.same(s.nodes, { worker1: 'Up', worker2: 'Up', cp1: 'Down' }, 'a node never heard from is Down');
   t.same(s.floatingIPs, { '192.168.1.100': 'worker2', '192.168.1.101': null });
-  t.same(s.policies, { egress: { egressIP: '192.168.1.100', gateway: 'worker2', state: 'Active' } });
+  t.same(s.policies, {
+    egress: {
+      egressIP: '192.168.1.100',
+      gateway: 'worker2',
+      state: 'Active',
+      reason: '192.168.1.100 is held by worker2',
+    },
+  });
   t.same(s.configDigests, { worker1: 'd', worker2: 'd', cp1: null });
   const none = status(config, { self: 'worker1', nodes: new Map([['worker1', up()]]), owners: new Map() });
-  t.same(none.policies['egress'], { egressIP: '192.168.1.100', gateway: null, state: 'NoGateway' });
+  t.same(none.policies['egress'], {
+    egressIP: '192.168.1.100',
+    gateway: null,
+    state: 'NoGateway',
+    reason: '192.168.1.100 has no owner yet; its traffic is dropped (noGateway)',
+  });
 });
 
 t.test('egress list: one row per source and destination, as this node steers it', async (t) => {
