@@ -12,6 +12,7 @@ import { Daemon } from '../daemon/daemon.js';
 import { bootIncarnation, DEFAULT_INCARNATION_FILE } from '../daemon/incarnation.js';
 import { systemdNotifier } from '../daemon/sdnotify.js';
 import { formatTable, type EgressRow } from '../daemon/status.js';
+import { formatStatus, type StatusReply } from '../daemon/status-text.js';
 import { hostFacts } from '../dataplane/facts.js';
 import { park } from '../dataplane/park.js';
 import { release, reconcile } from '../dataplane/reconcile.js';
@@ -225,12 +226,17 @@ export function program(): Command {
   const ask = (req: Request, stateDir?: string) => askDaemon(stateStore(stateDir).dir, req);
   cmd
     .command('status')
-    .description('from the running daemon: nodes, owners of floating IPs, policies, config digests')
+    .description('from the running daemon: nodes, owners of floating IPs, policies, failovers, config digests')
     .addOption(stateOpt())
-    .addOption(new Option('-o, --output <format>', 'output format').choices(['yaml', 'json']).default('yaml'))
-    .action(async (o: { stateDir?: string; output: 'yaml' | 'json' }) => {
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['yaml', 'json', 'text']).default('yaml'))
+    .action(async (o: { stateDir?: string; output: 'yaml' | 'json' | 'text' }) => {
       const s = await ask({ cmd: 'status' }, o.stateDir);
-      process.stdout.write(o.output === 'json' ? `${JSON.stringify(s, null, 2)}\n` : stringify(s));
+      const text = {
+        json: () => `${JSON.stringify(s, null, 2)}\n`,
+        yaml: () => stringify(s),
+        text: () => formatStatus(s as StatusReply),
+      };
+      process.stdout.write(text[o.output]());
     });
   cmd
     .command('egress')
