@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import type { Counters } from '../src/daemon/telemetry.js';
 import type { FailoverRecord } from '../src/daemon/history.js';
 import type { Status } from '../src/daemon/status.js';
+import type { Traffic } from '../src/daemon/traffic.js';
 import { BIN, labScript, NO_TEST_RUNNER_HOOKS, NODE } from './paths.js';
 
 // The lab (docs/design.md, "Lab"): network namespaces as hosts on a Linux bridge, a router
@@ -52,6 +53,7 @@ export type DaemonStatus = Status & {
   readonly ready: boolean;
   readonly counters: Counters;
   readonly history: readonly FailoverRecord[];
+  readonly traffic: Traffic | null;
 };
 
 /** `a.b.c.0/24` for an address `a.b.c.d`. */

@@ -137,6 +137,7 @@ export class Daemon {
         node: this.node,
         counters: this.counters,
         history: this.telemetry.history,
+        traffic: () => this.telemetry.traffic(),
         setDraining: (draining) => this.setDraining(draining),
         afterLoop: (done, timeoutMs) => this.afterLoop(done, timeoutMs),
       }),

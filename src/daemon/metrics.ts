@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { DropReason } from '../cluster/protocol.js';
 import { POLICY_STATES, type PolicyStateName } from './policy-state.js';
+import type { Traffic } from './traffic.js';
 import { CONTENT_TYPE, Histogram, render, type Family, type Sample } from './prometheus.js';
 
 // Prometheus metrics, read from the daemon at scrape time: the daemon keeps plain
@@ -48,6 +49,8 @@ export interface MetricsSnapshot {
   readonly loopStalls: number;
   /** Packets the relay guards of the IPs this node owns dropped, by reason (nft's counters, read at scrape time). */
   readonly relayDropped: readonly { readonly ip: string; readonly reason: string; readonly packets: number }[];
+  /** What flows through this node (the kernel's named counters); absent when they cannot be read. */
+  readonly traffic?: Traffic;
 }
 
 const P = 'egress_natd_';
@@ -159,6 +162,49 @@ export function families(s: MetricsSnapshot): Family[] {
       'relay_dropped_total',
       "Packets that arrived on a floating IP this node owns and that no policy of that IP selects: reason source (not a source of its policies) or destination (not to that policy's destinations).",
       s.relayDropped.map((d) => ({ labels: { ip: d.ip, reason: d.reason }, value: d.packets })),
+    ),
+    ...trafficFamilies(s.traffic),
+  ];
+}
+
+/** Per floating IP and per policy, from the kernel's named counters: this node's share (sum over nodes for the cluster). */
+function trafficFamilies(t: Traffic | undefined): Family[] {
+  const ips = Object.entries(t?.egressIPs ?? {});
+  const policies = Object.entries(t?.policies ?? {});
+  const perIP = (read: (c: Traffic['egressIPs'][string]) => number): Sample[] =>
+    ips.map(([ip, c]) => ({ labels: { ip }, value: read(c) }));
+  const perPolicy = (read: (c: Traffic['policies'][string]) => number): Sample[] =>
+    policies.map(([policy, c]) => ({ labels: { policy }, value: read(c) }));
+  return [
+    counter(
+      'egress_ip_packets_total',
+      'Packets that left this node with the floating IP as source (SNATed by this node as its owner).',
+      perIP((c) => c.packets),
+    ),
+    counter(
+      'egress_ip_bytes_total',
+      'Bytes that left this node with the floating IP as source.',
+      perIP((c) => c.bytes),
+    ),
+    counter(
+      'egress_ip_connections_total',
+      'Connections (conntrack entries) this node started with the floating IP as source.',
+      perIP((c) => c.connections),
+    ),
+    counter(
+      'no_gateway_dropped_total',
+      "Packets of this node's selected traffic dropped because the floating IP had no owner (noGateway: drop).",
+      perIP((c) => c.noGatewayDropped),
+    ),
+    counter(
+      'policy_packets_total',
+      "Packets this node's own sources (workloads, processes) sent into the policy.",
+      perPolicy((c) => c.packets),
+    ),
+    counter(
+      'policy_bytes_total',
+      "Bytes this node's own sources sent into the policy.",
+      perPolicy((c) => c.bytes),
     ),
   ];
 }

@@ -1,5 +1,7 @@
 import type { FailoverRecord } from './history.js';
 import type { Status } from './status.js';
+import { table } from './table.js';
+import type { Traffic } from './traffic.js';
 
 // `status -o text`: the daemon's answer as a few tables a person reads at a glance
 // (yaml and json carry the same and more, for tools).
@@ -8,15 +10,8 @@ import type { Status } from './status.js';
 export type StatusReply = Status & {
   readonly ready: boolean;
   readonly history?: readonly FailoverRecord[];
+  readonly traffic?: Traffic | null;
 };
-
-/** Left-aligned columns, two spaces apart; the last column is not padded. */
-export function table(rows: readonly (readonly string[])[]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows
-    .map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  '))
-    .join('\n');
-}
 
 const section = (title: string, rows: readonly (readonly string[])[]): string =>
   `${title}\n${rows.length > 1 ? table(rows) : '(none)'}\n`;
@@ -46,10 +41,44 @@ export function formatStatus(s: StatusReply): string {
       h.outageMs === null ? '-' : `${h.outageMs} ms`,
     ]),
   ];
+  const ips = Object.entries(s.traffic?.egressIPs ?? {});
+  const egressIPs = [
+    [
+      'EGRESS IP',
+      'OWNER',
+      'PACKETS',
+      'BYTES',
+      'CONNECTIONS',
+      'DROPPED: NO GATEWAY',
+      'RELAY SOURCE',
+      'RELAY DESTINATION',
+    ],
+    ...ips.map(([ip, c]) => [
+      ip,
+      s.floatingIPs[ip] ?? '-',
+      String(c.packets),
+      String(c.bytes),
+      String(c.connections),
+      String(c.noGatewayDropped),
+      String(c.relayDropped.source),
+      String(c.relayDropped.destination),
+    ]),
+  ];
+  const sent = [
+    ['POLICY', 'PACKETS', 'BYTES'],
+    ...Object.entries(s.traffic?.policies ?? {}).map(([name, c]) => [name, String(c.packets), String(c.bytes)]),
+  ];
+  const counted = s.traffic
+    ? [
+        section('Egress IPs (left this node with the IP; drops on this node)', egressIPs),
+        section("Policies (sent by this node's own sources)", sent),
+      ]
+    : ['Counters: cannot be read (see the log)\n'];
   return [
     `node ${s.node}: ${s.ready ? 'taking part' : 'listening before taking part'}\n`,
     section('Nodes', nodes),
     section('Policies', policies),
+    ...counted,
     section('Failovers (oldest first; outage: owner seen Down -> gratuitous ARP, on the node that took over)', history),
   ].join('\n');
 }

@@ -2,6 +2,8 @@ import { nodeNamed, policySourcesOn, type Config } from '../config/model.js';
 import { outvoted } from '../cluster/membership.js';
 import { formatCidr, formatAddress } from '../util/ip.js';
 import { policyStates, type PolicyState } from './policy-state.js';
+import { table } from './table.js';
+import type { Traffic } from './traffic.js';
 
 // What `status` and `egress list` show: pure functions of the config and the daemon's
 // view, so the CLI, tests and logs all read the same thing.
@@ -92,10 +94,17 @@ export interface EgressRow {
   readonly destination: string;
   readonly egressIP: string;
   readonly gateway: string;
+  readonly policy: string;
+  /** What this node's own sources sent into the policy (all its rows), when the counters could be read. */
+  readonly packets?: number;
+  readonly bytes?: number;
 }
 
-/** One row per (source, destination) of every policy, as this node steers it (like `cilium-dbg bpf egress list`). */
-export function egressList(config: Config, view: View): EgressRow[] {
+/**
+ * One row per (source, destination) of every policy, as this node steers it (like
+ * `cilium-dbg bpf egress list`), with the policy's counters on this node if given.
+ */
+export function egressList(config: Config, view: View, counted?: Traffic): EgressRow[] {
   const self = nodeNamed(config, view.self);
   const rows: EgressRow[] = [];
   for (const p of config.policies) {
@@ -106,21 +115,27 @@ export function egressList(config: Config, view: View): EgressRow[] {
     const ip = formatAddress(p.egressIP);
     const gateway = view.owners.get(ip) ?? '(none)';
     const destinations = [...p.destinations.map(formatCidr), ...p.excludedDestinations.map((d) => `!${formatCidr(d)}`)];
+    const c = counted?.policies[p.name];
+    const counts = c ? { packets: c.packets, bytes: c.bytes } : {};
     for (const source of [...new Set(sources)])
-      for (const destination of destinations) rows.push({ source, destination, egressIP: ip, gateway });
+      for (const destination of destinations)
+        rows.push({ source, destination, egressIP: ip, gateway, policy: p.name, ...counts });
   }
   return rows;
 }
 
 export function formatTable(rows: readonly EgressRow[]): string {
-  const header = { source: 'Source', destination: 'Destination CIDR', egressIP: 'Egress IP', gateway: 'Gateway node' };
-  const all = [header, ...rows];
-  const width = (k: keyof EgressRow) => Math.max(...all.map((r) => r[k].length));
-  const keys: (keyof EgressRow)[] = ['source', 'destination', 'egressIP', 'gateway'];
-  return (
-    all.map((r) => keys.map((k, i) => (i === keys.length - 1 ? r[k] : r[k].padEnd(width(k)))).join('  ')).join('\n') +
-    '\n'
-  );
+  const header = ['Source', 'Destination CIDR', 'Egress IP', 'Gateway node', 'Policy', 'Packets', 'Bytes'];
+  const cells = rows.map((r) => [
+    r.source,
+    r.destination,
+    r.egressIP,
+    r.gateway,
+    r.policy,
+    r.packets === undefined ? '-' : String(r.packets),
+    r.bytes === undefined ? '-' : String(r.bytes),
+  ]);
+  return `${table([header, ...cells])}\n`;
 }
 
 export interface SelfState {

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/model.js';
 import type { ClusterNode, OwnerChange } from '../cluster/node.js';
 import { DROP_REASONS, type DropReason } from '../cluster/protocol.js';
-import { readCounters } from '../dataplane/nft.js';
+import { readCounters, type CounterValue } from '../dataplane/nft.js';
 import { floatingIPs } from '../plan/desired.js';
 import { RELAY_REASONS, relayCounter } from '../plan/naming.js';
 import { FailoverHistory } from './history.js';
@@ -11,6 +11,7 @@ import { policyStates } from './policy-state.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
 import type { Notifier } from './sdnotify.js';
 import { StallWatch } from './stalls.js';
+import { traffic, type Traffic } from './traffic.js';
 import { authentication, configDrift, statusLine, type NodeStatus, type View } from './status.js';
 
 // What the daemon tells people: counters, Prometheus metrics, systemd's STATUS line and
@@ -238,26 +239,34 @@ export class Telemetry {
     this.metricsServer?.close();
   }
 
-  /** The relay guards' drop counters; a failed read leaves them out of this scrape (logged), never fails it. */
-  private async relayDropped(): Promise<MetricsSnapshot['relayDropped']> {
-    if (!this.node.held.size) return [];
-    let counters: ReadonlyMap<string, number>;
+  /** The kernel's named counters; a failed read is logged and gives none: it never fails a scrape or a status. */
+  private async kernelCounters(): Promise<ReadonlyMap<string, CounterValue> | undefined> {
     try {
-      counters = await readCounters();
+      return await readCounters();
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'metrics: cannot read the relay counters');
-      return [];
+      this.log.warn({ err: (e as Error).message }, 'cannot read the nft counters');
+      return undefined;
     }
+  }
+
+  /** What flows through this node, from the kernel's counters (undefined if they cannot be read). */
+  async traffic(): Promise<Traffic | undefined> {
+    const counters = await this.kernelCounters();
+    return counters && traffic(this.node.config, counters);
+  }
+
+  /** The relay guards' drop counters of the IPs this node owns (the others have none). */
+  private relayDropped(counters: ReadonlyMap<string, CounterValue>): MetricsSnapshot['relayDropped'] {
     return floatingIPs(this.node.config).flatMap((f) =>
       RELAY_REASONS.flatMap((reason) => {
-        const packets = counters.get(relayCounter(f.ip, reason));
-        return packets === undefined ? [] : [{ ip: f.text, reason, packets }];
+        const c = counters.get(relayCounter(f.ip, reason));
+        return c === undefined ? [] : [{ ip: f.text, reason, packets: c.packets }];
       }),
     );
   }
 
   private async snapshot(): Promise<MetricsSnapshot> {
-    const relayDropped = await this.relayDropped();
+    const counters = await this.kernelCounters();
     const v = viewOf(this.node);
     const config = this.node.config;
     const c = this.counters;
@@ -303,7 +312,8 @@ export class Telemetry {
       garps: c.garps,
       reloads: c.reloads,
       loopStalls: c.loopStalls,
-      relayDropped,
+      relayDropped: counters ? this.relayDropped(counters) : [],
+      ...(counters ? { traffic: traffic(config, counters) } : {}),
     };
   }
 }

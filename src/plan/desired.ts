@@ -22,6 +22,7 @@ import {
   virtualMac,
 } from './naming.js';
 import { destinationMap, makeSet, sourceMap, type NftChainSpec, type NftSetSpec, type NftTableSpec } from './nft.js';
+import { trafficCounters } from './counters.js';
 import { relayGuard } from './relay.js';
 
 /**
@@ -248,10 +249,16 @@ function nftTable(
     name: egressChain(e.index),
     rules: [e.mode === 'drop' ? 'counter drop' : `meta mark set meta mark & ${hex(~MARK_MASK >>> 0)} | ${hex(e.mark)}`],
   }));
+  const counted = trafficCounters(
+    config,
+    fips,
+    policies.map((p) => p.egress),
+  );
   return {
-    sets,
+    sets: [...sets, ...counted.sets],
     chains: [
-      ...egressChains,
+      ...egressChains.map(counted.nameDropCounter),
+      ...counted.chains,
       ...chains,
       {
         name: 'prerouting',

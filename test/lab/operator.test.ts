@@ -5,14 +5,38 @@ import { policiesYaml } from '../../lab/config.js';
 import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled } from '../../lab/cluster.js';
 import { ECHO, Lab, net24, SUBNET_PREFIX, type DaemonStatus } from '../../lab/lab.js';
 import { scrape } from '../../lab/scrape.js';
-import { cutOff, nowNs } from '../../lab/traffic.js';
+import { cutOff, nowNs, startProber, type ProbeLog } from '../../lab/traffic.js';
+import type { Traffic } from '../../src/daemon/traffic.js';
 
-// The operator's view on the real kernel: the failover history with the outage the new
-// owner measured, each policy's state with its reason, in `status` and the metrics.
+// The operator's view on the real kernel: each policy's state with its reason, what
+// flows per floating IP and per policy (the kernel's named counters) against what a
+// prober sent, and the failover history with the outage the new owner measured; in
+// `status`, `egress list` and the metrics.
 
 const { shop: SHOP } = CLUSTER_FIPS;
 const SPARE = `${SUBNET_PREFIX}.103`;
 const METRICS_PORT = 9607;
+/** Packets a prober's requests may differ by from a counter: one in flight at each end. */
+const SLACK = 2;
+
+/** Runs a prober (one UDP request per new connection) for a while; what it sent: packets and IP bytes. */
+async function send(
+  lab: Lab,
+  from: string,
+  dest: string,
+): Promise<{ packets: number; bytes: number; answers: string[] }> {
+  const probe = await startProber(lab, from, dest, 10);
+  await new Promise((r) => setTimeout(r, 1000));
+  const log: ProbeLog = await probe.stop();
+  await new Promise((r) => setTimeout(r, 300)); // the last ones reach the counters
+  const seqs = [...log.sent.keys()];
+  // IPv4 (20) + UDP (8) headers, and the sequence number as text.
+  return {
+    packets: seqs.length,
+    bytes: seqs.reduce((sum, n) => sum + 28 + String(n).length, 0),
+    answers: log.replies.map((r) => r.ip),
+  };
+}
 
 /**
  * The cluster config, plus a gateway whose only candidate (h5) is a node of the config
@@ -61,6 +85,68 @@ t.test("the operator's view", async (t) => {
     t.equal(m.get('egress_natd_policy_state{policy="shop",state="NoGateway"}'), 0);
     const text = (await lab.egress('h4', ['status', '-o', 'text'])).stdout;
     t.match(text, new RegExp(`\\nspare\\s+NoGateway\\s+${SPARE.replaceAll('.', '\\.')}\\s+-\\s+no live candidate`));
+  });
+
+  await t.test('counters grow by what a prober sent', async (t) => {
+    const owner = status.floatingIPs[SHOP]!;
+    const traffic = async (h: string): Promise<Traffic> => (await lab.status(h)).traffic!;
+    const before = { h3: await traffic('h3'), owner: await traffic(owner), h4: await traffic('h4') };
+    const sent = await send(lab, 'c1', ECHO.inPolicy);
+    t.ok(sent.packets > 0, `c1 sent ${sent.packets} requests`);
+    t.ok(sent.answers.length > 0 && sent.answers.every((a) => a === SHOP), `answered, all with ${SHOP}`);
+    const after = { h3: await traffic('h3'), owner: await traffic(owner) };
+    const near = (got: number, want: number, per: number, what: string) =>
+      t.ok(Math.abs(got - want) <= SLACK * per, `${what}: ${got}, sent ${want}`);
+    const shop = (x: Traffic) => x.policies['shop']!;
+    near(
+      shop(after.h3).packets - shop(before.h3).packets,
+      sent.packets,
+      1,
+      'h3 (c1 runs behind it): policy shop packets',
+    );
+    near(shop(after.h3).bytes - shop(before.h3).bytes, sent.bytes, 32, 'h3: policy shop bytes');
+    const ip = (x: Traffic) => x.egressIPs[SHOP]!;
+    near(ip(after.owner).packets - ip(before.owner).packets, sent.packets, 1, `${owner} (the owner): ${SHOP} packets`);
+    near(ip(after.owner).bytes - ip(before.owner).bytes, sent.bytes, 32, `${owner}: ${SHOP} bytes`);
+    near(
+      ip(after.owner).connections - ip(before.owner).connections,
+      sent.packets,
+      1,
+      `${owner}: ${SHOP} connections (each request is one)`,
+    );
+    t.equal(
+      shop(after.owner).packets,
+      shop(before.owner).packets,
+      'the owner does not count the relayed policy traffic again',
+    );
+    t.equal(ip(after.h3).packets, ip(before.h3).packets, 'h3 sends it to the owner: nothing leaves h3 with the IP');
+
+    const list = (await lab.egress('h3', ['egress', 'list'])).stdout;
+    const row = list.split('\n').find((l) => l.startsWith('10.10.1.0/24') && l.includes(' shop '));
+    t.match(
+      row,
+      new RegExp(`\\s${shop(after.h3).packets}\\s+${shop(after.h3).bytes}$`),
+      "egress list shows the policy's counts",
+    );
+    const m = await metrics(owner);
+    t.ok(m.get(`egress_natd_egress_ip_packets_total{ip="${SHOP}"}`)! >= ip(after.owner).packets, 'and the metrics');
+
+    // Nobody may own the spare IP: c2's traffic for it is dropped on its own host, and counted there.
+    const dropped = await send(lab, 'c2', ECHO.other);
+    t.same(dropped.answers, [], 'c2 to the other service: no answer');
+    const h4 = await traffic('h4');
+    near(
+      h4.egressIPs[SPARE]!.noGatewayDropped - before.h4.egressIPs[SPARE]!.noGatewayDropped,
+      dropped.packets,
+      1,
+      `h4: dropped for ${SPARE} (no gateway)`,
+    );
+    near(h4.policies['spare']!.packets - before.h4.policies['spare']!.packets, dropped.packets, 1, 'h4: policy spare');
+    t.equal(
+      (await metrics('h4')).get(`egress_natd_no_gateway_dropped_total{ip="${SPARE}"}`),
+      h4.egressIPs[SPARE]!.noGatewayDropped,
+      'in the metrics too',
+    );
   });
 
   await t.test('a failover is in the history, with the outage the new owner measured', async (t) => {

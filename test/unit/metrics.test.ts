@@ -96,6 +96,18 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
       { ip: '10.0.0.100', reason: 'source', packets: 4 },
       { ip: '10.0.0.100', reason: 'destination', packets: 0 },
     ],
+    traffic: {
+      egressIPs: {
+        '10.0.0.100': {
+          packets: 10,
+          bytes: 840,
+          connections: 2,
+          noGatewayDropped: 0,
+          relayDropped: { source: 4, destination: 0 },
+        },
+      },
+      policies: { shop: { packets: 7, bytes: 500 } },
+    },
   };
   const text = render(families(s));
   for (const line of [
@@ -124,6 +136,12 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
     'egress_natd_policy_state{policy="shop",state="Invalid"} 0',
     'egress_natd_policy_state{policy="spare",state="Active"} 0',
     'egress_natd_policy_state{policy="spare",state="NoGateway"} 1',
+    'egress_natd_egress_ip_packets_total{ip="10.0.0.100"} 10',
+    'egress_natd_egress_ip_bytes_total{ip="10.0.0.100"} 840',
+    'egress_natd_egress_ip_connections_total{ip="10.0.0.100"} 2',
+    'egress_natd_no_gateway_dropped_total{ip="10.0.0.100"} 0',
+    'egress_natd_policy_packets_total{policy="shop"} 7',
+    'egress_natd_policy_bytes_total{policy="shop"} 500',
   ])
     t.ok(text.split('\n').includes(line), line);
 });

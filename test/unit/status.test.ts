@@ -59,8 +59,20 @@ t.test('egress list: one row per source and destination, as this node steers it'
       ['10.20.0.0/16', '!8.8.8.8/32', '192.168.1.100', 'worker2'],
     ],
   );
+  t.ok(
+    rows.every((r) => r.policy === 'egress' && r.packets === undefined),
+    'each row names its policy; no counts without counters',
+  );
   const text = formatTable(rows);
-  t.match(text.split('\n')[0], /^Source\s+Destination CIDR\s+Egress IP\s+Gateway node$/);
+  t.match(text.split('\n')[0], /^Source\s+Destination CIDR\s+Egress IP\s+Gateway node\s+Policy\s+Packets\s+Bytes$/);
+  t.match(text.split('\n')[1], /^10\.10\.1\.0\/24\s+8\.8\.8\.0\/24\s+192\.168\.1\.100\s+worker2\s+egress\s+-\s+-$/);
+  const counted = egressList(
+    config,
+    { self: 'worker1', nodes: new Map(), owners: new Map() },
+    { egressIPs: {}, policies: { egress: { packets: 12, bytes: 3400 } } },
+  );
+  t.same([counted[0]!.gateway, counted[0]!.packets, counted[0]!.bytes], ['(none)', 12, 3400], "the policy's counts");
+  t.match(formatTable(counted).split('\n')[1], /\s+egress\s+12\s+3400$/);
 });
 
 t.test('STATUS= line: what this node does, nodes up, and drift', async (t) => {
