@@ -12,7 +12,8 @@ export const POLICY_STATES = ['Active', 'NoGateway', 'Invalid'] as const;
  * - Active: its floating IP has an owner; its traffic leaves with the IP.
  * - NoGateway: nobody owns the IP now; its traffic gets cluster.noGateway (drop or masquerade).
  * - Invalid: the config can never make it flow: it selects no source, or it excludes all its destinations
- *   (both are valid config, with a warning; a floating IP no node may hold is an error of `check`).
+ *   (both are valid config; `check` warns about a selector that matches no workload, and a floating IP
+ *   no node may hold is an error of `check`, so it never gets here).
  */
 export type PolicyStateName = (typeof POLICY_STATES)[number];
 
