@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import type { Counters } from '../src/daemon/telemetry.js';
 import type { FailoverRecord } from '../src/daemon/history.js';
 import type { Status } from '../src/daemon/status.js';
+import type { PortPressure } from '../src/daemon/snat-ports.js';
 import type { Traffic } from '../src/daemon/traffic.js';
 import { BIN, labScript, NO_TEST_RUNNER_HOOKS, NODE } from './paths.js';
 
@@ -54,6 +55,7 @@ export type DaemonStatus = Status & {
   readonly counters: Counters;
   readonly history: readonly FailoverRecord[];
   readonly traffic: Traffic | null;
+  readonly snatPorts: Readonly<Record<string, PortPressure>> | null;
 };
 
 /** `a.b.c.0/24` for an address `a.b.c.d`. */

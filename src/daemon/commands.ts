@@ -2,6 +2,7 @@ import type { ClusterNode } from '../cluster/node.js';
 import type { Request } from './control.js';
 import type { FailoverHistory } from './history.js';
 import { egressList, status } from './status.js';
+import type { PortPressure } from './snat-ports.js';
 import type { Traffic } from './traffic.js';
 import { viewOf, type Counters } from './telemetry.js';
 
@@ -13,6 +14,8 @@ export interface ControlTarget {
   readonly history: FailoverHistory;
   /** What flows through this node (the kernel's named counters); undefined when they cannot be read. */
   traffic(): Promise<Traffic | undefined>;
+  /** SNAT port pressure on the IPs this node holds, checked now; undefined when conntrack cannot be read. */
+  snatPorts(): Promise<Readonly<Record<string, PortPressure>> | undefined>;
   /** Sets this node's draining flag, tells the peers and decides again. */
   setDraining(draining: boolean): void;
   /** Resolves once `done()` holds after a pass of the reconcile loop that began after the call, or after `timeoutMs`. */
@@ -30,6 +33,7 @@ export function controlHandler(t: ControlTarget): (r: Request) => Promise<unknow
           ...status(t.node.config, viewOf(t.node)),
           history: t.history.list(),
           traffic: (await t.traffic()) ?? null,
+          snatPorts: (await t.snatPorts()) ?? null,
           counters: t.counters,
           ready: t.node.condition.listened,
         };

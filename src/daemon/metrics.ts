@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { DropReason } from '../cluster/protocol.js';
 import { POLICY_STATES, type PolicyStateName } from './policy-state.js';
+import type { PortPressure } from './snat-ports.js';
 import type { Traffic } from './traffic.js';
 import { CONTENT_TYPE, Histogram, render, type Family, type Sample } from './prometheus.js';
 
@@ -51,6 +52,8 @@ export interface MetricsSnapshot {
   readonly relayDropped: readonly { readonly ip: string; readonly reason: string; readonly packets: number }[];
   /** What flows through this node (the kernel's named counters); absent when they cannot be read. */
   readonly traffic?: Traffic;
+  /** SNAT port pressure per floating IP this node held at the last check. */
+  readonly snatPorts?: Readonly<Record<string, PortPressure>>;
 }
 
 const P = 'egress_natd_';
@@ -164,6 +167,16 @@ export function families(s: MetricsSnapshot): Family[] {
       s.relayDropped.map((d) => ({ labels: { ip: d.ip, reason: d.reason }, value: d.packets })),
     ),
     ...trafficFamilies(s.traffic),
+    gauge(
+      'snat_connections',
+      'Connections tracked with the floating IP as translated source, on its owner (at the last check, every 30 s).',
+      Object.entries(s.snatPorts ?? {}).map(([ip, p]) => ({ labels: { ip }, value: p.connections })),
+    ),
+    gauge(
+      'snat_port_usage_ratio',
+      "Share of the SNAT source port range (1024-65535) the floating IP's busiest destination (address, port, protocol) takes; new connections there fail at 1.",
+      Object.entries(s.snatPorts ?? {}).map(([ip, p]) => ({ labels: { ip }, value: p.busiest?.usage ?? 0 })),
+    ),
   ];
 }
 

@@ -1,6 +1,7 @@
 import type { FailoverRecord } from './history.js';
 import type { Status } from './status.js';
 import { table } from './table.js';
+import type { PortPressure } from './snat-ports.js';
 import type { Traffic } from './traffic.js';
 
 // `status -o text`: the daemon's answer as a few tables a person reads at a glance
@@ -11,6 +12,7 @@ export type StatusReply = Status & {
   readonly ready: boolean;
   readonly history?: readonly FailoverRecord[];
   readonly traffic?: Traffic | null;
+  readonly snatPorts?: Readonly<Record<string, PortPressure>> | null;
 };
 
 const section = (title: string, rows: readonly (readonly string[])[]): string =>
@@ -74,11 +76,27 @@ export function formatStatus(s: StatusReply): string {
         section("Policies (sent by this node's own sources)", sent),
       ]
     : ['Counters: cannot be read (see the log)\n'];
+  const ports = [
+    ['HELD IP', 'CONNECTIONS', 'BUSIEST DESTINATION', 'PORTS USED', 'OF THE RANGE'],
+    ...Object.entries(s.snatPorts ?? {}).map(([ip, p]) => [
+      ip,
+      String(p.connections),
+      p.busiest?.destination ?? '-',
+      p.busiest ? String(p.busiest.ports) : '-',
+      p.busiest ? `${(p.busiest.usage * 100).toFixed(1)} %` : '-',
+    ]),
+  ];
+  const warnings = Object.values(s.snatPorts ?? {}).flatMap((p) => (p.warning ? [`warning: ${p.warning}\n`] : []));
+  const snat =
+    s.snatPorts === null
+      ? ['SNAT ports: the conntrack table cannot be read (see the log)\n']
+      : [section('SNAT ports (floating IPs this node holds)', ports), ...warnings];
   return [
     `node ${s.node}: ${s.ready ? 'taking part' : 'listening before taking part'}\n`,
     section('Nodes', nodes),
     section('Policies', policies),
     ...counted,
+    ...snat,
     section('Failovers (oldest first; outage: owner seen Down -> gratuitous ARP, on the node that took over)', history),
   ].join('\n');
 }

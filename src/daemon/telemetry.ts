@@ -10,6 +10,7 @@ import { FailoverHistory } from './history.js';
 import { policyStates } from './policy-state.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
 import type { Notifier } from './sdnotify.js';
+import { SnatWatch } from './snat-watch.js';
 import { StallWatch } from './stalls.js';
 import { traffic, type Traffic } from './traffic.js';
 import { authentication, configDrift, statusLine, type NodeStatus, type View } from './status.js';
@@ -78,6 +79,8 @@ export class Telemetry {
   private outvotedWarned = false;
   private watchdogTimer?: NodeJS.Timeout;
   private readonly stalls = new StallWatch();
+  /** SNAT port pressure on the IPs this node holds (a conntrack dump on a slow timer; `status` asks afresh). */
+  readonly snat: SnatWatch;
 
   constructor(
     private readonly node: ClusterNode,
@@ -86,6 +89,7 @@ export class Telemetry {
   ) {
     this.metrics = new Metrics(() => this.snapshot());
     this.history = new FailoverHistory(() => this.node.self.name);
+    this.snat = new SnatWatch(() => [...this.node.held], log);
   }
 
   observeReconcile(ms: number, ok: boolean): void {
@@ -235,6 +239,7 @@ export class Telemetry {
 
   close(): void {
     this.stalls.stop();
+    this.snat.stop();
     clearInterval(this.watchdogTimer);
     this.metricsServer?.close();
   }
@@ -313,6 +318,7 @@ export class Telemetry {
       reloads: c.reloads,
       loopStalls: c.loopStalls,
       relayDropped: counters ? this.relayDropped(counters) : [],
+      snatPorts: this.snat.last,
       ...(counters ? { traffic: traffic(config, counters) } : {}),
     };
   }

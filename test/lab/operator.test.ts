@@ -131,6 +131,21 @@ t.test("the operator's view", async (t) => {
     const m = await metrics(owner);
     t.ok(m.get(`egress_natd_egress_ip_packets_total{ip="${SHOP}"}`)! >= ip(after.owner).packets, 'and the metrics');
 
+    // Each request was a connection from a new source port: all toward one destination.
+    const ports = (await lab.status(owner)).snatPorts![SHOP]!;
+    near(ports.connections, sent.packets, 1, `${owner}: connections tracked with ${SHOP} as source`);
+    t.equal(ports.busiest?.destination, `${ECHO.inPolicy}:7/udp`, 'the busiest destination: the echo server');
+    near(ports.busiest!.ports, sent.packets, 1, 'ports it takes');
+    t.equal(ports.warning, undefined, 'far from the port range: no warning');
+    const after2 = await metrics(owner);
+    t.equal(
+      after2.get(`egress_natd_snat_connections{ip="${SHOP}"}`),
+      ports.connections,
+      'the metrics show the last check',
+    );
+    t.equal(after2.get(`egress_natd_snat_port_usage_ratio{ip="${SHOP}"}`), ports.busiest!.usage);
+    t.same((await lab.status('h3')).snatPorts, {}, 'a node that holds no IP has no SNAT ports to watch');
+
     // Nobody may own the spare IP: c2's traffic for it is dropped on its own host, and counted there.
     const dropped = await send(lab, 'c2', ECHO.other);
     t.same(dropped.answers, [], 'c2 to the other service: no answer');

@@ -46,6 +46,7 @@ const SNAPSHOT: MetricsSnapshot = {
     },
     policies: { shop: { packets: 1, bytes: 1 } },
   },
+  snatPorts: { '10.0.0.100': { connections: 1, busiest: { destination: '203.0.113.10:443/tcp', ports: 1, usage: 0 } } },
 };
 
 /** Every series the daemon exports, as `name{label="value",...}` lines, and each family's type. */
