@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { dumpConnections } from '../dataplane/conntrack-dump.js';
+import { dumpConnections, type Connection } from '../dataplane/conntrack-dump.js';
 import { portPressure, type PortPressure } from './snat-ports.js';
 
 // Watches SNAT port pressure on the floating IPs this node holds: a conntrack dump every
@@ -30,7 +30,8 @@ export class SnatWatch {
     let value: Record<string, PortPressure> = {};
     if (ips.length)
       try {
-        value = portPressure(await dumpConnections(), ips);
+        const all = await Promise.all(ips.map((ip) => this.snatedTo(ip)));
+        value = portPressure(all.flat(), ips);
       } catch (e) {
         this.log.warn({ err: (e as Error).message }, 'cannot read the conntrack table for SNAT port pressure');
         return undefined;
@@ -46,6 +47,15 @@ export class SnatWatch {
       this.log.info({ ip }, `SNAT port pressure on ${ip} is below the threshold again`);
     }
     return value;
+  }
+
+  /** Connections SNATed to `ip`, filtered by the kernel; a kernel without the filter (before 5.9) gets the whole table. */
+  private async snatedTo(ip: string): Promise<Connection[]> {
+    try {
+      return await dumpConnections(ip);
+    } catch {
+      return (await dumpConnections()).filter((c) => c.reply.dst === ip);
+    }
   }
 
   start(): void {

@@ -1,3 +1,4 @@
+import { endianness } from 'node:os';
 import netlink from 'netlink';
 
 // Reads the IPv4 conntrack table over ctnetlink (a dump, like `conntrack -L -f ipv4`):
@@ -18,6 +19,27 @@ const CTA_IP_V4_DST = 2;
 const CTA_PROTO_NUM = 1;
 const CTA_PROTO_SRC_PORT = 2;
 const CTA_PROTO_DST_PORT = 3;
+const CTA_FILTER = 25;
+const CTA_FILTER_ORIG_FLAGS = 1;
+const CTA_FILTER_REPLY_FLAGS = 2;
+const CTA_FILTER_FLAG_CTA_IP_DST = 1 << 1;
+/** The kernel parses CTA_FILTER strictly: a nested attribute must say so. */
+const NLA_F_NESTED = 0x8000;
+
+const attribute = (type: number, data: Buffer): Buffer => {
+  const b = Buffer.alloc((4 + data.length + 3) & ~3);
+  b.writeUInt16LE(4 + data.length, 0);
+  b.writeUInt16LE(type, 2);
+  data.copy(b, 4);
+  return b;
+};
+/** CTA_FILTER's flags are NLA_U32: host byte order (unlike addresses and ports). */
+const u32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  if (endianness() === 'LE') b.writeUInt32LE(n >>> 0);
+  else b.writeUInt32BE(n >>> 0);
+  return b;
+};
 
 export interface Tuple {
   readonly src: string;
@@ -59,15 +81,38 @@ function tuple(data: Buffer): Tuple {
   return { src, dst, proto, sport, dport };
 }
 
-/** Every IPv4 connection the kernel tracks in this network namespace. */
-export async function dumpConnections(): Promise<Connection[]> {
+/**
+ * The kernel's filter (CTA_FILTER, Linux 5.9+): only entries whose reply goes to `ip`,
+ * i.e. connections SNATed to it, cross to user space; the kernel still walks the table.
+ */
+function replyDestinationFilter(ip: string): Buffer {
+  const address = Buffer.from(ip.split('.').map(Number));
+  return Buffer.concat([
+    attribute(CTA_TUPLE_REPLY, attribute(CTA_TUPLE_IP, attribute(CTA_IP_V4_DST, address))),
+    attribute(
+      CTA_FILTER | NLA_F_NESTED,
+      Buffer.concat([
+        attribute(CTA_FILTER_ORIG_FLAGS, u32(0)),
+        attribute(CTA_FILTER_REPLY_FLAGS, u32(CTA_FILTER_FLAG_CTA_IP_DST)),
+      ]),
+    ),
+  ]);
+}
+
+/**
+ * The IPv4 connections the kernel tracks in this network namespace: those whose reply
+ * goes to `replyDestination` if given (filtered in the kernel where it can), else all.
+ * Callers filter again: an older kernel may ignore the filter.
+ */
+export async function dumpConnections(replyDestination?: string): Promise<Connection[]> {
   const socket = netlink.createNetlink(netlink.Protocol.NETFILTER);
   try {
-    const [messages] = await socket.request(
-      (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
-      Buffer.from([AF_INET, 0, 0, 0]), // nfgenmsg: family, version, resource id
-      { flags: NLM_F_REQUEST_DUMP, timeout: 5000 },
-    );
+    const header = Buffer.from([AF_INET, 0, 0, 0]); // nfgenmsg: family, version, resource id
+    const request = replyDestination ? Buffer.concat([header, replyDestinationFilter(replyDestination)]) : header;
+    const [messages] = await socket.request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, request, {
+      flags: NLM_F_REQUEST_DUMP,
+      timeout: 5000,
+    });
     const out: Connection[] = [];
     for (const m of messages) {
       if (m.type !== ((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW)) continue;
