@@ -23,6 +23,7 @@ import {
 } from './naming.js';
 import { destinationMap, makeSet, sourceMap, type NftChainSpec, type NftSetSpec, type NftTableSpec } from './nft.js';
 import { trafficCounters } from './counters.js';
+import { hostSourceRules } from './host-traffic.js';
 import { relayGuard } from './relay.js';
 
 /**
@@ -199,10 +200,12 @@ function nftTable(
   chains.push(...guard.chains);
   const prerouting = ['fib daddr type local return', ...(guard.dispatch ? [guard.dispatch] : [])];
   prerouting.push(`iifname "${MACVLAN_PREFIX}*" return`);
+  let sourceLookup: string | undefined;
   if (sources.length) {
     const map = sourceMap('s', sources, classChain);
     sets.push(map);
     prerouting.push(`ip saddr vmap @${map.name}`);
+    sourceLookup = map.name;
   }
   const output = ['fib daddr type local return'];
   const levels = [...new Set(cgroups.map((c) => c.level))].sort((a, b) => b - a);
@@ -214,6 +217,7 @@ function nftTable(
     sets.push(map);
     output.push(`socket cgroupv2 level ${level} vmap @${map.name}`);
   }
+  output.push(...hostSourceRules(node, sources, sourceLookup));
 
   const postrouting: string[] = [];
   const snatIif = macvlans.map((m) => `"${m.name}" : ${m.address}`);

@@ -13,7 +13,7 @@ import type { Traffic } from '../../src/daemon/traffic.js';
 // prober sent, and the failover history with the outage the new owner measured; in
 // `status`, `egress list` and the metrics.
 
-const { shop: SHOP } = CLUSTER_FIPS;
+const { shop: SHOP, batch: BATCH } = CLUSTER_FIPS;
 const SPARE = `${SUBNET_PREFIX}.103`;
 const METRICS_PORT = 9607;
 /** Packets a prober's requests may differ by from a counter: one in flight at each end. */
@@ -40,11 +40,14 @@ async function send(
 
 /**
  * The cluster config, plus a gateway whose only candidate (h5) is a node of the config
- * that never runs, and a policy (batch to the other service) that uses it.
+ * that never runs, and a policy (batch to the other service) that uses it; and a policy
+ * that selects h3's own address.
  */
 function operatorConfig(lab: Lab): string {
   const spare = policiesYaml([
     { name: 'spare', from: { app: 'batch' }, to: net24(ECHO.other), gateway: 'spare', egressIP: SPARE },
+    // h3's own address, to anywhere: what h3 itself sends (not its containers).
+    { name: 'hosts', from: { cidrs: [`${SUBNET_PREFIX}.3/32`] }, to: '0.0.0.0/0', gateway: 'primary', egressIP: BATCH },
   ]);
   return `${clusterConfig(lab).replace(
     '\ngateways:\n',
@@ -162,6 +165,17 @@ t.test("the operator's view", async (t) => {
       h4.egressIPs[SPARE]!.noGatewayDropped,
       'in the metrics too',
     );
+  });
+
+  await t.test("a source CIDR with a node's own address selects what the node itself sends", async (t) => {
+    t.not(status.floatingIPs[BATCH], 'h3', 'another node owns the IP');
+    t.equal(await lab.probe('h3', ECHO.other), BATCH, `h3 leaves with ${BATCH}`);
+    t.equal(await lab.probe('h3', ECHO.inPolicy), BATCH, 'to any destination');
+    t.equal(await lab.probe('h4', ECHO.other), '192.168.1.4', 'another node is not selected');
+    await new Promise((r) => setTimeout(r, 1000));
+    const after = await lab.status('h1');
+    t.equal(after.nodes['h3'], 'Up', "h3's heartbeats (multicast, its own segment) are not steered: it stays Up");
+    t.equal(after.policies['hosts']!.state, 'Active');
   });
 
   await t.test('a failover is in the history, with the outage the new owner measured', async (t) => {
