@@ -33,13 +33,14 @@ export function formatStatus(s: StatusReply): string {
     ...Object.entries(s.policies).map(([name, p]) => [name, p.state, p.egressIP, p.gateway ?? '-', p.reason]),
   ];
   const history = [
-    ['TIME', 'IP', 'FROM', 'TO', 'CAUSE', 'OUTAGE'],
+    ['TIME', 'IP', 'FROM', 'TO', 'CAUSE', 'REASON', 'OUTAGE'],
     ...(s.history ?? []).map((h) => [
       h.at,
       h.ip,
       h.from ?? '-',
       h.to ?? '-',
       h.cause,
+      h.reason,
       h.outageMs === null ? '-' : `${h.outageMs} ms`,
     ]),
   ];
