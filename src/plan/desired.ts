@@ -173,6 +173,12 @@ function nftTable(
     classifiable(config, node, p, i, indexOf.get(formatAddress(p.egressIP))!, facts),
   );
   const { classes, sources, cgroups } = classify(policies);
+  // What flows, counted per floating IP and per policy (docs/datapath.md, "Counters").
+  const counted = trafficCounters(
+    config,
+    fips,
+    policies.map((p) => p.egress),
+  );
 
   const sets: NftSetSpec[] = [];
   const chains: NftChainSpec[] = [];
@@ -253,11 +259,6 @@ function nftTable(
     name: egressChain(e.index),
     rules: [e.mode === 'drop' ? 'counter drop' : `meta mark set meta mark & ${hex(~MARK_MASK >>> 0)} | ${hex(e.mark)}`],
   }));
-  const counted = trafficCounters(
-    config,
-    fips,
-    policies.map((p) => p.egress),
-  );
   return {
     sets: [...sets, ...counted.sets],
     chains: [
