@@ -1,3 +1,4 @@
+import { cliTable } from './cli.js';
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import {
   waitUntil,
 } from '../lab/cluster.js';
 import { ECHO, Lab, SUBNET_PREFIX, type HostSpec } from '../lab/lab.js';
-import { sibling } from '../lab/paths.js';
+import { NO_TEST_RUNNER_HOOKS, sibling } from '../lab/paths.js';
 import { cutOff, longestGap, nowNs, outage, startProber, waitForFlow } from '../lab/traffic.js';
 import { loadConfig } from '../src/config/load.js';
 
@@ -121,6 +122,8 @@ function procStat(pid: number): { cpuTicks: number; rssKb: number; hwmKb: number
   return { cpuTicks: Number(fields[11]) + Number(fields[12]), rssKb: kb('VmRSS'), hwmKb: kb('VmHWM') };
 }
 
+const mark = (ok: boolean) => (ok ? '✓' : '✗');
+
 /** One daemon, PEERS simulated peers on the same segment, LOAD_SECONDS of heartbeats. */
 export async function resources(): Promise<string> {
   const daemonHost: HostSpec = { name: 'h1', ip: `${SUBNET_PREFIX}.1`, labels: { egress: 'yes' } };
@@ -173,6 +176,10 @@ export async function resources(): Promise<string> {
       gen.once('exit', () => r());
       gen.kill('SIGTERM');
     });
+    const cli = await cliTable(lab, 'h1');
+    const nodeFloorKb = Number(
+      (await lab.sh('h1', `${NO_TEST_RUNNER_HOOKS} node -e "console.log(process.memoryUsage().rss >> 10)"`)).stdout,
+    );
     const tick = 100; // USER_HZ on Linux
     const cpuPct = ((after.cpuTicks - before.cpuTicks) / tick / seconds) * 100;
     const received = s1.counters.heartbeatsReceived - s0.counters.heartbeatsReceived;
@@ -187,10 +194,15 @@ all threads of the daemon), after ${WARMUP_SECONDS} s of warm-up.
 
 | figure | value | target |
 |---|---:|---|
-| CPU, share of one core | ${cpuPct.toFixed(2)} % | ≤ 2 % |
-| RSS at the end | ${(after.rssKb / 1024).toFixed(1)} MB | ≤ 80 MB |
-| peak RSS (VmHWM) | ${(after.hwmKb / 1024).toFixed(1)} MB | |
+| CPU, share of one core | ${cpuPct.toFixed(2)} % | ≤ 1 % ${mark(cpuPct <= 1)} |
+| RSS at the end (steady) | ${(after.rssKb / 1024).toFixed(1)} MB | ≤ 60 MB ${mark(after.rssKb / 1024 <= 60)} |
+| peak RSS (VmHWM) | ${(after.hwmKb / 1024).toFixed(1)} MB | ≤ 80 MB ${mark(after.hwmKb / 1024 <= 80)} |
+| \`node -e 0\` for scale (RSS) | ${(nodeFloorKb / 1024).toFixed(1)} MB | |
 | heartbeats sent by the peers | ${genOut.trim()} | |
+
+### The command line at the runtime's floor
+
+${cli}
 `;
   } finally {
     await lab.destroy();

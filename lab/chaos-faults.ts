@@ -1,3 +1,6 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChaosEvent, HostEventKind } from './chaos-check.js';
 import type { Lab } from './lab.js';
@@ -78,6 +81,10 @@ interface FaultSpec {
   /** A network fault (at most one at a time), not tied to one host. */
   readonly network: boolean;
   readonly enabled: boolean;
+  /** Runs alone: once picked, no other fault starts, and it begins when the running ones have healed (a cluster-wide change). */
+  readonly exclusive?: boolean;
+  /** At most one start per this many ms (a fault that pauses the others must not crowd them out). */
+  readonly spacingMs?: number;
   /** Picks the details (from the generator, at once) and says what it will do. */
   plan(c: FaultContext, host: string): { readonly what: string; readonly run: () => Promise<void> };
 }
@@ -249,16 +256,40 @@ export const FAULTS: Record<FaultKind, FaultSpec> = {
   'key-rotation': {
     disables: false,
     network: false,
-    // TODO(key rotation, built on the `keys` branch): a keyFile listing several keys, the first
-    // signs and all verify. Enable once it lands: add a key to every host's key file (verify-only),
-    // reload all; move it first (signs), reload all; drop the old one, reload all; each step with
-    // traffic flowing and no node Down. Until then a rotation here would only test a missing feature.
-    enabled: false,
-    plan: onHost('key-rotation', () =>
-      Promise.reject(new Error('key rotation needs multi-key keyFiles (the keys branch)')),
-    ),
+    exclusive: true,
+    spacingMs: 30_000,
+    enabled: true,
+    plan: (c) => ({ what: 'key-rotation all', run: () => rotateKey(c) }),
   },
 };
+
+/**
+ * A rolling key change, as README.md "Key rotation" tells an operator to do it: the new key
+ * added (verify-only) and every host reloaded, then moved first (it signs) and every host
+ * reloaded, then the old one dropped and every host reloaded; one host at a time, with
+ * traffic flowing. Any moment at which two hosts cannot hear each other shows up as an IP
+ * with two holders (the checker's invariants).
+ */
+async function rotateKey(c: FaultContext): Promise<void> {
+  const file = join(c.lab.dir, 'cluster.key');
+  const old = readFileSync(file, 'latin1').split('\n')[0]!.trim();
+  const next = randomBytes(32).toString('hex');
+  for (const keys of [[old, next], [next, old], [next]]) {
+    writeFileSync(`${file}.tmp`, `${keys.join('\n')}\n`, { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
+    for (const host of c.rng.shuffle(c.lab.hosts.map((h) => h.name))) {
+      if (!c.running(host)) continue;
+      const since = Date.now();
+      c.lab.signalDaemon(host, 'SIGHUP');
+      if (!(await c.logged(host, /^reloaded /, since, 5000)))
+        c.violation(
+          'reload',
+          `${host}: no reload within 5 s of a SIGHUP in a key rotation: ${c.linesSince(host, since).join(' | ')}`,
+        );
+      await hold(c, 100, 600);
+    }
+  }
+}
 
 /** SIGHUP with the host's file replaced by `which`; the daemon must log `expect` within 5 s. */
 async function reload(c: FaultContext, host: string, which: 'good' | 'changed' | 'bad', expect: RegExp): Promise<void> {
@@ -296,6 +327,8 @@ export async function runFaults(
   const active = new Set<Promise<void>>();
   const busy = new Set<string>();
   let network = false;
+  let alone = false;
+  const lastStart: Partial<Record<FaultKind, number>> = {};
   const kinds = (Object.keys(FAULTS) as FaultKind[]).filter((k) => FAULTS[k].enabled);
   const hosts = c.lab.hosts.map((h) => h.name);
   while (Date.now() < until) {
@@ -307,7 +340,13 @@ export async function runFaults(
     const host = free.find(
       (h) => !spec.disables || !limits.protectedHosts.includes(h) || disabled < limits.maxDisabled,
     );
-    if (active.size >= limits.maxActive || (spec.network && network) || !host) continue;
+    if (active.size >= limits.maxActive || (spec.network && network) || !host || alone) continue;
+    if (spec.spacingMs && Date.now() - (lastStart[kind] ?? -Infinity) < spec.spacingMs) continue;
+    lastStart[kind] = Date.now();
+    if (spec.exclusive) {
+      alone = true; // nothing new starts; what runs heals first
+      while (active.size) await Promise.race(active);
+    }
     counts[kind] = (counts[kind] ?? 0) + 1;
     const { what, run } = spec.plan(c, host);
     c.began(what);
@@ -320,6 +359,7 @@ export async function runFaults(
         c.ended(what);
         for (const h of claims) busy.delete(h);
         if (spec.network) network = false;
+        if (spec.exclusive) alone = false;
         active.delete(p);
       });
     active.add(p);

@@ -10,7 +10,7 @@ import type { FailoverRecord } from '../src/daemon/history.js';
 import type { Status } from '../src/daemon/status.js';
 import type { PortPressure } from '../src/daemon/snat-ports.js';
 import type { Traffic } from '../src/daemon/traffic.js';
-import { BIN, labScript, NO_TEST_RUNNER_HOOKS, NODE } from './paths.js';
+import { BIN, DAEMON_NODE_FLAGS, labScript, NO_TEST_RUNNER_HOOKS, NODE } from './paths.js';
 
 // The lab (docs/design.md, "Lab"): network namespaces as hosts on a Linux bridge, a router
 // namespace with an echo server that answers with the source IP it sees. The bridge
@@ -214,8 +214,8 @@ export class Lab {
     return run(['ip', 'netns', 'exec', this.ns(name), 'sh', '-c', `${MOUNT_CGROUP} ${script}`], opts);
   }
 
-  /** The environment of egress-natd in a lab host: a state dir and an incarnation file per host, since all namespaces share /run and /var. */
-  private stateEnv(host: string): string {
+  /** The environment of egress-natd in a lab host (a prefix for a shell command): a state dir and an incarnation file per host, since all namespaces share /run and /var. */
+  stateEnv(host: string): string {
     return `EGRESS_NATD_STATE_DIR=${q(join(this.dir, `state-${host}`))} EGRESS_NATD_INCARNATION_FILE=${q(this.incarnationFile(host))}`;
   }
 
@@ -251,7 +251,7 @@ export class Lab {
     const vars = Object.entries(env)
       .map(([k, v]) => `${k}=${q(v)}`)
       .join(' ');
-    const script = `${MOUNT_CGROUP} ${vars} ${this.stateEnv(host)} exec ${q(process.execPath)} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
+    const script = `${MOUNT_CGROUP} ${vars} ${this.stateEnv(host)} exec ${q(process.execPath)} ${DAEMON_NODE_FLAGS.join(' ')} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
     const child = spawn('ip', ['netns', 'exec', this.ns(host), 'sh', '-c', script], { stdio: 'ignore' });
     this.daemons.set(host, child);
     await new Promise<void>((ok, fail) => {

@@ -23,6 +23,8 @@ export const BIN = join(REPO, 'bin/egress-natd');
  * 35 MB to each process; lab tests timed out waiting for daemons still starting.
  */
 export const NODE: readonly string[] = ['env', '-u', 'NODE_OPTIONS', process.execPath];
+/** Node's flags for the daemon, as the installed command passes them (scripts/install.sh). */
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
 /** The same for lab scripts run by sh. */
 export const NO_TEST_RUNNER_HOOKS = 'unset NODE_OPTIONS;';
 

@@ -13,13 +13,15 @@ command -v sysctl >/dev/null || need+=(procps)
 command -v timeout >/dev/null || need+=(coreutils)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 if [ "${1:-}" = --test ]; then
-  # What only the tests need: `vagrant validate` (with the libvirt provider), dpkg, systemd-analyze, faketime.
+  # What only the tests need: `vagrant validate` (with the libvirt provider), dpkg, systemd-analyze, faketime, conntrack.
   command -v vagrant >/dev/null || need+=(vagrant)
   dpkg -s vagrant-libvirt >/dev/null 2>&1 || need+=(vagrant-libvirt)
   command -v dpkg-deb >/dev/null || need+=(dpkg)
   command -v systemd-analyze >/dev/null || need+=(systemd)
   # libfaketime: a daemon restarted with the clock an hour back (test/lab/incarnation.test.ts).
   command -v faketime >/dev/null || need+=(faketime)
+  # conntrack: a test reads a host's connection tracking table (test/lab/takeover.test.ts).
+  command -v conntrack >/dev/null || need+=(conntrack)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to install: ${need[*]}" >&2; exit 1; fi

@@ -38,9 +38,12 @@ install_files() {
   install -m 0644 package.json "$DESTDIR$LIBDIR/package.json"
   install -m 0755 bin/egress-natd "$DESTDIR$LIBDIR/bin/egress-natd"
   # The command: node from PATH (NodeSource's nodejs >= 20 on Debian), on the installed tree.
+  # A 1 MB young generation: the daemon allocates little, and V8's default (16 MB
+  # semi-spaces) only raised its peak RSS by 15 MB at start-up (BENCHMARKS.md). The lab
+  # starts its daemons with the same flags (lab/paths.ts, DAEMON_NODE_FLAGS).
   cat >"$DESTDIR$BINDIR/egress-natd" <<SH
 #!/bin/sh
-exec node "$LIBDIR/bin/egress-natd" "\$@"
+exec node --max-semi-space-size=1 "$LIBDIR/bin/egress-natd" "\$@"
 SH
   chmod 0755 "$DESTDIR$BINDIR/egress-natd"
   sed "s|/usr/bin/egress-natd|$BINDIR/egress-natd|g; s|/usr/share/doc/egress-natd|$DOCDIR|g" systemd/egress-natd.service >"$DESTDIR$UNITDIR/egress-natd.service"

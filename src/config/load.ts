@@ -4,10 +4,11 @@ import { dirname, resolve } from 'node:path';
 import type { Diagnostic } from './diagnostics.js';
 import { keySizes } from './key.js';
 import type { Config } from './model.js';
+import { fastParse } from './fast-parse.js';
 import { ConfigSource } from './source.js';
 import { validate, type KeyFileFacts } from './validate.js';
 
-export const DEFAULT_CONFIG = '/etc/egress-natd/config.yaml';
+export { DEFAULT_CONFIG } from './paths.js';
 
 export interface LoadResult {
   readonly config?: Config;
@@ -29,13 +30,18 @@ export function loadConfigText(
   file: string,
   text: string,
   keyFile: (p: string) => KeyFileFacts = inspectKeyFile,
+  /** Try the fast parser first (off only to compare the two paths in tests). */
+  fast = true,
 ): LoadResult {
   const digest = createHash('sha256').update(text).digest('hex');
-  return validate(new ConfigSource(file, text), {
-    keyFile,
-    resolvePath: (p) => resolve(dirname(resolve(file)), p),
-    digest,
-  });
+  const opts = { keyFile, resolvePath: (p: string) => resolve(dirname(resolve(file)), p), digest };
+  // Parsed fast and validated; parsed again with positions only if there is a message to place.
+  const parsed = fast ? fastParse(text) : undefined;
+  if (parsed) {
+    const result = validate(ConfigSource.withoutPositions(file, parsed.data), opts);
+    if (!result.diagnostics.length) return result;
+  }
+  return validate(new ConfigSource(file, text), opts);
 }
 
 export function loadConfig(file: string): LoadResult {

@@ -1,5 +1,13 @@
-import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Node } from 'yaml';
+import { createRequire } from 'node:module';
+import type { Document, LineCounter as Counter, Node } from 'yaml';
 import type { Diagnostic, Severity } from './diagnostics.js';
+
+// The positions-tracking parser is loaded on first use: a valid config is read by the
+// fast parser (fast-parse.ts), and a daemon that never meets an invalid one never pays
+// the ~10 MB this library costs.
+type YamlLib = typeof import('yaml');
+let lib: YamlLib | undefined;
+const yaml = (): YamlLib => (lib ??= createRequire(import.meta.url)('yaml') as YamlLib);
 
 export type Path = readonly (string | number)[];
 
@@ -10,16 +18,32 @@ export type Path = readonly (string | number)[];
 export class ConfigSource {
   readonly data: unknown;
   readonly syntaxErrors: Diagnostic[];
-  private readonly counter = new LineCounter();
-  private readonly doc;
+  private readonly counter: Counter | undefined;
+  private readonly doc: Document.Parsed | undefined;
+
+  /**
+   * Data parsed elsewhere (config/fast-parse.ts), with no positions: every path is at 1:1.
+   * Only for a first validation whose messages, if any, are thrown away.
+   */
+  static withoutPositions(file: string, data: unknown): ConfigSource {
+    return new ConfigSource(file, '', { data });
+  }
 
   constructor(
     readonly file: string,
     text: string,
+    parsed?: { readonly data: unknown },
   ) {
+    if (parsed) {
+      this.syntaxErrors = [];
+      this.data = parsed.data;
+      return;
+    }
+    const { LineCounter, parseDocument } = yaml();
+    this.counter = new LineCounter();
     this.doc = parseDocument(text, { lineCounter: this.counter, uniqueKeys: true, prettyErrors: false });
     this.syntaxErrors = [...this.doc.errors, ...this.doc.warnings].map((e) => {
-      const p = this.counter.linePos(e.pos[0]);
+      const p = this.counter!.linePos(e.pos[0]);
       return { file, line: p.line, col: p.col, severity: 'error' as const, message: e.message.split('\n')[0]! };
     });
     if (!this.syntaxErrors.length) this.syntaxErrors.push(...this.structureErrors());
@@ -30,11 +54,12 @@ export class ConfigSource {
   private structureErrors(): Diagnostic[] {
     const found: Diagnostic[] = [];
     const at = (node: Node | null | undefined, message: string) => {
-      const p = this.counter.linePos(node?.range?.[0] ?? 0);
+      const p = this.counter!.linePos(node?.range?.[0] ?? 0);
       found.push({ file: this.file, line: p.line, col: p.col, severity: 'error', message });
     };
     const anchors = new Set<string>();
-    visit(this.doc, {
+    const { isAlias, isScalar, visit } = yaml();
+    visit(this.doc!, {
       Node: (_, node) => {
         if ('anchor' in node && typeof node.anchor === 'string') anchors.add(node.anchor);
         if (isAlias(node) && !anchors.has(node.source)) at(node, `alias *${node.source} refers to no earlier anchor`);
@@ -48,7 +73,7 @@ export class ConfigSource {
 
   private toData(): unknown {
     try {
-      return this.doc.toJS({ maxAliasCount: 100 });
+      return this.doc!.toJS({ maxAliasCount: 100 });
     } catch (e) {
       this.syntaxErrors.push({ file: this.file, line: 1, col: 1, severity: 'error', message: (e as Error).message });
       return undefined;
@@ -57,6 +82,8 @@ export class ConfigSource {
 
   /** Where the node at `path` is; `key` points at its key instead of its value. The nearest existing ancestor is used for missing paths. */
   position(path: Path, at: 'key' | 'value' = 'value'): { line: number; col: number } {
+    if (!this.doc || !this.counter) return { line: 1, col: 1 };
+    const { isMap, isPair, isScalar, isSeq } = yaml();
     let node: unknown = this.doc.contents;
     let keyNode: Node | undefined;
     for (const part of path) {

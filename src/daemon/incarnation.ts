@@ -10,7 +10,7 @@ import { writeFileAtomic } from '../util/atomic-write.js';
 // than both it and the clock.
 
 /** Under systemd's StateDirectory= (survives restarts and reboots). */
-export const DEFAULT_INCARNATION_FILE = '/var/lib/egress-natd/incarnation';
+export { DEFAULT_INCARNATION_FILE } from '../config/paths.js';
 const MAX = 2n ** 64n - 1n; // the wire field is a uint64
 
 /** The rule: the wall clock in µs, unless that is not larger than the last one used; then the last one + 1. */

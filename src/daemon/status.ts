@@ -2,7 +2,6 @@ import { nodeNamed, policySourcesOn, type Config } from '../config/model.js';
 import { outvoted } from '../cluster/membership.js';
 import { formatCidr, formatAddress } from '../util/ip.js';
 import { policyStates, type PolicyState } from './policy-state.js';
-import { table } from './table.js';
 import type { Traffic } from './traffic.js';
 
 // What `status` and `egress list` show: pure functions of the config and the daemon's
@@ -122,20 +121,6 @@ export function egressList(config: Config, view: View, counted?: Traffic): Egres
         rows.push({ source, destination, egressIP: ip, gateway, policy: p.name, ...counts });
   }
   return rows;
-}
-
-export function formatTable(rows: readonly EgressRow[]): string {
-  const header = ['Source', 'Destination CIDR', 'Egress IP', 'Gateway node', 'Policy', 'Packets', 'Bytes'];
-  const cells = rows.map((r) => [
-    r.source,
-    r.destination,
-    r.egressIP,
-    r.gateway,
-    r.policy,
-    r.packets === undefined ? '-' : String(r.packets),
-    r.bytes === undefined ? '-' : String(r.bytes),
-  ]);
-  return `${table([header, ...cells])}\n`;
 }
 
 export interface SelfState {

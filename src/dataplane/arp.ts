@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CANNOT_EXEC, tiedToUs } from './tied.js';
 
@@ -55,11 +56,15 @@ export function sendGratuitousArp(
   onError: (e: Error) => void,
   count = GARP_COUNT,
 ): Promise<void> {
+  // A macvlan deleted meanwhile means the IP was given up (a handover, a step back): the
+  // repeats stop, and a failure it caused is no error.
+  const linkExists = () => existsSync(`/sys/class/net/${dev}`);
   const all = (async () => {
     const sends: Promise<void>[] = [];
     for (let i = 0; i < count; i++) {
       if (i > 0) await sleep(GARP_SPACING_MS);
-      sends.push(announceOnce(dev, ip).catch(onError));
+      if (!linkExists()) break;
+      sends.push(announceOnce(dev, ip).catch((e: Error) => (linkExists() ? onError(e) : undefined)));
     }
     await Promise.all(sends);
   })();

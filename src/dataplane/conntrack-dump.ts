@@ -1,5 +1,6 @@
 import { endianness } from 'node:os';
 import netlink from 'netlink';
+import { attr } from './netlink.js';
 
 // Reads the IPv4 conntrack table over ctnetlink (a dump, like `conntrack -L -f ipv4`):
 // what SNAT port pressure needs. It walks the whole table, so it runs on demand and on a
@@ -26,13 +27,6 @@ const CTA_FILTER_FLAG_CTA_IP_DST = 1 << 1;
 /** The kernel parses CTA_FILTER strictly: a nested attribute must say so. */
 const NLA_F_NESTED = 0x8000;
 
-const attribute = (type: number, data: Buffer): Buffer => {
-  const b = Buffer.alloc((4 + data.length + 3) & ~3);
-  b.writeUInt16LE(4 + data.length, 0);
-  b.writeUInt16LE(type, 2);
-  data.copy(b, 4);
-  return b;
-};
 /** CTA_FILTER's flags are NLA_U32: host byte order (unlike addresses and ports). */
 const u32 = (n: number): Buffer => {
   const b = Buffer.alloc(4);
@@ -88,12 +82,12 @@ function tuple(data: Buffer): Tuple {
 function replyDestinationFilter(ip: string): Buffer {
   const address = Buffer.from(ip.split('.').map(Number));
   return Buffer.concat([
-    attribute(CTA_TUPLE_REPLY, attribute(CTA_TUPLE_IP, attribute(CTA_IP_V4_DST, address))),
-    attribute(
+    attr(CTA_TUPLE_REPLY, attr(CTA_TUPLE_IP, attr(CTA_IP_V4_DST, address))),
+    attr(
       CTA_FILTER | NLA_F_NESTED,
       Buffer.concat([
-        attribute(CTA_FILTER_ORIG_FLAGS, u32(0)),
-        attribute(CTA_FILTER_REPLY_FLAGS, u32(CTA_FILTER_FLAG_CTA_IP_DST)),
+        attr(CTA_FILTER_ORIG_FLAGS, u32(0)),
+        attr(CTA_FILTER_REPLY_FLAGS, u32(CTA_FILTER_FLAG_CTA_IP_DST)),
       ]),
     ),
   ]);

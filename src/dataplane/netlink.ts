@@ -55,7 +55,7 @@ export class NetlinkError extends Error {
   }
 }
 
-function attr(type: number, payload: Buffer): Buffer {
+export function attr(type: number, payload: Buffer): Buffer {
   const len = 4 + payload.length;
   const b = Buffer.alloc((len + 3) & ~3);
   b.writeUInt16LE(len, 0);

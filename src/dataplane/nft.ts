@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import netlink from 'netlink';
 import { NFT_FAMILY, NFT_TABLE } from '../plan/naming.js';
 import type { NftSetSpec } from '../plan/nft.js';
+import { attr } from './netlink.js';
 
 const exec = promisify(execFile);
 
@@ -93,14 +94,6 @@ const NFTA_COUNTER_BYTES = 1;
 const NFTA_COUNTER_PACKETS = 2;
 const NLM_F_REQUEST_DUMP = 0x301;
 
-const attribute = (type: number, data: Buffer): Buffer => {
-  const b = Buffer.alloc((4 + data.length + 3) & ~3);
-  b.writeUInt16LE(4 + data.length, 0);
-  b.writeUInt16LE(type, 2);
-  data.copy(b, 4);
-  return b;
-};
-
 export interface CounterValue {
   readonly packets: number;
   readonly bytes: number;
@@ -115,8 +108,8 @@ export async function readCounters(): Promise<Map<string, CounterValue>> {
   type.writeUInt32BE(NFT_OBJECT_COUNTER);
   const request = Buffer.concat([
     Buffer.from([NFPROTO_INET, 0, 0, 0]), // nfgenmsg: family, version, resource id
-    attribute(NFTA_OBJ_TABLE, Buffer.from(`${NFT_TABLE}\0`)),
-    attribute(NFTA_OBJ_TYPE, type),
+    attr(NFTA_OBJ_TABLE, Buffer.from(`${NFT_TABLE}\0`)),
+    attr(NFTA_OBJ_TYPE, type),
   ]);
   const socket = netlink.createNetlink(netlink.Protocol.NETFILTER);
   try {

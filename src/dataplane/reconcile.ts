@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { DesiredState, IpRoute, IpRule, Macvlan } from '../plan/desired.js';
 import { isOurRulePref, isOurRouteTable, MACVLAN_PREFIX, MARK_MASK, RT_PROTOCOL } from '../plan/naming.js';
 import { sendGratuitousArp } from './arp.js';
+import { flushConnections } from './conntrack.js';
 import { Netlink, type Link } from './netlink.js';
 import { deleteTable, readTable, runTransaction } from './nft.js';
 import { diffTable } from './nftdiff.js';
@@ -205,7 +206,17 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
       changes.push(...diff.summary.map((s) => `nft: ${s}`));
     }
     const announced = await addMacvlans(nl, desired, changes);
-    await reconcileRouting(nl, desired, changes);
+    // Connections tracked while another host owned these IPs are bound to no NAT; the
+    // leak guard drops their packets, and without their entries the next packet of each
+    // (a SYN retransmitted, say) starts again and is SNATed here (docs/datapath.md).
+    for (const m of announced) {
+      const mark = desired.egress.find((e) => e.ip === m.address)!.mark;
+      // Not fatal: without the flush the guard still holds; those connections only time out.
+      await flushConnections(mark, MARK_MASK).then(
+        () => changes.push(`flush connections tracked for ${m.address} elsewhere (ct mark 0x${mark.toString(16)})`),
+        (e: Error) => opts.log.warn({ err: e.message }, `connections tracked for ${m.address} elsewhere not flushed`),
+      );
+    }
     if (!opts.noGarp) {
       const extra = desired.macvlans.filter((m) => opts.announce?.has(m.address) && !announced.includes(m));
       for (const m of [...announced, ...extra]) {
@@ -214,6 +225,7 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
         changes.push(`gratuitous ARP for ${m.address} on ${m.name}`);
       }
     }
+    await reconcileRouting(nl, desired, changes);
   } finally {
     nl.close();
   }

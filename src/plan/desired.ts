@@ -255,10 +255,24 @@ function nftTable(
     postrouting.push(`meta mark & ${hex(MARK_MASK)} @${set.name} masquerade`);
   }
 
+  const setMark = (e: EgressState) => `meta mark set meta mark & ${hex(~MARK_MASK >>> 0)} | ${hex(e.mark)}`;
+  // A connection this host starts tracking while it routes the IP's traffic elsewhere (or
+  // masquerades it) is bound to that choice: NAT is decided on a connection's first packet.
+  // Its conntrack mark names the IP, so that taking the IP over can flush exactly those.
+  const trackMark = (e: EgressState) => `ct state new ct mark set ct mark & ${hex(~MARK_MASK >>> 0)} | ${hex(e.mark)}`;
   const egressChains = egress.map((e): NftChainSpec => ({
     name: egressChain(e.index),
-    rules: [e.mode === 'drop' ? 'counter drop' : `meta mark set meta mark & ${hex(~MARK_MASK >>> 0)} | ${hex(e.mark)}`],
+    rules: e.mode === 'drop' ? ['counter drop'] : e.mode === 'local' ? [setMark(e)] : [trackMark(e), setMark(e)],
   }));
+  // The last word before a selected packet leaves (after SNAT): with its floating IP as
+  // source if this host owns the IP, toward the IP's owner if another does; anything else
+  // is a leak, dropped and counted (docs/datapath.md, "The leak guard").
+  const leakGuard = egress.flatMap((e) => {
+    const marked = `meta mark & ${hex(MARK_MASK)} == ${hex(e.mark)}`;
+    if (e.mode === 'local') return [`${marked} ip saddr != ${e.ip} counter drop`];
+    if (e.mode === 'remote') return [`${marked} rt ip nexthop != ${e.ip} counter drop`];
+    return [];
+  });
   return {
     sets: [...sets, ...counted.sets],
     chains: [
@@ -279,6 +293,11 @@ function nftTable(
         name: 'postrouting',
         hook: { type: 'nat', hook: 'postrouting', prio: 90, prioText: 'srcnat - 10', policy: 'accept' },
         rules: postrouting,
+      },
+      {
+        name: 'leakguard',
+        hook: { type: 'filter', hook: 'postrouting', prio: 110, prioText: 'srcnat + 10', policy: 'accept' },
+        rules: leakGuard,
       },
     ],
   };

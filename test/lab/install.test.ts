@@ -12,7 +12,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO } from '../../lab/paths.js';
+import { DAEMON_NODE_FLAGS, REPO } from '../../lab/paths.js';
 
 // How users get egress-natd: `make install` into a DESTDIR, `make uninstall`, the Debian
 // package installed, removed and purged by dpkg (in a root of its own, with the
@@ -52,8 +52,8 @@ t.test('make install into a DESTDIR, with a PREFIX; again; make uninstall', asyn
   t.equal(mode(bin), 0o755);
   t.match(
     readFileSync(bin, 'utf8'),
-    'exec node "/opt/enat/lib/egress-natd/bin/egress-natd" "$@"',
-    'the command runs the installed tree (without DESTDIR)',
+    `exec node ${DAEMON_NODE_FLAGS.join(' ')} "/opt/enat/lib/egress-natd/bin/egress-natd" "$@"`,
+    'the command runs the installed tree (without DESTDIR), with the flags the lab runs daemons with',
   );
   t.ok(existsSync(join(lib, 'node_modules/pino/package.json')), 'production dependencies');
   t.notOk(existsSync(join(lib, 'node_modules/tap')), 'no development dependencies');

@@ -45,6 +45,32 @@ t.test('source host, owner, and nobody', async (t) => {
   t.same(cp.sysctls, [], 'a node that may own nothing keeps its ARP settings');
 });
 
+t.test("the leak guard and the conntrack mark follow each IP's mode", async (t) => {
+  const config = loadValid();
+  const chain = (text: string, name: string) => text.slice(text.indexOf(`chain ${name} {`)).split('\n\t}')[0]!;
+  const source = renderTable(plan(config, 'worker1', owners({ '192.168.1.100': 'worker2' })).nft);
+  t.match(
+    chain(source, 'egress_1'),
+    /ct state new ct mark set ct mark & 0xff00ffff \| 0x00010000.*\n.*meta mark set/,
+    'remote: a new connection carries the IP in its conntrack mark (flushed when this host takes the IP)',
+  );
+  const guard = chain(source, 'leakguard');
+  t.match(guard, 'type filter hook postrouting priority srcnat + 10; policy accept;', 'after SNAT');
+  t.match(
+    guard,
+    'meta mark & 0x00ff0000 == 0x00010000 rt ip nexthop != 192.168.1.100 counter drop',
+    'remote: toward its owner only',
+  );
+  t.notMatch(guard, '0x00020000', 'a dropped IP needs no guard: its traffic never gets its mark');
+  const owner = renderTable(plan(config, 'worker2', owners({ '192.168.1.100': 'worker2' })).nft);
+  t.notMatch(chain(owner, 'egress_1'), 'ct mark', 'local: no conntrack mark (nothing to flush later)');
+  t.match(
+    chain(owner, 'leakguard'),
+    'meta mark & 0x00ff0000 == 0x00010000 ip saddr != 192.168.1.100 counter drop',
+    'local: only with the floating IP as source',
+  );
+});
+
 t.test('cgroups that do not exist are left out', async (t) => {
   const config = loadValid();
   const without = renderTable(plan(config, 'worker1', owners({}), { cgroups: new Set() }).nft);

@@ -1,5 +1,6 @@
 import t from 'tap';
-import { configDrift, egressList, formatTable, status, statusLine, type NodeStatus } from '../../src/daemon/status.js';
+import { formatTable } from '../../src/daemon/egress-table.js';
+import { configDrift, egressList, status, statusLine, type NodeStatus } from '../../src/daemon/status.js';
 import { loadValid } from '../helpers.js';
 
 const up = (holds: string[] = []): NodeStatus => ({

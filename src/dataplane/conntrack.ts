@@ -1,0 +1,39 @@
+import netlink from 'netlink';
+import { attr, NetlinkError } from './netlink.js';
+
+// A thin adapter over ctnetlink (NETLINK_NETFILTER): the one request egress-natd needs,
+// a flush of the connections that carry a given conntrack mark. Without tuple attributes
+// the kernel's IPCTNL_MSG_CT_DELETE deletes every entry its filter (mark and mask) selects,
+// in one request.
+
+const NETLINK_NETFILTER = 12;
+const NFNL_SUBSYS_CTNETLINK = 1;
+const IPCTNL_MSG_CT_DELETE = 2;
+const NFNETLINK_V0 = 0;
+const AF_INET = 2;
+const CTA_MARK = 8;
+const CTA_MARK_MASK = 21;
+
+const be32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
+
+/** Deletes every IPv4 conntrack entry whose mark has `mark` under `mask`. */
+export async function flushConnections(mark: number, mask: number): Promise<void> {
+  const sock = netlink.createNetlink(NETLINK_NETFILTER);
+  try {
+    // struct nfgenmsg: family, version, resource id (big endian, 0).
+    const header = Buffer.from([AF_INET, NFNETLINK_V0, 0, 0]);
+    await sock.request(
+      (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE,
+      [header, attr(CTA_MARK, be32(mark)), attr(CTA_MARK_MASK, be32(mask))],
+      { timeout: 2000 },
+    );
+  } catch (e) {
+    throw new NetlinkError(`flush conntrack entries with mark 0x${mark.toString(16)}/0x${mask.toString(16)}`, e);
+  } finally {
+    sock.socket.close();
+  }
+}
