@@ -10,8 +10,9 @@ import { REPO } from '../helpers.js';
 
 // The Grafana dashboard and the Prometheus rules in contrib/ query only metrics that the
 // daemon exports, with labels it sets: a renamed metric breaks this test, not an
-// operator's dashboard at 3 a.m. Where promtool is installed (Debian: prometheus) every
-// query is also parsed by Prometheus itself.
+// operator's dashboard at 3 a.m. Where promtool is installed (Debian: prometheus; or
+// PROMTOOL=path) every query is also parsed by Prometheus itself, and the alerts' own
+// tests (contrib/egress-natd.rules.test.yml) run.
 
 const SNAPSHOT: MetricsSnapshot = {
   node: 'h1',
@@ -135,5 +136,11 @@ t.test(
       const out = execFileSync(promtool!, ['check', 'rules', file], { encoding: 'utf8' });
       t.match(out, /SUCCESS/, file);
     }
+    // The alerts fire on the series the daemons export, and stay quiet until their `for:`.
+    const tested = execFileSync(promtool!, ['test', 'rules', 'egress-natd.rules.test.yml'], {
+      cwd: join(REPO, 'contrib'),
+      encoding: 'utf8',
+    });
+    t.match(tested, /SUCCESS/, 'promtool test rules');
   },
 );
