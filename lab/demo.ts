@@ -38,14 +38,16 @@ async function table(lab: Lab, s: DaemonStatus, title: string): Promise<void> {
 async function showStatus(lab: Lab, host: string): Promise<void> {
   console.log(`\n$ egress-natd status   (on ${host})`);
   const out = (await lab.egress(host, ['status'])).stdout;
-  // Counters and per-node details are in `status -o json`; the demo shows the summary.
+  // Counters, traffic, SNAT ports, the failover history and per-node details are in
+  // `status -o json`; the demo shows the summary.
   const summary = out.split('\n').filter((l, i, all) => {
     const section =
       all
         .slice(0, i + 1)
         .reverse()
         .find((x) => /^\S/.test(x)) ?? '';
-    return !/^(details|counters):/.test(section) && !/^(details|counters):/.test(l);
+    const more = /^(details|counters|history|traffic|snatPorts):/;
+    return !more.test(section) && !more.test(l);
   });
   console.log(
     summary

@@ -6,7 +6,10 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import type { Counters } from '../src/daemon/telemetry.js';
+import type { FailoverRecord } from '../src/daemon/history.js';
 import type { Status } from '../src/daemon/status.js';
+import type { PortPressure } from '../src/daemon/snat-ports.js';
+import type { Traffic } from '../src/daemon/traffic.js';
 import { BIN, DAEMON_NODE_FLAGS, labScript, NO_TEST_RUNNER_HOOKS, NODE } from './paths.js';
 
 // The lab (docs/design.md, "Lab"): network namespaces as hosts on a Linux bridge, a router
@@ -47,7 +50,13 @@ export const DEFAULT_CONTAINERS: ContainerSpec[] = [
 ];
 
 /** The daemon's answer to `status`: the product's status, with its counters and readiness. */
-export type DaemonStatus = Status & { readonly ready: boolean; readonly counters: Counters };
+export type DaemonStatus = Status & {
+  readonly ready: boolean;
+  readonly counters: Counters;
+  readonly history: readonly FailoverRecord[];
+  readonly traffic: Traffic | null;
+  readonly snatPorts: Readonly<Record<string, PortPressure>> | null;
+};
 
 /** `a.b.c.0/24` for an address `a.b.c.d`. */
 export const net24 = (ip: string): string => `${ip.replace(/\.\d+$/, '.0')}/24`;

@@ -8,16 +8,20 @@ import { out } from './errors.js';
 
 const ask = (req: Request, stateDir?: string) => askDaemon(new StateStore(stateDir).dir, req);
 
-export async function status(o: { stateDir?: string; output: 'yaml' | 'json' }): Promise<void> {
+export async function status(o: { stateDir?: string; output: 'yaml' | 'json' | 'text' }): Promise<void> {
   const s = await ask({ cmd: 'status' }, o.stateDir);
   if (o.output === 'json') return void process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
+  if (o.output === 'text') {
+    const { formatStatus } = await import('../daemon/status-text.js');
+    return void process.stdout.write(formatStatus(s as Parameters<typeof formatStatus>[0]));
+  }
   // js-yaml: a tenth of the load time of the positions-tracking parser, for a plain dump.
   const { dump } = await import('js-yaml');
   process.stdout.write(dump(s, { lineWidth: -1, noRefs: true, quotingType: '"' }));
 }
 
 export async function egressList(o: { stateDir?: string }): Promise<void> {
-  const { formatTable } = await import('../daemon/status.js');
+  const { formatTable } = await import('../daemon/egress-table.js');
   process.stdout.write(
     formatTable((await ask({ cmd: 'egress-list' }, o.stateDir)) as Parameters<typeof formatTable>[0]),
   );

@@ -89,10 +89,10 @@ export function program(): Command {
 
   cmd
     .command('status')
-    .description('from the running daemon: nodes, owners of floating IPs, policies, config digests')
+    .description('from the running daemon: nodes, owners of floating IPs, policies, failovers, traffic, config digests')
     .addOption(stateOpt())
-    .addOption(new Option('-o, --output <format>', 'output format').choices(['yaml', 'json']).default('yaml'))
-    .action(async (o: { stateDir?: string; output: 'yaml' | 'json' }) => (await askCommands()).status(o));
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['yaml', 'json', 'text']).default('yaml'))
+    .action(async (o: { stateDir?: string; output: 'yaml' | 'json' | 'text' }) => (await askCommands()).status(o));
   cmd
     .command('egress')
     .description('egress list: what this node steers where')

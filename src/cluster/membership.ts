@@ -18,6 +18,8 @@ export interface Peer {
   lastSeen: number;
   /** Why it is Down: never heard, timed out, or it said it was leaving. */
   downReason: 'never-seen' | 'timeout' | 'leaving' | undefined;
+  /** ms (monotonic) when it went from Up to Down here (timed out, or said it was leaving); undefined while Up. */
+  downAt: number | undefined;
   /** ms (monotonic) of the last datagram from its address whose MAC failed; undefined if none. */
   badMacAt: number | undefined;
   /**
@@ -102,6 +104,7 @@ export class Membership {
         digest: '',
         lastSeen: 0,
         downReason: 'never-seen',
+        downAt: undefined,
         badMacAt: undefined,
         failing: false,
         heldWhenFailing: [],
@@ -129,6 +132,8 @@ export class Membership {
     peer.claims = hb.claims;
     peer.digest = hb.digest;
     peer.lastSeen = now;
+    if (peer.up && leaving) peer.downAt = now;
+    else if (!leaving) peer.downAt = undefined;
     peer.up = !leaving;
     peer.downReason = leaving ? 'leaving' : undefined;
     const wasFailing = peer.failing;
@@ -163,6 +168,7 @@ export class Membership {
       if (p.up && now - p.lastSeen >= this.timeoutMs) {
         p.up = false;
         p.downReason = 'timeout';
+        p.downAt = now;
         // Its heartbeats stopped passing while datagrams from it keep failing: it is
         // alive with another key, and still holds what it held.
         p.failing = this.recentlyFailed(p, now);

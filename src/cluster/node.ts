@@ -17,11 +17,44 @@ export interface SelfCondition {
   readonly leaving: boolean;
 }
 
+/**
+ * Why a floating IP left its owner, from what this node knew of that owner when it
+ * decided: the operator's "why did it move" (the election's reason says why the new
+ * owner got it).
+ */
+export type OwnerCause =
+  /** Nobody owned it before (start, a new IP). */
+  | 'unowned'
+  /** No heartbeat from the owner for a Down interval. */
+  | 'owner-down'
+  /** The owner said it was stopping. */
+  | 'owner-left'
+  | 'owner-draining'
+  | 'owner-no-carrier'
+  /** The owner listens again (restarted, or its carrier came back) and may not own yet. */
+  | 'owner-not-ready'
+  /** The owner is no node of the config any more (a reload). */
+  | 'owner-removed'
+  /** The owner is live and eligible: the election moved it (a conflict resolved, a new config). */
+  | 'election';
+
 export interface OwnerChange {
   readonly ip: string;
   readonly from?: string;
   readonly to?: string;
   readonly reason: Reason;
+  readonly cause: OwnerCause;
+  /** ms (monotonic) when this node saw the old owner go Down (owner-down, owner-left): where an outage starts. */
+  readonly downAt?: number;
+}
+
+/** What an owner's heartbeat flags say about why it gives an IP up (the first that applies). */
+function causeOfFlags(flags: number): OwnerCause {
+  if (flags & Flag.LEAVING) return 'owner-left';
+  if (flags & Flag.NO_CARRIER) return 'owner-no-carrier';
+  if (flags & Flag.DRAINING) return 'owner-draining';
+  if (!(flags & Flag.READY)) return 'owner-not-ready';
+  return 'election';
 }
 
 export interface Decision extends Handover {
@@ -208,7 +241,8 @@ export class ClusterNode {
     for (const [ip, reason] of election.reasons) {
       const from = previous.get(ip);
       const to = election.owners.get(ip);
-      if (from !== to) ownerChanges.push({ ip, ...(from ? { from } : {}), ...(to ? { to } : {}), reason });
+      if (from !== to)
+        ownerChanges.push({ ip, ...(from ? { from } : {}), ...(to ? { to } : {}), reason, ...this.causeOf(from) });
     }
     const h = handover({
       self: this.selfSpec.name,
@@ -225,6 +259,17 @@ export class ClusterNode {
     });
     this.last = { ...h, election, ownerChanges };
     return this.last;
+  }
+
+  /** Why `from` (the previous owner) gave an IP up, and since when it is Down if it is. */
+  private causeOf(from: string | undefined): { cause: OwnerCause; downAt?: number } {
+    if (from === undefined) return { cause: 'unowned' };
+    if (from === this.selfSpec.name) return { cause: causeOfFlags(this.flags()) };
+    const peer = this.membership.list().find((p) => p.name === from);
+    if (!peer) return { cause: 'owner-removed' };
+    if (peer.up) return { cause: causeOfFlags(peer.flags) };
+    const downAt = peer.downAt !== undefined ? { downAt: peer.downAt } : {};
+    return { cause: peer.downReason === 'leaving' ? 'owner-left' : 'owner-down', ...downAt };
   }
 
   /**

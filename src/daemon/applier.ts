@@ -118,6 +118,10 @@ export class Applier {
     const counters = this.d.telemetry.counters;
     counters.takeovers += taken.length;
     counters.garps += changes.filter((c) => c.startsWith('gratuitous ARP')).length;
+    // The announcement is the last step of a reconcile: it left just now.
+    const now = monotonicMs();
+    for (const ip of taken)
+      if (changes.some((c) => c.startsWith(`gratuitous ARP for ${ip} `))) this.d.telemetry.announced(ip, now);
     if (taken.length) this.d.log.info({ ips: taken, ms: Math.round(ms) }, `took over ${taken.join(', ')}`);
   }
 

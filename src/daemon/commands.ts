@@ -1,6 +1,9 @@
 import type { ClusterNode } from '../cluster/node.js';
 import type { Request } from './control.js';
+import type { FailoverHistory } from './history.js';
 import { egressList, status } from './status.js';
+import type { PortPressure } from './snat-ports.js';
+import type { Traffic } from './traffic.js';
 import { viewOf, type Counters } from './telemetry.js';
 
 // What the control socket's commands do (the socket itself is control.ts).
@@ -8,6 +11,11 @@ import { viewOf, type Counters } from './telemetry.js';
 export interface ControlTarget {
   readonly node: ClusterNode;
   readonly counters: Counters;
+  readonly history: FailoverHistory;
+  /** What flows through this node (the kernel's named counters); undefined when they cannot be read. */
+  traffic(): Promise<Traffic | undefined>;
+  /** SNAT port pressure on the IPs this node holds, checked now; undefined when conntrack cannot be read. */
+  snatPorts(): Promise<Readonly<Record<string, PortPressure>> | undefined>;
   /** Sets this node's draining flag, tells the peers and decides again. */
   setDraining(draining: boolean): void;
   /** Resolves once `done()` holds after a pass of the reconcile loop that began after the call, or after `timeoutMs`. */
@@ -21,9 +29,16 @@ export function controlHandler(t: ControlTarget): (r: Request) => Promise<unknow
   return async (r) => {
     switch (r.cmd) {
       case 'status':
-        return { ...status(t.node.config, viewOf(t.node)), counters: t.counters, ready: t.node.condition.listened };
+        return {
+          ...status(t.node.config, viewOf(t.node)),
+          history: t.history.list(),
+          traffic: (await t.traffic()) ?? null,
+          snatPorts: (await t.snatPorts()) ?? null,
+          counters: t.counters,
+          ready: t.node.condition.listened,
+        };
       case 'egress-list':
-        return egressList(t.node.config, viewOf(t.node));
+        return egressList(t.node.config, viewOf(t.node), await t.traffic());
       case 'drain':
       case 'undrain':
         return drain(t, r.cmd === 'drain');

@@ -136,6 +136,9 @@ export class Daemon {
       controlHandler({
         node: this.node,
         counters: this.counters,
+        history: this.telemetry.history,
+        traffic: () => this.telemetry.traffic(),
+        snatPorts: () => this.telemetry.snat.check(),
         setDraining: (draining) => this.setDraining(draining),
         afterLoop: (done, timeoutMs) => this.afterLoop(done, timeoutMs),
       }),
@@ -145,6 +148,7 @@ export class Daemon {
     this.timers.push(setInterval(() => this.schedule(true), FULL_RECONCILE_MS));
     this.telemetry.startWatchdog(() => this.applier.runningMs());
     this.telemetry.watchStalls();
+    this.telemetry.snat.start();
     const { incarnation } = this.node;
     const watchdogMs = this.notifier.watchdogIntervalMs;
     this.log.info(

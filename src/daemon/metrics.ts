@@ -1,5 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import type { DropReason } from '../cluster/protocol.js';
+import { POLICY_STATES, type PolicyStateName } from './policy-state.js';
+import type { PortPressure } from './snat-ports.js';
+import type { Traffic } from './traffic.js';
 import { CONTENT_TYPE, Histogram, render, type Family, type Sample } from './prometheus.js';
 
 // Prometheus metrics, read from the daemon at scrape time: the daemon keeps plain
@@ -28,6 +31,8 @@ export interface MetricsSnapshot {
     readonly held: boolean;
   }[];
   readonly nodes: readonly NodeSnapshot[];
+  /** Each policy's state (status.ts, policy-state.ts). */
+  readonly policies: readonly { readonly name: string; readonly state: PolicyStateName }[];
   readonly heartbeatsSent: number;
   readonly heartbeatsReceived: number;
   readonly rejected: Readonly<Record<DropReason, number>>;
@@ -45,6 +50,10 @@ export interface MetricsSnapshot {
   readonly loopStalls: number;
   /** Packets the relay guards of the IPs this node owns dropped, by reason (nft's counters, read at scrape time). */
   readonly relayDropped: readonly { readonly ip: string; readonly reason: string; readonly packets: number }[];
+  /** What flows through this node (the kernel's named counters); absent when they cannot be read. */
+  readonly traffic?: Traffic;
+  /** SNAT port pressure per floating IP this node held at the last check. */
+  readonly snatPorts?: Readonly<Record<string, PortPressure>>;
 }
 
 const P = 'egress_natd_';
@@ -101,6 +110,13 @@ export function families(s: MetricsSnapshot): Family[] {
       perNode(s, (n) => n.draining),
     ),
     gauge(
+      'policy_state',
+      "Each policy's state: 1 for the one it is in (Active: its IP has an owner; NoGateway: none now; Invalid: the config can never make it flow).",
+      s.policies.flatMap((p) =>
+        POLICY_STATES.map((state) => ({ labels: { policy: p.name, state }, value: bit(p.state === state) })),
+      ),
+    ),
+    gauge(
       'config_info',
       "The digest of each node's config, as its heartbeats carry it.",
       s.nodes.filter((n) => n.digest).map((n) => ({ labels: { node: n.name, digest: n.digest! }, value: 1 })),
@@ -149,6 +165,59 @@ export function families(s: MetricsSnapshot): Family[] {
       'relay_dropped_total',
       "Packets that arrived on a floating IP this node owns and that no policy of that IP selects: reason source (not a source of its policies) or destination (not to that policy's destinations).",
       s.relayDropped.map((d) => ({ labels: { ip: d.ip, reason: d.reason }, value: d.packets })),
+    ),
+    ...trafficFamilies(s.traffic),
+    gauge(
+      'snat_connections',
+      'Connections tracked with the floating IP as translated source, on its owner (at the last check, every 30 s).',
+      Object.entries(s.snatPorts ?? {}).map(([ip, p]) => ({ labels: { ip }, value: p.connections })),
+    ),
+    gauge(
+      'snat_port_usage_ratio',
+      "Share of the SNAT source port range (1024-65535) the floating IP's busiest destination (address, port, protocol) takes; new connections there fail at 1.",
+      Object.entries(s.snatPorts ?? {}).map(([ip, p]) => ({ labels: { ip }, value: p.busiest?.usage ?? 0 })),
+    ),
+  ];
+}
+
+/** Per floating IP and per policy, from the kernel's named counters: this node's share (sum over nodes for the cluster). */
+function trafficFamilies(t: Traffic | undefined): Family[] {
+  const ips = Object.entries(t?.egressIPs ?? {});
+  const policies = Object.entries(t?.policies ?? {});
+  const perIP = (read: (c: Traffic['egressIPs'][string]) => number): Sample[] =>
+    ips.map(([ip, c]) => ({ labels: { ip }, value: read(c) }));
+  const perPolicy = (read: (c: Traffic['policies'][string]) => number): Sample[] =>
+    policies.map(([policy, c]) => ({ labels: { policy }, value: read(c) }));
+  return [
+    counter(
+      'egress_ip_packets_total',
+      'Packets that left this node with the floating IP as source (SNATed by this node as its owner).',
+      perIP((c) => c.packets),
+    ),
+    counter(
+      'egress_ip_bytes_total',
+      'Bytes that left this node with the floating IP as source.',
+      perIP((c) => c.bytes),
+    ),
+    counter(
+      'egress_ip_connections_total',
+      'Connections (conntrack entries) this node started with the floating IP as source.',
+      perIP((c) => c.connections),
+    ),
+    counter(
+      'no_gateway_dropped_total',
+      "Packets of this node's selected traffic dropped because the floating IP had no owner (noGateway: drop).",
+      perIP((c) => c.noGatewayDropped),
+    ),
+    counter(
+      'policy_packets_total',
+      "Packets this node's own sources (workloads, processes) sent into the policy.",
+      perPolicy((c) => c.packets),
+    ),
+    counter(
+      'policy_bytes_total',
+      "Bytes this node's own sources sent into the policy.",
+      perPolicy((c) => c.bytes),
     ),
   ];
 }
@@ -200,11 +269,18 @@ export const METRICS_LIMITS: MetricsLimits = {
 
 export class Metrics {
   private readonly reconcile = new Histogram([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]);
+  /** Around the default Down interval (300 ms): a takeover takes tens of ms after it. */
+  private readonly takeover = new Histogram([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]);
 
   constructor(private readonly snapshot: () => Promise<MetricsSnapshot>) {}
 
   observeReconcile(seconds: number, ok: boolean): void {
     this.reconcile.observe({ result: ok ? 'ok' : 'error' }, seconds);
+  }
+
+  /** A takeover after the owner went Down: seen Down → gratuitous ARP sent, on this node. */
+  observeTakeover(seconds: number): void {
+    this.takeover.observe({}, seconds);
   }
 
   async render(): Promise<string> {
@@ -215,6 +291,12 @@ export class Metrics {
         help: 'Time to converge the kernel to the desired state, by result.',
         type: 'histogram',
         samples: this.reconcile.samples(),
+      },
+      {
+        name: `${P}takeover_duration_seconds`,
+        help: "Takeovers of a floating IP by this node after its owner went Down: from seeing the owner Down to this node's gratuitous ARP.",
+        type: 'histogram',
+        samples: this.takeover.samples(),
       },
       ...processFamilies(),
     ]);

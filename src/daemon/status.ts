@@ -1,6 +1,8 @@
 import { nodeNamed, policySourcesOn, type Config } from '../config/model.js';
 import { outvoted } from '../cluster/membership.js';
 import { formatCidr, formatAddress } from '../util/ip.js';
+import { policyStates, type PolicyState } from './policy-state.js';
+import type { Traffic } from './traffic.js';
 
 // What `status` and `egress list` show: pure functions of the config and the daemon's
 // view, so the CLI, tests and logs all read the same thing.
@@ -27,7 +29,8 @@ export interface Status {
   readonly node: string;
   readonly nodes: Record<string, 'Up' | 'Down'>;
   readonly floatingIPs: Record<string, string | null>;
-  readonly policies: Record<string, { egressIP: string; gateway: string | null; state: 'Active' | 'NoGateway' }>;
+  /** Each policy's state (Active, NoGateway, Invalid) and why. */
+  readonly policies: Record<string, PolicyState>;
   readonly configDigests: Record<string, string | null>;
   readonly details: Record<string, Omit<NodeStatus, 'digest'>>;
   /** Configured peers whose heartbeats fail authentication, and whether they outvote this node. */
@@ -56,17 +59,11 @@ export function status(config: Config, view: View): Status {
   const floatingIPs: Status['floatingIPs'] = {};
   for (const g of config.gateways)
     for (const ip of g.floatingIPs) floatingIPs[formatAddress(ip)] = view.owners.get(formatAddress(ip)) ?? null;
-  const policies: Status['policies'] = {};
-  for (const p of config.policies) {
-    const ip = formatAddress(p.egressIP);
-    const owner = view.owners.get(ip) ?? null;
-    policies[p.name] = { egressIP: ip, gateway: owner, state: owner ? 'Active' : 'NoGateway' };
-  }
   return {
     node: view.self,
     nodes,
     floatingIPs,
-    policies,
+    policies: policyStates(config, view),
     configDigests: digests,
     details,
     authentication: authentication(view),
@@ -96,10 +93,17 @@ export interface EgressRow {
   readonly destination: string;
   readonly egressIP: string;
   readonly gateway: string;
+  readonly policy: string;
+  /** What this node's own sources sent into the policy (all its rows), when the counters could be read. */
+  readonly packets?: number;
+  readonly bytes?: number;
 }
 
-/** One row per (source, destination) of every policy, as this node steers it (like `cilium-dbg bpf egress list`). */
-export function egressList(config: Config, view: View): EgressRow[] {
+/**
+ * One row per (source, destination) of every policy, as this node steers it (like
+ * `cilium-dbg bpf egress list`), with the policy's counters on this node if given.
+ */
+export function egressList(config: Config, view: View, counted?: Traffic): EgressRow[] {
   const self = nodeNamed(config, view.self);
   const rows: EgressRow[] = [];
   for (const p of config.policies) {
@@ -110,21 +114,13 @@ export function egressList(config: Config, view: View): EgressRow[] {
     const ip = formatAddress(p.egressIP);
     const gateway = view.owners.get(ip) ?? '(none)';
     const destinations = [...p.destinations.map(formatCidr), ...p.excludedDestinations.map((d) => `!${formatCidr(d)}`)];
+    const c = counted?.policies[p.name];
+    const counts = c ? { packets: c.packets, bytes: c.bytes } : {};
     for (const source of [...new Set(sources)])
-      for (const destination of destinations) rows.push({ source, destination, egressIP: ip, gateway });
+      for (const destination of destinations)
+        rows.push({ source, destination, egressIP: ip, gateway, policy: p.name, ...counts });
   }
   return rows;
-}
-
-export function formatTable(rows: readonly EgressRow[]): string {
-  const header = { source: 'Source', destination: 'Destination CIDR', egressIP: 'Egress IP', gateway: 'Gateway node' };
-  const all = [header, ...rows];
-  const width = (k: keyof EgressRow) => Math.max(...all.map((r) => r[k].length));
-  const keys: (keyof EgressRow)[] = ['source', 'destination', 'egressIP', 'gateway'];
-  return (
-    all.map((r) => keys.map((k, i) => (i === keys.length - 1 ? r[k] : r[k].padEnd(width(k)))).join('  ')).join('\n') +
-    '\n'
-  );
 }
 
 export interface SelfState {

@@ -3,12 +3,16 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/model.js';
 import type { ClusterNode, OwnerChange } from '../cluster/node.js';
 import { DROP_REASONS, type DropReason } from '../cluster/protocol.js';
-import { readCounters } from '../dataplane/nft.js';
+import { readCounters, type CounterValue } from '../dataplane/nft.js';
 import { floatingIPs } from '../plan/desired.js';
 import { RELAY_REASONS, relayCounter } from '../plan/naming.js';
+import { FailoverHistory } from './history.js';
+import { policyStates } from './policy-state.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
 import type { Notifier } from './sdnotify.js';
+import { SnatWatch } from './snat-watch.js';
 import { StallWatch } from './stalls.js';
+import { traffic, type Traffic } from './traffic.js';
 import { authentication, configDrift, statusLine, type NodeStatus, type View } from './status.js';
 
 // What the daemon tells people: counters, Prometheus metrics, systemd's STATUS line and
@@ -62,6 +66,8 @@ export function viewOf(node: ClusterNode): View {
 
 export class Telemetry {
   readonly counters = newCounters();
+  /** The last ownership changes, with the outages this node measured (status). */
+  readonly history: FailoverHistory;
   private readonly metrics: Metrics;
   private metricsServer?: HttpServer;
   private metricsPort?: number;
@@ -73,6 +79,8 @@ export class Telemetry {
   private outvotedWarned = false;
   private watchdogTimer?: NodeJS.Timeout;
   private readonly stalls = new StallWatch();
+  /** SNAT port pressure on the IPs this node holds (a conntrack dump on a slow timer; `status` asks afresh). */
+  readonly snat: SnatWatch;
 
   constructor(
     private readonly node: ClusterNode,
@@ -80,6 +88,8 @@ export class Telemetry {
     private readonly log: Logger,
   ) {
     this.metrics = new Metrics(() => this.snapshot());
+    this.history = new FailoverHistory(() => this.node.self.name);
+    this.snat = new SnatWatch(() => [...this.node.held], log);
   }
 
   observeReconcile(ms: number, ok: boolean): void {
@@ -90,16 +100,26 @@ export class Telemetry {
     this.metrics.observeReconcile(ms / 1000, ok);
   }
 
-  /** Logs every owner change, and counts those from one node to another as failovers. */
+  /** Logs and records every owner change, and counts those from one node to another as failovers. */
   ownerChanges(changes: readonly OwnerChange[]): void {
-    for (const { ip, from, to, reason } of changes) {
+    this.history.record(changes, Date.now());
+    for (const { ip, from, to, reason, cause } of changes) {
       if (from !== undefined && to !== undefined)
         this.counters.failovers[reason] = (this.counters.failovers[reason] ?? 0) + 1;
       this.log.info(
-        { ip, from: from ?? null, to: to ?? null, reason },
+        // The cause is a field: the message keeps the form log readers (and tests) match.
+        { ip, from: from ?? null, to: to ?? null, reason, cause },
         `owner of ${ip}: ${from ?? '(none)'} -> ${to ?? '(none)'} (${reason})`,
       );
     }
+  }
+
+  /** This node's gratuitous ARP for `ip` left at `monotonicMs`: the end of an outage, if its owner had gone Down. */
+  announced(ip: string, monotonicMs: number): void {
+    const ms = this.history.announced(ip, monotonicMs);
+    if (ms === undefined) return;
+    this.metrics.observeTakeover(ms / 1000);
+    this.log.info({ ip, outageMs: ms }, `took ${ip} over ${ms} ms after its owner was seen Down`);
   }
 
   /** After every pass of the reconcile loop: STATUS= and drift, from one view. */
@@ -220,30 +240,39 @@ export class Telemetry {
 
   close(): void {
     this.stalls.stop();
+    this.snat.stop();
     clearInterval(this.watchdogTimer);
     this.metricsServer?.close();
   }
 
-  /** The relay guards' drop counters; a failed read leaves them out of this scrape (logged), never fails it. */
-  private async relayDropped(): Promise<MetricsSnapshot['relayDropped']> {
-    if (!this.node.held.size) return [];
-    let counters: ReadonlyMap<string, number>;
+  /** The kernel's named counters; a failed read is logged and gives none: it never fails a scrape or a status. */
+  private async kernelCounters(): Promise<ReadonlyMap<string, CounterValue> | undefined> {
     try {
-      counters = await readCounters();
+      return await readCounters();
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'metrics: cannot read the relay counters');
-      return [];
+      this.log.warn({ err: (e as Error).message }, 'cannot read the nft counters');
+      return undefined;
     }
+  }
+
+  /** What flows through this node, from the kernel's counters (undefined if they cannot be read). */
+  async traffic(): Promise<Traffic | undefined> {
+    const counters = await this.kernelCounters();
+    return counters && traffic(this.node.config, counters);
+  }
+
+  /** The relay guards' drop counters of the IPs this node owns (the others have none). */
+  private relayDropped(counters: ReadonlyMap<string, CounterValue>): MetricsSnapshot['relayDropped'] {
     return floatingIPs(this.node.config).flatMap((f) =>
       RELAY_REASONS.flatMap((reason) => {
-        const packets = counters.get(relayCounter(f.ip, reason));
-        return packets === undefined ? [] : [{ ip: f.text, reason, packets }];
+        const c = counters.get(relayCounter(f.ip, reason));
+        return c === undefined ? [] : [{ ip: f.text, reason, packets: c.packets }];
       }),
     );
   }
 
   private async snapshot(): Promise<MetricsSnapshot> {
-    const relayDropped = await this.relayDropped();
+    const counters = await this.kernelCounters();
     const v = viewOf(this.node);
     const config = this.node.config;
     const c = this.counters;
@@ -274,6 +303,7 @@ export class Telemetry {
           ...digest,
         };
       }),
+      policies: Object.entries(policyStates(config, v)).map(([name, p]) => ({ name, state: p.state })),
       heartbeatsSent: c.heartbeatsSent,
       heartbeatsReceived: c.heartbeatsReceived,
       rejected: c.dropped,
@@ -288,7 +318,9 @@ export class Telemetry {
       garps: c.garps,
       reloads: c.reloads,
       loopStalls: c.loopStalls,
-      relayDropped,
+      relayDropped: counters ? this.relayDropped(counters) : [],
+      snatPorts: this.snat.last,
+      ...(counters ? { traffic: traffic(config, counters) } : {}),
     };
   }
 }

@@ -90,14 +90,20 @@ const NFTA_OBJ_NAME = 2;
 const NFTA_OBJ_TYPE = 3;
 const NFTA_OBJ_DATA = 4;
 const NFT_OBJECT_COUNTER = 1;
+const NFTA_COUNTER_BYTES = 1;
 const NFTA_COUNTER_PACKETS = 2;
 const NLM_F_REQUEST_DUMP = 0x301;
 
+export interface CounterValue {
+  readonly packets: number;
+  readonly bytes: number;
+}
+
 /**
- * Packets counted by each named counter of our table (a netlink dump of the table's
- * counters only: about a millisecond whatever the size of the ruleset); none without the table.
+ * Packets and bytes counted by each named counter of our table (a netlink dump of the
+ * table's counters only: about a millisecond whatever the size of the ruleset); none without the table.
  */
-export async function readCounters(): Promise<Map<string, number>> {
+export async function readCounters(): Promise<Map<string, CounterValue>> {
   const type = Buffer.alloc(4);
   type.writeUInt32BE(NFT_OBJECT_COUNTER);
   const request = Buffer.concat([
@@ -108,19 +114,21 @@ export async function readCounters(): Promise<Map<string, number>> {
   const socket = netlink.createNetlink(netlink.Protocol.NETFILTER);
   try {
     const [messages] = await socket.request(NFT_MSG_GETOBJ, request, { flags: NLM_F_REQUEST_DUMP, timeout: 2000 });
-    const counters = new Map<string, number>();
+    const counters = new Map<string, CounterValue>();
     for (const m of messages) {
       if (m.type !== NFT_MSG_NEWOBJ) continue;
       let name: string | undefined;
       let packets: number | undefined;
+      let bytes = 0;
       netlink.parseAttributes(m.data.subarray(4), (a) => {
         if (a.type === NFTA_OBJ_NAME) name = a.data.toString('utf8').replace(/\0.*$/s, '');
         if (a.type === NFTA_OBJ_DATA)
           netlink.parseAttributes(a.data, (c) => {
             if (c.type === NFTA_COUNTER_PACKETS && c.data.length >= 8) packets = Number(c.data.readBigUInt64BE(0));
+            if (c.type === NFTA_COUNTER_BYTES && c.data.length >= 8) bytes = Number(c.data.readBigUInt64BE(0));
           });
       });
-      if (name !== undefined && packets !== undefined) counters.set(name, packets);
+      if (name !== undefined && packets !== undefined) counters.set(name, { packets, bytes });
     }
     return counters;
   } catch (e) {

@@ -65,7 +65,9 @@ export function diffTable(want: NftTableSpec, have: ActualTable): NftDiff {
   // drop the chains.
   const staleChains = [...have.chains.keys()].filter((name) => !wantChains.has(name));
   for (const name of staleChains) commands.push(`flush chain ${TABLE_REF} ${name}`);
-  for (const [name, kind] of have.sets) {
+  // Counters last: a map that names a counter must go before it.
+  const stale = [...have.sets].sort(([, a], [, b]) => Number(a === 'counter') - Number(b === 'counter'));
+  for (const [name, kind] of stale) {
     if (wantSets.has(name)) continue;
     commands.push(`delete ${kind} ${TABLE_REF} ${name}`);
     summary.push(`delete ${kind} ${name}`);

@@ -19,6 +19,8 @@ export interface ClassifiablePolicy {
 export interface DestinationRange {
   readonly range: Range;
   readonly egress: number;
+  /** The policy that matches it (its index): lookups end in that policy's chain, which counts it. */
+  readonly policy: number;
 }
 
 /** A source class: the destination lookup shared by every source with the same policies. */
@@ -84,12 +86,12 @@ function destinationsFor(policies: readonly ClassifiablePolicy[]): DestinationRa
     const last = out[out.length - 1];
     if (
       last &&
-      last.egress === winner!.egress &&
+      last.policy === winner!.index &&
       last.range.family === range.family &&
       last.range.end + 1n === range.start
     ) {
-      out[out.length - 1] = { egress: last.egress, range: { ...last.range, end: range.end } };
-    } else out.push({ range, egress: winner!.egress });
+      out[out.length - 1] = { ...last, range: { ...last.range, end: range.end } };
+    } else out.push({ range, egress: winner!.egress, policy: winner!.index });
   });
   return out;
 }
@@ -107,7 +109,9 @@ export function classify(policies: readonly ClassifiablePolicy[]): Classificatio
     if (known !== undefined) return known;
     const destinations = destinationsFor(members);
     // Different policy sets can classify identically: share one lookup then.
-    const content = destinations.map((d) => `${d.range.family}:${d.range.start}-${d.range.end}>${d.egress}`).join(' ');
+    const content = destinations
+      .map((d) => `${d.range.family}:${d.range.start}-${d.range.end}>${d.egress}/${d.policy}`)
+      .join(' ');
     let id = byContent.get(content);
     if (id === undefined && destinations.length > 0) {
       id = classes.length;

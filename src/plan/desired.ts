@@ -22,6 +22,8 @@ import {
   virtualMac,
 } from './naming.js';
 import { destinationMap, makeSet, sourceMap, type NftChainSpec, type NftSetSpec, type NftTableSpec } from './nft.js';
+import { trafficCounters } from './counters.js';
+import { hostSourceRules } from './host-traffic.js';
 import { relayGuard } from './relay.js';
 
 /**
@@ -171,6 +173,12 @@ function nftTable(
     classifiable(config, node, p, i, indexOf.get(formatAddress(p.egressIP))!, facts),
   );
   const { classes, sources, cgroups } = classify(policies);
+  // What flows, counted per floating IP and per policy (docs/datapath.md, "Counters").
+  const counted = trafficCounters(
+    config,
+    fips,
+    policies.map((p) => p.egress),
+  );
 
   const sets: NftSetSpec[] = [];
   const chains: NftChainSpec[] = [];
@@ -200,10 +208,12 @@ function nftTable(
   // Replies are never steered: they belong to connections opened toward this side (a
   // policy destination that connects to a workload), which no policy selects.
   prerouting.push('ct direction reply return', `iifname "${MACVLAN_PREFIX}*" return`);
+  let sourceLookup: string | undefined;
   if (sources.length) {
     const map = sourceMap('s', sources, classChain);
     sets.push(map);
     prerouting.push(`ip saddr vmap @${map.name}`);
+    sourceLookup = map.name;
   }
   const output = ['fib daddr type local return', 'ct direction reply return'];
   const levels = [...new Set(cgroups.map((c) => c.level))].sort((a, b) => b - a);
@@ -215,6 +225,7 @@ function nftTable(
     sets.push(map);
     output.push(`socket cgroupv2 level ${level} vmap @${map.name}`);
   }
+  output.push(...hostSourceRules(node, sources, sourceLookup));
 
   const postrouting: string[] = [];
   const snatIif = macvlans.map((m) => `"${m.name}" : ${m.address}`);
@@ -272,9 +283,10 @@ function nftTable(
     return [];
   });
   return {
-    sets,
+    sets: [...sets, ...counted.sets],
     chains: [
-      ...egressChains,
+      ...egressChains.map(counted.nameDropCounter),
+      ...counted.chains,
       ...chains,
       {
         name: 'prerouting',

@@ -39,10 +39,25 @@ export function macvlanName(ip: Address): string {
 /** The chain that sets mark *i*: where every lookup of a packet for floating IP *i* ends. */
 export const egressChain = (index: number): string => `egress_${index}`;
 
+/** The chain a policy's destination lookups go to (by its position in the file): it counts, then goes to its IP's egress chain. */
+export const policyChain = (index: number): string => `pol_${index}`;
+
 /** Why the relay guard of a floating IP dropped a packet (docs/datapath.md, "The relay guard"). */
 export const RELAY_REASONS = ['source', 'destination'] as const;
 export type RelayReason = (typeof RELAY_REASONS)[number];
+/** A floating IP in object names: the tail of its macvlan's name (8 hex digits for IPv4). */
 const relayTag = (ip: Address): string => macvlanName(ip).slice(MACVLAN_PREFIX.length);
+/**
+ * Named counters that count what flows (docs/datapath.md, "Counters"). They depend on the
+ * config alone, never on who owns what, so they exist on every node and keep counting
+ * across changes of the plan. Per floating IP: packets and bytes leaving this host with
+ * it as source (after SNAT: on its owner), connections started with it, and selected
+ * packets dropped because nobody owns it (noGateway: drop). Per policy (by name, which
+ * survives reordering): packets and bytes this host's own sources sent into it.
+ */
+export const egressIPCounter = (ip: Address, what: 'out' | 'new' | 'nogw'): string => `${what}_${relayTag(ip)}`;
+export const policyCounter = (name: string): string => `policy_${name}`;
+
 /** The relay guard's chain of a floating IP this host owns, named after the IP like its macvlan. */
 export const relayChain = (ip: Address): string => `relay_${relayTag(ip)}`;
 /** Its named drop counter for one reason. */

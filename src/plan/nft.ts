@@ -1,6 +1,6 @@
 import { formatRange, type Range } from '../util/ip.js';
 import type { DestinationRange } from './classify.js';
-import { NFT_FAMILY, NFT_TABLE, digest, egressChain } from './naming.js';
+import { NFT_FAMILY, NFT_TABLE, digest, policyChain } from './naming.js';
 
 // The nft part of a plan, in nft's own syntax. nft 1.0.6 (Debian 12) cannot express
 // `socket cgroupv2` in JSON input (its JSON parser knows only transparent/mark/wildcard
@@ -59,13 +59,13 @@ export function makeSet(
 
 export const makeCounter = (name: string): NftSetSpec => ({ name, kind: 'counter', declaration: '', elements: [] });
 
-/** The destination lookup of one source class: each range goes to its floating IP's egress chain. */
+/** The destination lookup of one source class: each range goes to its policy's chain (which counts it, then goes to its egress chain). */
 export const destinationMap = (destinations: readonly DestinationRange[]): NftSetSpec =>
   makeSet(
     'd',
     'map',
     'type ipv4_addr : verdict; flags interval;',
-    destinations.map((d) => `${formatRange(d.range)} : goto ${egressChain(d.egress)}`),
+    destinations.map((d) => `${formatRange(d.range)} : goto ${policyChain(d.policy)}`),
   );
 
 /** A source lookup: each range goes to its class chain (`chains`, by class id). */

@@ -129,13 +129,10 @@ t.test('machines', async (t) => {
   const shopOwner = async () => m((await settledMachines(ml, running))[SHOP]!);
   /** Traffic came back on the shop IP after `since`: how long it took and what was lost. */
   /**
-   * How strictly the echo server must see only the shop IP. `moves`: the IP changes hands;
-   * there, under CPU load (the two cores busy with other work), some of c1's requests reached
-   * the router un-NATed, with 10.10.1.2: the open leak of issue 10 that the chaos soak finds
-   * under compound faults, here from a plain stop or kill -9. A todo until that is fixed.
+   * How strictly the echo server must see only the shop IP: always, also while the IP
+   * changes hands (`moves`; the leak guard holds there: docs/datapath.md), or `any`.
    */
   type Sources = 'only-shop' | 'moves' | 'any';
-  const LEAK_TODO = 'open: un-NATed requests while the IP moves, under load (issue 10)';
   const shopOutage = async (t: Test, since: bigint, what: string, sources: Sources = 'only-shop') => {
     await waitForFlow(prober.log, SHOP, 15_000);
     await sleep(400); // outage() counts requests sent at least 300 ms before the last
@@ -146,7 +143,7 @@ t.test('machines', async (t) => {
     );
     const seen = `${what}: the echo server saw ${o.ips.join(', ')}`;
     if (sources === 'any') t.comment(seen);
-    else t.same(o.ips, [SHOP], seen, sources === 'moves' ? { todo: LEAK_TODO } : {});
+    else t.same(o.ips, [SHOP], seen);
     return o;
   };
 

@@ -103,14 +103,40 @@ t.test('cgroups: a socket in a child cgroup belongs to its configured ancestors'
 });
 
 t.test('identical classes share one lookup', async (t) => {
+  // Policy 0 covers every source and destination of the others: it wins everywhere, so
+  // the 50 different policy sets classify identically.
   const ps: ClassifiablePolicy[] = Array.from({ length: 50 }, (_, i) => ({
     index: i,
-    sources: [r(i * 10, i * 10 + 5)],
+    sources: i === 0 ? [r(0, 1000)] : [r(i * 10, i * 10 + 5)],
     cgroups: [],
     destinations: [r(1000, 2000)],
     egress: 1,
   }));
   t.equal(classify(ps).classes.length, 1);
+});
+
+t.test('each destination range names the policy that matches it (its counter counts it)', async (t) => {
+  const ps: ClassifiablePolicy[] = [
+    { index: 0, sources: [r(0, 10)], cgroups: [], destinations: [r(100, 199)], egress: 1 },
+    { index: 1, sources: [r(0, 10)], cgroups: [], destinations: [r(200, 299)], egress: 1 },
+    { index: 2, sources: [r(20, 30)], cgroups: [], destinations: [r(100, 199)], egress: 1 },
+  ];
+  const { classes, sources } = classify(ps);
+  const of = (src: number) =>
+    classes[sources.find((s) => s.range.start <= BigInt(src) && BigInt(src) <= s.range.end)!.cls]!;
+  t.same(
+    of(5).destinations.map((d) => [Number(d.range.start), Number(d.range.end), d.policy]),
+    [
+      [100, 199, 0],
+      [200, 299, 1],
+    ],
+    'adjacent ranges of one egress stay apart when their policies differ',
+  );
+  t.same(
+    of(25).destinations.map((d) => d.policy),
+    [2],
+  );
+  t.equal(classes.length, 2, 'the same destinations of another policy are another lookup');
 });
 
 // The relay guard (src/plan/relay.ts) classifies the policies of one floating IP: with one

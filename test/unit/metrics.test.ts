@@ -62,6 +62,10 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
       { name: 'h2', up: true, eligible: false, draining: true, carrier: true, digest: 'b', authFailing: false },
       { name: 'h3', up: false, eligible: false, draining: false, carrier: false, authFailing: true },
     ],
+    policies: [
+      { name: 'shop', state: 'Active' },
+      { name: 'spare', state: 'NoGateway' },
+    ],
     heartbeatsSent: 5,
     heartbeatsReceived: 7,
     rejected: {
@@ -92,6 +96,18 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
       { ip: '10.0.0.100', reason: 'source', packets: 4 },
       { ip: '10.0.0.100', reason: 'destination', packets: 0 },
     ],
+    traffic: {
+      egressIPs: {
+        '10.0.0.100': {
+          packets: 10,
+          bytes: 840,
+          connections: 2,
+          noGatewayDropped: 0,
+          relayDropped: { source: 4, destination: 0 },
+        },
+      },
+      policies: { shop: { packets: 7, bytes: 500 } },
+    },
   };
   const text = render(families(s));
   for (const line of [
@@ -115,6 +131,17 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
     '# TYPE egress_natd_relay_dropped_total counter',
     'egress_natd_relay_dropped_total{ip="10.0.0.100",reason="source"} 4',
     'egress_natd_relay_dropped_total{ip="10.0.0.100",reason="destination"} 0',
+    'egress_natd_policy_state{policy="shop",state="Active"} 1',
+    'egress_natd_policy_state{policy="shop",state="NoGateway"} 0',
+    'egress_natd_policy_state{policy="shop",state="Invalid"} 0',
+    'egress_natd_policy_state{policy="spare",state="Active"} 0',
+    'egress_natd_policy_state{policy="spare",state="NoGateway"} 1',
+    'egress_natd_egress_ip_packets_total{ip="10.0.0.100"} 10',
+    'egress_natd_egress_ip_bytes_total{ip="10.0.0.100"} 840',
+    'egress_natd_egress_ip_connections_total{ip="10.0.0.100"} 2',
+    'egress_natd_no_gateway_dropped_total{ip="10.0.0.100"} 0',
+    'egress_natd_policy_packets_total{policy="shop"} 7',
+    'egress_natd_policy_bytes_total{policy="shop"} 500',
   ])
     t.ok(text.split('\n').includes(line), line);
 });

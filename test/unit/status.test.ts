@@ -1,5 +1,6 @@
 import t from 'tap';
-import { configDrift, egressList, formatTable, status, statusLine, type NodeStatus } from '../../src/daemon/status.js';
+import { formatTable } from '../../src/daemon/egress-table.js';
+import { configDrift, egressList, status, statusLine, type NodeStatus } from '../../src/daemon/status.js';
 import { loadValid } from '../helpers.js';
 
 const up = (holds: string[] = []): NodeStatus => ({
@@ -23,10 +24,22 @@ t.test("status: nodes Up or Down, the owner of each floating IP, each policy's g
   });
   t.same(s.nodes, { worker1: 'Up', worker2: 'Up', cp1: 'Down' }, 'a node never heard from is Down');
   t.same(s.floatingIPs, { '192.168.1.100': 'worker2', '192.168.1.101': null });
-  t.same(s.policies, { egress: { egressIP: '192.168.1.100', gateway: 'worker2', state: 'Active' } });
+  t.same(s.policies, {
+    egress: {
+      egressIP: '192.168.1.100',
+      gateway: 'worker2',
+      state: 'Active',
+      reason: '192.168.1.100 is held by worker2',
+    },
+  });
   t.same(s.configDigests, { worker1: 'd', worker2: 'd', cp1: null });
   const none = status(config, { self: 'worker1', nodes: new Map([['worker1', up()]]), owners: new Map() });
-  t.same(none.policies['egress'], { egressIP: '192.168.1.100', gateway: null, state: 'NoGateway' });
+  t.same(none.policies['egress'], {
+    egressIP: '192.168.1.100',
+    gateway: null,
+    state: 'NoGateway',
+    reason: '192.168.1.100 has no owner yet; its traffic is dropped (noGateway)',
+  });
 });
 
 t.test('egress list: one row per source and destination, as this node steers it', async (t) => {
@@ -47,8 +60,20 @@ t.test('egress list: one row per source and destination, as this node steers it'
       ['10.20.0.0/16', '!8.8.8.8/32', '192.168.1.100', 'worker2'],
     ],
   );
+  t.ok(
+    rows.every((r) => r.policy === 'egress' && r.packets === undefined),
+    'each row names its policy; no counts without counters',
+  );
   const text = formatTable(rows);
-  t.match(text.split('\n')[0], /^Source\s+Destination CIDR\s+Egress IP\s+Gateway node$/);
+  t.match(text.split('\n')[0], /^Source\s+Destination CIDR\s+Egress IP\s+Gateway node\s+Policy\s+Packets\s+Bytes$/);
+  t.match(text.split('\n')[1], /^10\.10\.1\.0\/24\s+8\.8\.8\.0\/24\s+192\.168\.1\.100\s+worker2\s+egress\s+-\s+-$/);
+  const counted = egressList(
+    config,
+    { self: 'worker1', nodes: new Map(), owners: new Map() },
+    { egressIPs: {}, policies: { egress: { packets: 12, bytes: 3400 } } },
+  );
+  t.same([counted[0]!.gateway, counted[0]!.packets, counted[0]!.bytes], ['(none)', 12, 3400], "the policy's counts");
+  t.match(formatTable(counted).split('\n')[1], /\s+egress\s+12\s+3400$/);
 });
 
 t.test('STATUS= line: what this node does, nodes up, and drift', async (t) => {

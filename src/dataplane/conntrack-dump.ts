@@ -1,0 +1,127 @@
+import { endianness } from 'node:os';
+import netlink from 'netlink';
+import { attr } from './netlink.js';
+
+// Reads the IPv4 conntrack table over ctnetlink (a dump, like `conntrack -L -f ipv4`):
+// what SNAT port pressure needs. It walks the whole table, so it runs on demand and on a
+// slow timer, never per packet or per scrape.
+
+const NFNL_SUBSYS_CTNETLINK = 1;
+const IPCTNL_MSG_CT_NEW = 0;
+const IPCTNL_MSG_CT_GET = 1;
+const NLM_F_REQUEST_DUMP = 0x301;
+const AF_INET = 2;
+const CTA_TUPLE_ORIG = 1;
+const CTA_TUPLE_REPLY = 2;
+const CTA_TUPLE_IP = 1;
+const CTA_TUPLE_PROTO = 2;
+const CTA_IP_V4_SRC = 1;
+const CTA_IP_V4_DST = 2;
+const CTA_PROTO_NUM = 1;
+const CTA_PROTO_SRC_PORT = 2;
+const CTA_PROTO_DST_PORT = 3;
+const CTA_FILTER = 25;
+const CTA_FILTER_ORIG_FLAGS = 1;
+const CTA_FILTER_REPLY_FLAGS = 2;
+const CTA_FILTER_FLAG_CTA_IP_DST = 1 << 1;
+/** The kernel parses CTA_FILTER strictly: a nested attribute must say so. */
+const NLA_F_NESTED = 0x8000;
+
+/** CTA_FILTER's flags are NLA_U32: host byte order (unlike addresses and ports). */
+const u32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  if (endianness() === 'LE') b.writeUInt32LE(n >>> 0);
+  else b.writeUInt32BE(n >>> 0);
+  return b;
+};
+
+export interface Tuple {
+  readonly src: string;
+  readonly dst: string;
+  /** IP protocol number (6 tcp, 17 udp, 1 icmp, ...). */
+  readonly proto: number;
+  /** 0 for protocols without ports. */
+  readonly sport: number;
+  readonly dport: number;
+}
+
+export interface Connection {
+  readonly orig: Tuple;
+  /** The reply direction: after SNAT its destination is the translated source (floating IP and port). */
+  readonly reply: Tuple;
+}
+
+const ipv4 = (b: Buffer): string => [...b.subarray(0, 4)].join('.');
+
+function tuple(data: Buffer): Tuple {
+  let src = '';
+  let dst = '';
+  let proto = 0;
+  let sport = 0;
+  let dport = 0;
+  netlink.parseAttributes(data, (a) => {
+    if (a.type === CTA_TUPLE_IP)
+      netlink.parseAttributes(a.data, (ip) => {
+        if (ip.type === CTA_IP_V4_SRC && ip.data.length >= 4) src = ipv4(ip.data);
+        if (ip.type === CTA_IP_V4_DST && ip.data.length >= 4) dst = ipv4(ip.data);
+      });
+    if (a.type === CTA_TUPLE_PROTO)
+      netlink.parseAttributes(a.data, (p) => {
+        if (p.type === CTA_PROTO_NUM && p.data.length >= 1) proto = p.data[0]!;
+        if (p.type === CTA_PROTO_SRC_PORT && p.data.length >= 2) sport = p.data.readUInt16BE(0);
+        if (p.type === CTA_PROTO_DST_PORT && p.data.length >= 2) dport = p.data.readUInt16BE(0);
+      });
+  });
+  return { src, dst, proto, sport, dport };
+}
+
+/**
+ * The kernel's filter (CTA_FILTER, Linux 5.9+): only entries whose reply goes to `ip`,
+ * i.e. connections SNATed to it, cross to user space; the kernel still walks the table.
+ */
+function replyDestinationFilter(ip: string): Buffer {
+  const address = Buffer.from(ip.split('.').map(Number));
+  return Buffer.concat([
+    attr(CTA_TUPLE_REPLY, attr(CTA_TUPLE_IP, attr(CTA_IP_V4_DST, address))),
+    attr(
+      CTA_FILTER | NLA_F_NESTED,
+      Buffer.concat([
+        attr(CTA_FILTER_ORIG_FLAGS, u32(0)),
+        attr(CTA_FILTER_REPLY_FLAGS, u32(CTA_FILTER_FLAG_CTA_IP_DST)),
+      ]),
+    ),
+  ]);
+}
+
+/**
+ * The IPv4 connections the kernel tracks in this network namespace: those whose reply
+ * goes to `replyDestination` if given (filtered in the kernel where it can), else all.
+ * Callers filter again: an older kernel may ignore the filter.
+ */
+export async function dumpConnections(replyDestination?: string): Promise<Connection[]> {
+  const socket = netlink.createNetlink(netlink.Protocol.NETFILTER);
+  try {
+    const header = Buffer.from([AF_INET, 0, 0, 0]); // nfgenmsg: family, version, resource id
+    const request = replyDestination ? Buffer.concat([header, replyDestinationFilter(replyDestination)]) : header;
+    const [messages] = await socket.request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, request, {
+      flags: NLM_F_REQUEST_DUMP,
+      timeout: 5000,
+    });
+    const out: Connection[] = [];
+    for (const m of messages) {
+      if (m.type !== ((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW)) continue;
+      let orig: Tuple | undefined;
+      let reply: Tuple | undefined;
+      netlink.parseAttributes(m.data.subarray(4), (a) => {
+        if (a.type === CTA_TUPLE_ORIG) orig = tuple(a.data);
+        if (a.type === CTA_TUPLE_REPLY) reply = tuple(a.data);
+      });
+      if (orig && reply) out.push({ orig, reply });
+    }
+    return out;
+  } catch (e) {
+    throw new Error(`netlink dump of the conntrack table failed: ${(e as Error).message}`, { cause: e });
+  } finally {
+    socket.close();
+  }
+}
