@@ -67,12 +67,14 @@ export interface UnplannedOptions {
   readonly tailMs?: number;
   /** The status poll while waiting for the cluster to settle; slower polls leave more CPU to the daemons. */
   readonly pollMs?: number;
+  /** How long the cluster may take to settle before a trial (short timers on a loaded machine flap for a while). */
+  readonly settleMs?: number;
 }
 
 /** Runs one trial on a lab whose daemons (all of `lab.hosts`) run with `cfg`; restarts the victim after it. */
 export async function oursUnplanned(lab: Lab, cfg: string, opts: UnplannedOptions): Promise<Trial> {
   const names = lab.hosts.map((h) => h.name);
-  const status = await settled(lab, names, 10_000, opts.pollMs ?? 25);
+  const status = await settled(lab, names, opts.settleMs ?? 10_000, opts.pollMs ?? 25);
   const victim = status.floatingIPs[SHOP]!;
   const probe = await startProber(lab, 'c1', ECHO.inPolicy, PROBE_MS);
   try {

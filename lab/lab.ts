@@ -235,6 +235,8 @@ export class Lab {
     config: string,
     extra: string[] = [],
     env: Readonly<Record<string, string>> = {},
+    /** Options for Node itself (e.g. --trace-gc, which NODE_OPTIONS does not take). */
+    nodeFlags: readonly string[] = [],
   ): Promise<ChildProcess> {
     const old = this.daemons.get(host);
     if (old && old.exitCode === null && old.signalCode === null) throw new Error(`a daemon already runs on ${host}`);
@@ -242,7 +244,7 @@ export class Lab {
     const vars = Object.entries(env)
       .map(([k, v]) => `${k}=${q(v)}`)
       .join(' ');
-    const script = `${MOUNT_CGROUP} ${vars} ${this.stateEnv(host)} exec ${q(process.execPath)} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
+    const script = `${MOUNT_CGROUP} ${vars} ${this.stateEnv(host)} exec ${q(process.execPath)} ${nodeFlags.map(q).join(' ')} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
     const child = spawn('ip', ['netns', 'exec', this.ns(host), 'sh', '-c', script], { stdio: 'ignore' });
     this.daemons.set(host, child);
     await new Promise<void>((ok, fail) => {
