@@ -32,9 +32,17 @@ export interface SoakResult {
   readonly gc: { readonly count: number; readonly p99Ms: number; readonly maxMs: number };
   /** Each daemon's share of one core, %. */
   readonly cpu: Record<string, number>;
+  /** Each daemon's event loop waiting for a CPU: ms per second, and on average each time it was woken. */
+  readonly waits: Record<string, { readonly msPerS: number; readonly avgMs: number }>;
   readonly gaps: Gaps[];
   readonly lastReconcileMs: number;
 }
+
+/** The main thread's (the event loop's) time waiting on a run queue, ns, and its slices: how long it waited for a CPU. */
+const runQueue = (pid: number): { waitNs: number; slices: number } => {
+  const [, wait, slices] = readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(' ').map(Number);
+  return { waitNs: wait!, slices: slices! };
+};
 
 const ticks = (pid: number): number => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
@@ -57,6 +65,7 @@ export async function soak(
   const before = await statuses(lab, names);
   const pids = new Map(names.map((h) => [h, lab.daemons.get(h)!.pid!]));
   const t0 = new Map([...pids].map(([h, pid]) => [h, ticks(pid)]));
+  const q0 = new Map([...pids].map(([h, pid]) => [h, runQueue(pid)]));
   const start = process.hrtime.bigint();
   const loadBefore = loadavg()[0]!;
   const seconds = opts.minutes * 60;
@@ -86,6 +95,15 @@ export async function soak(
   const cpu = Object.fromEntries(
     [...pids].map(([h, pid]) => [h, ((ticks(pid) - t0.get(h)!) / TICKS_PER_S / elapsed) * 100]),
   );
+  const waits = Object.fromEntries(
+    [...pids].map(([h, pid]) => {
+      const [a, b] = [q0.get(h)!, runQueue(pid)];
+      return [
+        h,
+        { msPerS: (b.waitNs - a.waitNs) / 1e6 / elapsed, avgMs: (b.waitNs - a.waitNs) / 1e6 / (b.slices - a.slices) },
+      ];
+    }),
+  );
   await sleep(2000); // the last reload is applied everywhere
   const after = await statuses(lab, names);
   const gaps = await wire.stop(opts.intervalMs, opts.missed, new Map(lab.hosts.map((h) => [h.ip, h.name])));
@@ -109,6 +127,7 @@ export async function soak(
       maxMs: Math.max(0, ...gcPauses),
     },
     cpu,
+    waits,
     gaps,
     lastReconcileMs: Math.max(...names.map((h) => after.get(h)!.counters.lastReconcileMs)),
   };

@@ -5,7 +5,7 @@ import { CLUSTER_CONTAINERS, CLUSTER_HOSTS, clusterConfig } from '../lab/cluster
 import { Lab } from '../lab/lab.js';
 import { benchDeps } from './deps.js';
 import { soak, type SoakResult } from './fast-soak.js';
-import { msRow, oursUnplanned, phaseRows, PROBE_MS, SHOP, type Trial } from './unplanned.js';
+import { msRow, nftRunMs, oursUnplanned, phaseRows, PROBE_MS, SHOP, type Trial } from './unplanned.js';
 
 // Fast mode: heartbeats every 30 ms, Down after 3 missed (90 ms). The unplanned failover of
 // the failover section with this config, then false failovers under load (bench/fast-soak.ts).
@@ -32,14 +32,15 @@ export async function fastSection(): Promise<string> {
         `fast ${i + 1}/${TRIALS}: ${trials[i]!.recoveredMs.toFixed(0)} ms (${trials[i]!.victim} cut)\n`,
       );
     }
+    const nft = await nftRunMs(lab, 'h4');
     const s = await soak(lab, cfg, { minutes: MINUTES, intervalMs: INTERVAL_MS, missed: MISSED, port: PORT });
-    return report(trials, load, s);
+    return report(trials, nft, load, s);
   } finally {
     await lab.destroy();
   }
 }
 
-function report(trials: Trial[], load: number, s: SoakResult): string {
+function report(trials: Trial[], nft: number[], load: number, s: SoakResult): string {
   const ms = trials.map((t) => t.recoveredMs);
   const p99 = ms.length ? [...ms].sort((a, b) => a - b)[Math.ceil(0.99 * ms.length) - 1]! : NaN;
   const down = INTERVAL_MS * MISSED;
@@ -53,7 +54,9 @@ function report(trials: Trial[], load: number, s: SoakResult): string {
   const cpu = Object.entries(s.cpu)
     .map(([h, x]) => `${h} ${x.toFixed(1)} %`)
     .join(', ');
-  const falseOnes = s.takeovers + s.failovers + s.downs;
+  const waits = Object.entries(s.waits)
+    .map(([h, w]) => `${h} ${w.msPerS.toFixed(0)} ms/s, ${w.avgMs.toFixed(2)} ms`)
+    .join('; ');
   return `## Fast mode: ${INTERVAL_MS} ms heartbeats, ${MISSED} missed
 
 The cluster lab with \`heartbeat: { interval: ${INTERVAL_MS}ms, missed: ${MISSED} }\`: a node is Down ${down} ms after its last
@@ -66,7 +69,7 @@ ${SHOP} cut off its switch port and killed with SIGKILL). Load average ${load.to
 |---|---:|---:|---:|---:|---:|---|
 ${msRow('unplanned failover (cut + kill -9)', ms, `target p99 ≤ 150 ms ${p99 <= 150 ? '✓' : '✗'}`)}
 
-${phaseRows(trials)}
+${phaseRows(trials, nft)}
 
 **False failovers under load**: ${s.minutes} min with nothing wrong while stress-ng keeps both cores busy (\`--cpu 2\`, in a
 lab namespace) and every daemon gets SIGHUP every 30 s (${s.reloadsSent} rounds; each daemon applied at least ${s.reloads}
@@ -82,6 +85,7 @@ full run is \`FAST_MINUTES=10\`.)
 | event-loop stalls over ${INTERVAL_MS / 2} ms (seconds, all daemons) / longest | ${s.stalls.count} / ${s.stalls.maxMs} ms | |
 | GC pauses (all daemons) / p99 / longest | ${s.gc.count} / ${s.gc.p99Ms.toFixed(1)} ms / ${s.gc.maxMs.toFixed(1)} ms | |
 | CPU, share of one core, per daemon | ${cpu} | |
+| event loop waiting for a CPU (/proc/PID/schedstat): per second; per wake-up | ${waits} | |
 | last reconcile (longest over the daemons) | ${s.lastReconcileMs.toFixed(0)} ms | |
 
 Heartbeat gaps on the wire (tcpdump on the switch's ports, kernel timestamps: the senders' own gaps, not a
@@ -91,6 +95,10 @@ reader's lateness). A gap of ${down} ms or more makes the peers call the sender 
 |---|---:|---:|---:|---:|---:|---:|
 ${gapRows}
 
-${falseOnes === 0 ? 'No false failover and no node marked Down.' : `**${falseOnes} false events**: the table above shows which sender's heartbeats stopped, and the stalls and GC pauses whether its own event loop is the cause.`}
+${
+  s.takeovers === 0 && s.downs === 0
+    ? 'No false failover and no node marked Down.'
+    : `**${s.takeovers} false take-overs, ${s.downs} nodes marked Down.** Their cause is in the gap table: a sender silent for ${down} ms or more. The stalls and GC pauses are wall time, so they include time the daemon waited for a CPU; the run-queue wait tells how much of it was that.`
+}
 `;
 }

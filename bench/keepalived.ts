@@ -8,7 +8,7 @@ import { ECHO, Lab } from '../lab/lab.js';
 import { outage, startProber, waitForFlow } from '../lab/traffic.js';
 import { benchDeps } from './deps.js';
 import { KeepalivedLab, masterDownMs, PRIORITY } from './keepalived-lab.js';
-import { median, msRow, oursUnplanned, pct, phaseRows, PROBE_MS, SHOP, type Trial } from './unplanned.js';
+import { median, msRow, nftRunMs, oursUnplanned, pct, phaseRows, PROBE_MS, SHOP, type Trial } from './unplanned.js';
 
 // egress-natd against keepalived, side by side: two labs of the same shape exist at once,
 // one running our daemons, one running keepalived, and the trials alternate between them
@@ -64,9 +64,11 @@ export async function keepalivedSection(): Promise<string> {
       );
     }
     const loadAfter = loadavg()[0]!;
+    const nft = await nftRunMs(ours, 'h4');
     await k.stopAll();
     return report(
       a,
+      nft,
       a.map((t) => t.recoveredMs),
       b.map((t) => t.recoveredMs),
       version,
@@ -81,6 +83,7 @@ export async function keepalivedSection(): Promise<string> {
 
 function report(
   trials: readonly Trial[],
+  nft: number[],
   ours: number[],
   theirs: number[],
   version: string,
@@ -109,8 +112,12 @@ ${after.toFixed(1)} after (2 cores).
 ${2 * INTERVAL_MS} to ${3 * INTERVAL_MS} ms, then the new owner adds a macvlan, the address and its nft objects, and
 announces. keepalived: a backup becomes master after Master_Down_Interval = 3 × Advertisement_Interval + Skew_Time,
 Skew_Time = (256 − priority) × Advertisement_Interval / 256 (RFC 5798): ${down(PRIORITY.h2!)} ms for h2 (${PRIORITY.h2}),
-${down(PRIORITY.h1!)} ms for h1 (${PRIORITY.h1}), counted from the last advert, so a cut waits one advert interval less;
+${down(PRIORITY.h1!)} ms for h1 (${PRIORITY.h1}), counted from the last advert heard, so a cut at a random phase waits
+${(masterDownMs(INTERVAL_MS, PRIORITY.h1!) - INTERVAL_MS).toFixed(0)} to ${down(PRIORITY.h2!)} ms;
 then it adds the VIP and sends gratuitous ARPs, which the router and c1's host must take before answers return.
+At equal timers the two detect the fault within a few ms of each other (the skew); what separates them is the
+take-over: keepalived adds one address, egress-natd's new owner reconciles its data plane (a macvlan with its
+sysctls, the address, nft objects and routes) before the IP answers. The second table times that from its log.
 
 | figure | trials | min ms | median ms | p99 ms | max ms | note |
 |---|---:|---:|---:|---:|---:|---|
@@ -125,6 +132,6 @@ ${msRow('keepalived: unplanned failover', theirs, '')}
 Median of the paired differences (ours − keepalived, trial by trial): ${median(ours.map((x, i) => x - theirs[i]!)).toFixed(0)} ms.
 Where egress-natd's time goes (its log's clock is the wall clock, read to the ms):
 
-${phaseRows(trials)}
+${phaseRows(trials, nft)}
 `;
 }

@@ -22,7 +22,7 @@ import { median } from './unplanned.js';
 // snat rule). A round is one run of each; the ratios are per round, then the median.
 
 const ROUNDS = Number(process.env.THROUGHPUT_RUNS || 5);
-const SECONDS = 3;
+const SECONDS = 2;
 const OMIT = 1;
 const POLICIES = 1000;
 const FIPS = [CLUSTER_FIPS.shop, CLUSTER_FIPS.batch] as const;
@@ -67,11 +67,11 @@ async function measure(lab: Lab): Promise<string> {
     );
     owner = await steadyOwner();
   };
-  /** The owner once the cluster has settled and stayed so for a second (a fresh cluster may still move an IP). */
+  /** The owner once the cluster has settled and stayed so for half a second (a fresh cluster may still move an IP). */
   const steadyOwner = async (): Promise<string> => {
     for (;;) {
       const a = (await settled(lab, names, 30_000, 100)).floatingIPs;
-      await sleep(1000);
+      await sleep(500);
       const b = (await settled(lab, names, 30_000, 100)).floatingIPs;
       if (JSON.stringify(a) === JSON.stringify(b)) return b[FIPS[0]]!;
     }

@@ -101,33 +101,35 @@ export function msRow(name: string, xs: readonly number[], note: string): string
 }
 
 /** A table row per phase of egress-natd's failovers (medians and p99 over the trials that have them). */
-export function phaseRows(trials: readonly Trial[]): string {
+export function phaseRows(trials: readonly Trial[], nftMs: readonly number[] = []): string {
   const ps = trials.flatMap((t) => (t.phases ? [{ ...t.phases, answerMs: t.recoveredMs }] : []));
   if (!ps.length) return '';
-  const row = (name: string, xs: number[]) =>
-    `| ${name} | ${xs.length} | ${median(xs).toFixed(0)} | ${pct(xs, 99).toFixed(0)} |`;
+  const f = (x: number) => String(Math.round(x) || 0); // no "-0"
+  const row = (name: string, xs: readonly number[]) =>
+    `| ${name} | ${xs.length} | ${f(median(xs))} | ${f(pct(xs, 99))} |`;
+  const rows: [string, number[]][] = [
+    ['victim marked Down', ps.map((p) => p.downMs)],
+    ['took over (reconcile done)', ps.map((p) => p.tookOverMs)],
+    ['the take-over reconcile alone', ps.map((p) => p.reconcileMs)],
+    ['first answer with the IP', ps.map((p) => p.answerMs)],
+    ['from take-over to that answer', ps.map((p) => p.answerMs - p.tookOverMs)],
+  ];
   return [
     "| egress-natd, from the cut (the new owner's log) | trials | median ms | p99 ms |",
     '|---|---:|---:|---:|',
-    row(
-      'victim marked Down',
-      ps.map((p) => p.downMs),
-    ),
-    row(
-      'took over (reconcile done)',
-      ps.map((p) => p.tookOverMs),
-    ),
-    row(
-      'the take-over reconcile alone',
-      ps.map((p) => p.reconcileMs),
-    ),
-    row(
-      'first answer with the IP',
-      ps.map((p) => p.answerMs),
-    ),
-    row(
-      'from take-over to that answer',
-      ps.map((p) => p.answerMs - p.tookOverMs),
-    ),
+    ...rows.map(([name, xs]) => row(name, xs)),
+    ...(nftMs.length ? [row('one `nft` run, for scale (runs, not trials; a take-over makes two)', nftMs)] : []),
   ].join('\n');
+}
+
+/**
+ * How long one `nft` run takes in a lab host (process start included, timed inside the
+ * namespace): a take-over runs it twice before its macvlan comes up (read the table as
+ * JSON, then the transaction).
+ */
+export async function nftRunMs(lab: Lab, host: string, runs = 10): Promise<number[]> {
+  const script = 'a=$(date +%s%N); nft -j -t list table inet egress_natd >/dev/null; b=$(date +%s%N); echo $((b-a))';
+  const out: number[] = [];
+  for (let i = 0; i < runs; i++) out.push(Number((await lab.sh(host, script)).stdout.trim()) / 1e6);
+  return out;
 }
