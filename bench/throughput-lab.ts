@@ -124,15 +124,29 @@ export async function startIperfServer(lab: Lab): Promise<void> {
 export interface IperfResult {
   readonly gbps: number;
   readonly retransmits: number;
+  /** Small UDP datagrams (64 bytes of payload) that arrived, thousands per second: the per-packet cost. */
+  readonly kpps: number;
 }
 
-/** One TCP test from `from` to the router, `seconds` long after `omit` s of ramp-up that are not counted. */
+/**
+ * One TCP test from `from` to the router, `seconds` long after `omit` s of ramp-up that are
+ * not counted, then one of small UDP datagrams as fast as the client can send them: TCP
+ * travels in GSO super-packets of up to 64 KB, which hide per-packet costs; 64-byte
+ * datagrams pay them on every packet.
+ */
 export async function iperf(lab: Lab, from: string, seconds: number, omit: number): Promise<IperfResult> {
-  const r = await lab.sh(from, `iperf3 -c ${ECHO.inPolicy} -p ${IPERF_PORT} -t ${seconds} -O ${omit} -J`, {
-    timeoutMs: (seconds + omit + 20) * 1000,
-  });
-  const j = JSON.parse(r.stdout) as {
+  const timeoutMs = (seconds + omit + 20) * 1000;
+  const base = `iperf3 -c ${ECHO.inPolicy} -p ${IPERF_PORT} -t ${seconds} -O ${omit} -J`;
+  const tcp = JSON.parse((await lab.sh(from, base, { timeoutMs })).stdout) as {
     end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits?: number } };
   };
-  return { gbps: j.end.sum_received.bits_per_second / 1e9, retransmits: j.end.sum_sent.retransmits ?? 0 };
+  const udp = JSON.parse((await lab.sh(from, `${base} -u -b 0 -l 64`, { timeoutMs })).stdout) as {
+    end: { sum: { packets: number; lost_packets: number; seconds: number } };
+  };
+  const got = udp.end.sum.packets - udp.end.sum.lost_packets;
+  return {
+    gbps: tcp.end.sum_received.bits_per_second / 1e9,
+    retransmits: tcp.end.sum_sent.retransmits ?? 0,
+    kpps: got / udp.end.sum.seconds / 1e3,
+  };
 }
