@@ -136,10 +136,11 @@ export interface IperfResult {
  */
 export async function iperf(lab: Lab, from: string, seconds: number, omit: number): Promise<IperfResult> {
   const timeoutMs = (seconds + omit + 20) * 1000;
-  const base = `iperf3 -c ${ECHO.inPolicy} -p ${IPERF_PORT} -t ${seconds} -O ${omit} -J`;
-  const tcp = JSON.parse((await lab.sh(from, base, { timeoutMs })).stdout) as {
+  const base = `iperf3 -c ${ECHO.inPolicy} -p ${IPERF_PORT} -t ${seconds} -J`;
+  const tcp = JSON.parse((await lab.sh(from, `${base} -O ${omit}`, { timeoutMs })).stdout) as {
     end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits?: number } };
   };
+  // UDP has no ramp-up to leave out.
   const udp = JSON.parse((await lab.sh(from, `${base} -u -b 0 -l 64`, { timeoutMs })).stdout) as {
     end: { sum: { packets: number; lost_packets: number; seconds: number } };
   };

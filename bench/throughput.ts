@@ -135,8 +135,8 @@ function report(r: Record<Mode, IperfResult[]>, before: number, after: number): 
   return `## Throughput through a floating IP: iperf3, egress-natd against the same path by hand
 
 iperf3 from c1 to the router, through c1's host (h3) and the owner of ${FIPS[0]}, which SNATs it: TCP (one stream,
-${SECONDS} s counted after ${OMIT} s not counted), then UDP with 64-byte datagrams sent as fast as the client can (the same
-timing; datagrams that arrived, per second). Three ways on one lab, ${ROUNDS} rounds of one run each, the order
+${SECONDS} s counted after ${OMIT} s not counted), then UDP with 64-byte datagrams sent as fast as the client can for
+${SECONDS} s (datagrams that arrived, per second). Three ways on one lab, ${ROUNDS} rounds of one run each, the order
 alternating from round to round:
 
 - **egress-natd, 1 policy**: the daemons on every host, one policy (c1's network → the echo network).

@@ -32,7 +32,7 @@ export interface Phases {
   readonly downMs: number;
   /** The new owner logged `took over` (its reconcile done: macvlan, address, nft, first announcement). */
   readonly tookOverMs: number;
-  /** That reconcile alone, as the daemon timed it. */
+  /** The take-over alone (plan, then reconcile), as the daemon timed it. */
   readonly reconcileMs: number;
 }
 
@@ -109,8 +109,12 @@ export function phaseRows(trials: readonly Trial[], nftMs: readonly number[] = [
     `| ${name} | ${xs.length} | ${f(median(xs))} | ${f(pct(xs, 99))} |`;
   const rows: [string, number[]][] = [
     ['victim marked Down', ps.map((p) => p.downMs)],
+    [
+      'from Down to the take-over starting (election; a reconcile already running)',
+      ps.map((p) => p.tookOverMs - p.reconcileMs - p.downMs),
+    ],
     ['took over (reconcile done)', ps.map((p) => p.tookOverMs)],
-    ['the take-over reconcile alone', ps.map((p) => p.reconcileMs)],
+    ['the take-over alone: plan + reconcile (the daemon times it)', ps.map((p) => p.reconcileMs)],
     ['first answer with the IP', ps.map((p) => p.answerMs)],
     ['from take-over to that answer', ps.map((p) => p.answerMs - p.tookOverMs)],
   ];
