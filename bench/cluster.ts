@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   CLUSTER_CONTAINERS,
-  CLUSTER_FIPS,
   CLUSTER_HOSTS,
   clusterConfig,
   labSite,
@@ -15,8 +14,9 @@ import {
 } from '../lab/cluster.js';
 import { ECHO, Lab, SUBNET_PREFIX, type HostSpec } from '../lab/lab.js';
 import { NO_TEST_RUNNER_HOOKS, sibling } from '../lab/paths.js';
-import { cutOff, longestGap, nowNs, outage, startProber, waitForFlow } from '../lab/traffic.js';
+import { longestGap, nowNs, outage, startProber, waitForFlow } from '../lab/traffic.js';
 import { loadConfig } from '../src/config/load.js';
+import { msRow, oursUnplanned, PROBE_MS, SHOP } from './unplanned.js';
 
 // Failover and daemon cost in the namespace lab, default settings (100 ms interval,
 // 3 missed). Every figure is measured from real traffic: a prober in a container sends
@@ -24,16 +24,10 @@ import { loadConfig } from '../src/config/load.js';
 
 const FAILOVER_TRIALS = 20;
 const PLANNED_TRIALS = 10;
-const PROBE_MS = 2;
 const PEERS = 32;
 const LOAD_SECONDS = 30;
 /** A daemon runs for months: measure after V8 has compiled the hot paths, not during start-up. */
 const WARMUP_SECONDS = 10;
-const { shop: SHOP } = CLUSTER_FIPS;
-
-const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
-const pct = (xs: number[], p: number) => sorted(xs)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
-const median = (xs: number[]) => pct(xs, 50);
 const f = (x: number) => x.toFixed(0);
 
 async function failover(lab: Lab, cfg: string): Promise<string> {
@@ -41,21 +35,10 @@ async function failover(lab: Lab, cfg: string): Promise<string> {
   const unplanned: number[] = [];
   const unplannedLost: number[] = [];
   for (let i = 0; i < FAILOVER_TRIALS; i++) {
-    const status = await settled(lab, names);
-    const victim = status.floatingIPs[SHOP]!;
-    const probe = await startProber(lab, 'c1', ECHO.inPolicy, PROBE_MS);
-    await waitForFlow(probe.log, SHOP);
-    await sleep(100 + Math.random() * 100); // cut at a random phase of the heartbeat interval
-    const cut = await cutOff(lab, victim);
-    await waitForFlow(probe.log, SHOP, 5000);
-    await sleep(400);
-    const o = outage(await probe.stop(), cut, SHOP);
-    if (o.recoveredMs === undefined || o.ips.some((ip) => ip !== SHOP))
-      throw new Error(`trial ${i}: ${JSON.stringify(o)}`);
-    unplanned.push(o.recoveredMs);
-    unplannedLost.push(o.lost);
-    process.stderr.write(`unplanned ${i + 1}/${FAILOVER_TRIALS}: ${f(o.recoveredMs)} ms (${victim} cut)\n`);
-    await lab.restartDaemon(victim, cfg);
+    const t = await oursUnplanned(lab, cfg, { intervalMs: 100 });
+    unplanned.push(t.recoveredMs);
+    unplannedLost.push(t.lost);
+    process.stderr.write(`unplanned ${i + 1}/${FAILOVER_TRIALS}: ${f(t.recoveredMs)} ms (${t.victim} cut)\n`);
   }
 
   const planned: Record<'SIGTERM' | 'drain', { gap: number[]; lost: number[]; sent: number[]; handover: number[] }> = {
@@ -88,8 +71,7 @@ async function failover(lab: Lab, cfg: string): Promise<string> {
     else await lab.egress(victim, ['undrain']);
   }
 
-  const row = (name: string, xs: number[], note: string) =>
-    `| ${name} | ${xs.length} | ${f(Math.min(...xs))} | ${f(median(xs))} | ${f(pct(xs, 99))} | ${f(Math.max(...xs))} | ${note} |`;
+  const row = msRow;
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   return `## Failover: ${lab.hosts.length} hosts, 100 ms heartbeats, 3 missed (the defaults)
 

@@ -2,7 +2,10 @@ import { writeFileSync } from 'node:fs';
 import { cpus, hostname, release as kernelRelease } from 'node:os';
 import { chaosSection } from './chaos.js';
 import { failoverSection, resources } from './cluster.js';
+import { fastSection } from './fast.js';
+import { keepalivedSection } from './keepalived.js';
 import { planApply } from './plan-apply.js';
+import { throughputSection } from './throughput.js';
 
 // `make bench`: every benchmark in one run on one machine, written to BENCHMARKS.md.
 
@@ -13,7 +16,10 @@ async function main(): Promise<void> {
   // (netns teardown holds the global rtnl lock), which slowed apply twofold when it came last.
   if (!only || only === 'plan') sections.push(await planApply());
   if (!only || only === 'failover') sections.push(await failoverSection());
+  if (!only || only === 'keepalived') sections.push(await keepalivedSection());
+  if (!only || only === 'fast') sections.push(await fastSection());
   if (!only || only === 'resources') sections.push(await resources());
+  if (!only || only === 'throughput') sections.push(await throughputSection());
   if (!only || only === 'chaos') sections.push(await chaosSection());
   const date = new Date().toISOString().slice(0, 10);
   const text = `# Benchmarks

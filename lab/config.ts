@@ -90,3 +90,9 @@ ${policiesYaml([
 ])}
 `;
 }
+
+/** `apply` on every lab host with the same static owners (floating IP → host). */
+export async function applyAll(lab: Lab, config: string, owners: Record<string, string> = {}): Promise<void> {
+  const args = Object.entries(owners).flatMap(([ip, n]) => ['--owner', `${ip}=${n}`]);
+  for (const h of lab.hosts) await lab.egress(h.name, ['apply', '-c', config, '-n', h.name, ...args]);
+}

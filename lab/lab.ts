@@ -229,12 +229,6 @@ export class Lab {
     return this.sh(host, `${this.stateEnv(host)} ${q(BIN)} ${args.map(q).join(' ')}`, opts);
   }
 
-  /** `apply` on every lab host with the same static owners (floating IP → host). */
-  async applyAll(config: string, owners: Record<string, string> = {}): Promise<void> {
-    const args = Object.entries(owners).flatMap(([ip, n]) => ['--owner', `${ip}=${n}`]);
-    for (const h of this.hosts) await this.egress(h.name, ['apply', '-c', config, '-n', h.name, ...args]);
-  }
-
   /**
    * Starts `egress-natd run` in a lab host; `env` is added to its environment (NOTIFY_SOCKET, ...).
    * Its JSON log goes to daemon-<host>.log in the lab dir. Its pid is the daemon's (exec all the way).
@@ -244,6 +238,8 @@ export class Lab {
     config: string,
     extra: string[] = [],
     env: Readonly<Record<string, string>> = {},
+    /** Options for Node itself (e.g. --trace-gc, which NODE_OPTIONS does not take). */
+    nodeFlags: readonly string[] = [],
   ): Promise<ChildProcess> {
     const old = this.daemons.get(host);
     if (old && old.exitCode === null && old.signalCode === null) throw new Error(`a daemon already runs on ${host}`);
@@ -251,7 +247,7 @@ export class Lab {
     const vars = Object.entries(env)
       .map(([k, v]) => `${k}=${q(v)}`)
       .join(' ');
-    const script = `${MOUNT_CGROUP} ${vars} ${this.stateEnv(host)} exec ${q(process.execPath)} ${DAEMON_NODE_FLAGS.join(' ')} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
+    const script = `${MOUNT_CGROUP} ${vars} ${this.stateEnv(host)} exec ${q(process.execPath)} ${[...DAEMON_NODE_FLAGS, ...nodeFlags].map(q).join(' ')} ${q(BIN)} run -c ${q(config)} -n ${host} ${extra.map(q).join(' ')} >>${q(logFile)} 2>&1`;
     const child = spawn('ip', ['netns', 'exec', this.ns(host), 'sh', '-c', script], { stdio: 'ignore' });
     this.daemons.set(host, child);
     await new Promise<void>((ok, fail) => {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the lab and the daemon need on Debian, only where it is missing;
-# with --test, also what only the tests need.
+# with --test, also what only the tests need; with --bench, what only `make bench` needs.
 set -euo pipefail
 need=()
 command -v nft >/dev/null || need+=(nftables)
@@ -28,6 +28,15 @@ if [ "${1:-}" = --test ]; then
   command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
   command -v systemd-nspawn >/dev/null || need+=(systemd-container)
   command -v lintian >/dev/null || need+=(lintian)
+fi
+if [ "${1:-}" = --bench ]; then
+  # The peers `make bench` measures against (bench/keepalived.ts, bench/throughput.ts) and the
+  # load of its fast-mode soak (bench/fast.ts). Debian's keepalived unit starts only with a
+  # non-empty /etc/keepalived/keepalived.conf, which nothing here writes: the bench runs its own,
+  # inside the lab's namespaces.
+  command -v keepalived >/dev/null || need+=(keepalived)
+  command -v iperf3 >/dev/null || need+=(iperf3)
+  command -v stress-ng >/dev/null || need+=(stress-ng)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to install: ${need[*]}" >&2; exit 1; fi

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { labConfig } from '../../lab/config.js';
+import { applyAll, labConfig } from '../../lab/config.js';
 import { ECHO, FIPS, Lab } from '../../lab/lab.js';
 import { macvlanName, virtualMac } from '../../src/plan/naming.js';
 
@@ -51,7 +51,7 @@ t.test('static data path', async (t) => {
     t.equal(r.code, 0, r.stderr);
   });
 
-  await lab.applyAll(cfg, { [FIP_A]: 'h2', [FIP_B]: 'h2' });
+  await applyAll(lab, cfg, { [FIP_A]: 'h2', [FIP_B]: 'h2' });
 
   await t.test('selected traffic leaves with its floating IP', async (t) => {
     t.equal(await lab.probe('c1', ECHO.inPolicy), FIP_A, 'container behind h1 (CIDR source)');
@@ -105,7 +105,7 @@ t.test('static data path', async (t) => {
   });
 
   await t.test('the owner moves: traffic keeps its egress IP, the MAC moves with it', async (t) => {
-    await lab.applyAll(cfg, { [FIP_A]: 'h3', [FIP_B]: 'h2' });
+    await applyAll(lab, cfg, { [FIP_A]: 'h3', [FIP_B]: 'h2' });
     t.equal(
       (await lab.sh('h2', `ip -br link show ${IF_A}`, { allowFail: true })).code !== 0,
       true,

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { labConfig } from '../../lab/config.js';
+import { applyAll as applyEverywhere, labConfig } from '../../lab/config.js';
 import { ECHO, Lab } from '../../lab/lab.js';
 
 // cluster.noGateway: what selected traffic gets while its egress IP has no owner.
@@ -13,7 +13,7 @@ t.test('noGateway', async (t) => {
   const applyAll = async (mode: 'drop' | 'masquerade') => {
     const cfg = join(lab.dir, `${mode}.yaml`);
     writeFileSync(cfg, labConfig(lab, { noGateway: mode }));
-    await lab.applyAll(cfg);
+    await applyEverywhere(lab, cfg);
   };
 
   await t.test('drop: nothing of the policy leaves', async (t) => {
