@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CANNOT_EXEC, tiedToUs } from './tied.js';
 
@@ -56,9 +56,11 @@ export function sendGratuitousArp(
   onError: (e: Error) => void,
   count = GARP_COUNT,
 ): Promise<void> {
-  // A macvlan deleted meanwhile means the IP was given up (a handover, a step back): the
-  // repeats stop, and a failure it caused is no error.
-  const linkExists = () => existsSync(`/sys/class/net/${dev}`);
+  // An address gone meanwhile means the IP was given up (a handover, a step back): the
+  // repeats stop, and a failure it caused is no error. Asked of the kernel for this
+  // process's network namespace (getifaddrs): /sys/class/net shows the namespace that
+  // mounted sysfs, which under systemd-nspawn or `nsenter --net` is not always ours.
+  const linkExists = () => networkInterfaces()[dev]?.some((a) => a.address === ip) ?? false;
   const all = (async () => {
     const sends: Promise<void>[] = [];
     for (let i = 0; i < count; i++) {

@@ -206,6 +206,12 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
       changes.push(...diff.summary.map((s) => `nft: ${s}`));
     }
     const announced = await addMacvlans(nl, desired, changes);
+    // Before the announcement: what other hosts steer here is marked by the relay guard's
+    // lookups, and a table of ours still routing an IP this host just took (via the IP
+    // itself, on the parent) would send it back out, ARPing for the IP: the old owner
+    // answers, the switch learns the IP's MAC on its port again, and traffic goes there
+    // until the next announcement (a 200 ms outage, seen on the machines lab).
+    await reconcileRouting(nl, desired, changes);
     const extra = desired.macvlans.filter((m) => opts.announce?.has(m.address) && !announced.includes(m));
     if (!opts.noGarp) {
       for (const m of [...announced, ...extra]) {
@@ -226,7 +232,6 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
         (e: Error) => opts.log.warn({ err: e.message }, `connections tracked for ${m.address} elsewhere not flushed`),
       );
     }
-    await reconcileRouting(nl, desired, changes);
   } finally {
     nl.close();
   }

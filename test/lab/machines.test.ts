@@ -216,6 +216,10 @@ t.test('machines', async (t) => {
         );
         t.same(line['floatingIPsAdded'], [FIP_NEW], `${n}: ${String(line['msg'])}`);
       }
+      // systemd shows `reloading` until the daemon says READY=1 again (after it applied the difference).
+      await waitUntil('every unit active again', async () =>
+        (await Promise.all(NAMES.map((n) => mainPid(m(n))))).every((p) => p.state === 'active'),
+      );
       t.same(await Promise.all(NAMES.map((n) => mainPid(m(n)))), before, 'same main PIDs, no restart');
       const owners = await settledMachines(ml, running);
       t.ok(owners[FIP_NEW], `the new IP has an owner: ${owners[FIP_NEW]}`);

@@ -25,6 +25,7 @@ t.test("a source CIDR that covers the node's address: its own traffic is classif
   t.ok(lookup, 'prerouting looks sources up');
   t.same(chain(p, 'output'), [
     'fib daddr type local return',
+    'ct direction reply return',
     'ip daddr 192.168.1.0/24 return',
     'ip daddr 224.0.0.0/4 return',
     lookup,
@@ -38,7 +39,11 @@ t.test("a source CIDR that covers the node's address: its own traffic is classif
 
 t.test('no policy source covers the node: output is as before', async (t) => {
   const other = plan(loadValid(HOSTS), 'worker2', owners, { cgroups: new Set() });
-  t.same(chain(other, 'output'), ['fib daddr type local return'], 'worker2: 192.168.1.1/32 is not its address');
+  t.same(
+    chain(other, 'output'),
+    ['fib daddr type local return', 'ct direction reply return'],
+    'worker2: 192.168.1.1/32 is not its address',
+  );
   const plain = plan(loadValid(), 'worker1', owners, { cgroups: new Set() });
-  t.same(chain(plain, 'output'), ['fib daddr type local return']);
+  t.same(chain(plain, 'output'), ['fib daddr type local return', 'ct direction reply return']);
 });
