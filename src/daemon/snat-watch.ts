@@ -1,27 +1,13 @@
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { Logger } from 'pino';
-import { tiedToUs } from '../dataplane/tied.js';
-import type { PortPressure } from './snat-ports.js';
+import { dumpConnections, type Connection } from '../dataplane/conntrack-dump.js';
+import { portPressure, type PortPressure } from './snat-ports.js';
 
 // Watches SNAT port pressure on the floating IPs this node holds: a conntrack dump every
 // CHECK_MS (it walks the whole table, so not per scrape), a warning in the log when the
 // busiest destination of an IP passes the threshold (once, until it falls back), and the
-// last result for the metrics. `status` asks for a fresh one. The dump is read and counted
-// in a child process (snat-check.ts): with 100,000 connections that takes about a second,
-// which in the daemon's event loop stalled its heartbeats and got it called Down.
+// last result for the metrics. `status` asks for a fresh one.
 
 const CHECK_MS = 30_000;
-const CHECKER = fileURLToPath(new URL('./snat-check.js', import.meta.url));
-const run = promisify(execFile);
-
-/** The port pressure of each IP, counted by a child process (tied to this one's life). */
-async function countInChild(ips: readonly string[]): Promise<Record<string, PortPressure>> {
-  const [cmd, args] = tiedToUs([process.execPath, CHECKER, ...ips]);
-  const { stdout } = await run(cmd, args, { timeout: 20_000, maxBuffer: 16 << 20 });
-  return JSON.parse(stdout) as Record<string, PortPressure>;
-}
 
 export class SnatWatch {
   private timer?: NodeJS.Timeout;
@@ -44,7 +30,8 @@ export class SnatWatch {
     let value: Record<string, PortPressure> = {};
     if (ips.length)
       try {
-        value = await countInChild(ips);
+        const all = await Promise.all(ips.map((ip) => this.snatedTo(ip)));
+        value = portPressure(all.flat(), ips);
       } catch (e) {
         this.log.warn({ err: (e as Error).message }, 'cannot read the conntrack table for SNAT port pressure');
         return undefined;
@@ -60,6 +47,15 @@ export class SnatWatch {
       this.log.info({ ip }, `SNAT port pressure on ${ip} is below the threshold again`);
     }
     return value;
+  }
+
+  /** Connections SNATed to `ip`, filtered by the kernel; a kernel without the filter (before 5.9) gets the whole table. */
+  private async snatedTo(ip: string): Promise<Connection[]> {
+    try {
+      return await dumpConnections(ip);
+    } catch {
+      return (await dumpConnections()).filter((c) => c.reply.dst === ip);
+    }
   }
 
   start(): void {
