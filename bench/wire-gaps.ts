@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { listening } from '../lab/capture.js';
 import { run, type Lab } from '../lab/lab.js';
 import { pct } from './unplanned.js';
 
@@ -42,21 +43,7 @@ export class WireGaps {
     );
     this.capture = child;
     this.lab.onDestroy(() => void child.kill('SIGKILL'));
-    let stderr = '';
-    await new Promise<void>((ok, fail) => {
-      const t = setTimeout(() => fail(new Error(`tcpdump did not start: ${stderr}`)), 10_000);
-      child.stderr.on('data', (d: Buffer) => {
-        stderr += d.toString();
-        if (stderr.includes('listening on')) {
-          clearTimeout(t);
-          ok();
-        }
-      });
-      child.once('exit', (code) => {
-        clearTimeout(t);
-        fail(new Error(`tcpdump exited ${code}: ${stderr}`));
-      });
-    });
+    await listening(child);
   }
 
   /** Stops the capture; the gaps per sending node (by address, named with `names`). */

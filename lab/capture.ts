@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { eachLine, run, type Lab } from './lab.js';
 import { nowNs } from './traffic.js';
 
@@ -31,19 +31,12 @@ export async function routerBound(lab: Lab, filter: string): Promise<string> {
   return `ether dst ${mac} and (${filter})`;
 }
 
-export async function startCapture(lab: Lab, filter: string): Promise<Capture> {
-  const child = spawn(
-    'ip',
-    ['netns', 'exec', lab.ns('r'), 'tcpdump', '-i', 'eth0', '-p', '-nn', '-l', await routerBound(lab, filter)],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  lab.onDestroy(() => void child.kill('SIGKILL'));
-  const packets: Captured[] = [];
-  eachLine(child.stdout, (line) => packets.push({ at: nowNs(), line }));
+/** Resolves once tcpdump says it listens (its stderr); fails if it exits first or takes over 10 s. */
+export function listening(child: ChildProcess): Promise<void> {
   let stderr = '';
-  await new Promise<void>((ok, fail) => {
+  return new Promise<void>((ok, fail) => {
     const t = setTimeout(() => fail(new Error(`tcpdump did not start: ${stderr}`)), 10_000);
-    child.stderr.on('data', (d: Buffer) => {
+    child.stderr!.on('data', (d: Buffer) => {
       stderr += d.toString();
       if (stderr.includes('listening on')) {
         clearTimeout(t);
@@ -55,6 +48,18 @@ export async function startCapture(lab: Lab, filter: string): Promise<Capture> {
       fail(new Error(`tcpdump exited ${code}: ${stderr}`));
     });
   });
+}
+
+export async function startCapture(lab: Lab, filter: string): Promise<Capture> {
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', lab.ns('r'), 'tcpdump', '-i', 'eth0', '-p', '-nn', '-l', await routerBound(lab, filter)],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  lab.onDestroy(() => void child.kill('SIGKILL'));
+  const packets: Captured[] = [];
+  eachLine(child.stdout, (line) => packets.push({ at: nowNs(), line }));
+  await listening(child);
   return {
     packets: () => packets,
     stop: () =>
