@@ -21,30 +21,47 @@ export interface PortPressure {
   readonly warning?: string;
 }
 
-/** Per floating IP in `ips`: what its connections use of the SNAT port range. */
-export function portPressure(connections: readonly Connection[], ips: readonly string[]): Record<string, PortPressure> {
-  const wanted = new Set(ips);
-  const perIP = new Map<string, Map<string, number>>(ips.map((ip) => [ip, new Map()]));
-  const total = new Map<string, number>(ips.map((ip) => [ip, 0]));
-  for (const { orig, reply } of connections) {
+/** Counts connections as a dump streams them; `result()` is per floating IP in `ips`. */
+export class PortTally {
+  private readonly perIP: Map<string, Map<string, number>>;
+  private readonly total: Map<string, number>;
+
+  constructor(private readonly ips: readonly string[]) {
+    this.perIP = new Map(ips.map((ip) => [ip, new Map<string, number>()]));
+    this.total = new Map(ips.map((ip) => [ip, 0]));
+  }
+
+  add({ orig, reply }: Connection): void {
     // SNATed: the answer goes back to the floating IP, and the original source was another address.
     const ip = reply.dst;
-    if (!wanted.has(ip) || orig.src === ip) continue;
-    total.set(ip, total.get(ip)! + 1);
+    const byDestination = this.perIP.get(ip);
+    if (!byDestination || orig.src === ip) return;
+    this.total.set(ip, this.total.get(ip)! + 1);
     const key = `${orig.dst}:${orig.dport}/${PROTOCOLS[orig.proto] ?? orig.proto}`;
-    const byDestination = perIP.get(ip)!;
     byDestination.set(key, (byDestination.get(key) ?? 0) + 1);
   }
-  const out: Record<string, PortPressure> = {};
-  for (const ip of ips) {
-    let busiest: PortPressure['busiest'] = null;
-    for (const [destination, ports] of [...perIP.get(ip)!].sort(([a], [b]) => a.localeCompare(b)))
-      if (!busiest || ports > busiest.ports) busiest = { destination, ports, usage: ports / SNAT_PORTS };
-    const warning =
-      busiest && busiest.usage > PORT_WARN_RATIO
-        ? `${ip} uses ${busiest.ports} of ${SNAT_PORTS} source ports toward ${busiest.destination} (${Math.round(busiest.usage * 100)} %): new connections there will fail once they run out`
-        : undefined;
-    out[ip] = { connections: total.get(ip)!, busiest, ...(warning ? { warning } : {}) };
+
+  result(): Record<string, PortPressure> {
+    const out: Record<string, PortPressure> = {};
+    for (const ip of this.ips) {
+      let busiest: PortPressure['busiest'] = null;
+      // One pass, no sort: 100,000 destinations sorted by locale took 150 ms of the event loop.
+      for (const [destination, ports] of this.perIP.get(ip)!)
+        if (!busiest || ports > busiest.ports || (ports === busiest.ports && destination < busiest.destination))
+          busiest = { destination, ports, usage: ports / SNAT_PORTS };
+      const warning =
+        busiest && busiest.usage > PORT_WARN_RATIO
+          ? `${ip} uses ${busiest.ports} of ${SNAT_PORTS} source ports toward ${busiest.destination} (${Math.round(busiest.usage * 100)} %): new connections there will fail once they run out`
+          : undefined;
+      out[ip] = { connections: this.total.get(ip)!, busiest, ...(warning ? { warning } : {}) };
+    }
+    return out;
   }
-  return out;
+}
+
+/** Per floating IP in `ips`: what its connections use of the SNAT port range. */
+export function portPressure(connections: readonly Connection[], ips: readonly string[]): Record<string, PortPressure> {
+  const tally = new PortTally(ips);
+  for (const c of connections) tally.add(c);
+  return tally.result();
 }

@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
-import { dumpConnections, type Connection } from '../dataplane/conntrack-dump.js';
-import { portPressure, type PortPressure } from './snat-ports.js';
+import { eachConnection } from '../dataplane/conntrack-dump.js';
+import { PortTally, type PortPressure } from './snat-ports.js';
 
 // Watches SNAT port pressure on the floating IPs this node holds: a conntrack dump every
 // CHECK_MS (it walks the whole table, so not per scrape), a warning in the log when the
 // busiest destination of an IP passes the threshold (once, until it falls back), and the
-// last result for the metrics. `status` asks for a fresh one.
+// last result for the metrics. `status` asks for a fresh one; callers that ask while a
+// check runs share it (a dump of a big table takes a while, in small slices of the loop).
 
 const CHECK_MS = 30_000;
 
@@ -13,6 +14,7 @@ export class SnatWatch {
   private timer?: NodeJS.Timeout;
   private lastValue: Readonly<Record<string, PortPressure>> = {};
   private readonly warned = new Set<string>();
+  private running?: Promise<Readonly<Record<string, PortPressure>> | undefined>;
 
   constructor(
     private readonly held: () => readonly string[],
@@ -24,18 +26,21 @@ export class SnatWatch {
     return this.lastValue;
   }
 
-  /** Checks now; undefined (logged) if the conntrack table cannot be read. Never throws. */
-  async check(): Promise<Readonly<Record<string, PortPressure>> | undefined> {
+  /** Checks now (or joins the check under way); undefined (logged) if the conntrack table cannot be read. Never throws. */
+  check(): Promise<Readonly<Record<string, PortPressure>> | undefined> {
+    this.running ??= this.checkOnce().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async checkOnce(): Promise<Readonly<Record<string, PortPressure>> | undefined> {
     const ips = [...this.held()].sort();
-    let value: Record<string, PortPressure> = {};
-    if (ips.length)
-      try {
-        const all = await Promise.all(ips.map((ip) => this.snatedTo(ip)));
-        value = portPressure(all.flat(), ips);
-      } catch (e) {
-        this.log.warn({ err: (e as Error).message }, 'cannot read the conntrack table for SNAT port pressure');
-        return undefined;
-      }
+    const value: Record<string, PortPressure> = {};
+    try {
+      for (const ip of ips) value[ip] = await this.pressureOn(ip);
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'cannot read the conntrack table for SNAT port pressure');
+      return undefined;
+    }
     this.lastValue = value;
     for (const [ip, p] of Object.entries(value))
       if (p.warning && !this.warned.has(ip)) {
@@ -49,12 +54,17 @@ export class SnatWatch {
     return value;
   }
 
-  /** Connections SNATed to `ip`, filtered by the kernel; a kernel without the filter (before 5.9) gets the whole table. */
-  private async snatedTo(ip: string): Promise<Connection[]> {
+  /** Of the connections SNATed to `ip`, filtered by the kernel; a kernel without the filter (before 5.9) streams the whole table. */
+  private async pressureOn(ip: string): Promise<PortPressure> {
+    const count = async (replyDestination?: string) => {
+      const tally = new PortTally([ip]);
+      await eachConnection((c) => tally.add(c), replyDestination);
+      return tally.result()[ip]!;
+    };
     try {
-      return await dumpConnections(ip);
+      return await count(ip);
     } catch {
-      return (await dumpConnections()).filter((c) => c.reply.dst === ip);
+      return await count();
     }
   }
 

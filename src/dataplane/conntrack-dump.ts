@@ -1,10 +1,12 @@
 import { endianness } from 'node:os';
+import { getSystemErrorName } from 'node:util';
 import netlink from 'netlink';
 import { attr } from './netlink.js';
 
 // Reads the IPv4 conntrack table over ctnetlink (a dump, like `conntrack -L -f ipv4`):
 // what SNAT port pressure needs. It walks the whole table, so it runs on demand and on a
-// slow timer, never per packet or per scrape.
+// slow timer, never per packet or per scrape; and it streams, so that a big table never
+// holds up the event loop.
 
 const NFNL_SUBSYS_CTNETLINK = 1;
 const IPCTNL_MSG_CT_NEW = 0;
@@ -51,25 +53,43 @@ export interface Connection {
   readonly reply: Tuple;
 }
 
-const ipv4 = (b: Buffer): string => [...b.subarray(0, 4)].join('.');
+// A hand-rolled walk over the attributes, not the library's parser: a dump of 100,000
+// entries through it allocated some twenty objects per entry, and the garbage was the cost.
+const LE = endianness() === 'LE';
+const u16 = (b: Buffer, at: number) => (LE ? b.readUInt16LE(at) : b.readUInt16BE(at));
+const u32h = (b: Buffer, at: number) => (LE ? b.readUInt32LE(at) : b.readUInt32BE(at));
+/** Attribute types carry NLA_F_NESTED / NLA_F_NET_BYTEORDER in their top bits. */
+const NLA_TYPE_MASK = 0x3fff;
 
-function tuple(data: Buffer): Tuple {
+/** Calls `fn(type, start, end)` for each attribute in b[start, end). */
+function eachAttribute(b: Buffer, start: number, end: number, fn: (type: number, from: number, to: number) => void) {
+  for (let at = start; at + 4 <= end;) {
+    const len = u16(b, at);
+    if (len < 4 || at + len > end) return;
+    fn(u16(b, at + 2) & NLA_TYPE_MASK, at + 4, at + len);
+    at += (len + 3) & ~3;
+  }
+}
+
+const ipv4 = (b: Buffer, at: number): string => `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
+
+function tuple(b: Buffer, start: number, end: number): Tuple {
   let src = '';
   let dst = '';
   let proto = 0;
   let sport = 0;
   let dport = 0;
-  netlink.parseAttributes(data, (a) => {
-    if (a.type === CTA_TUPLE_IP)
-      netlink.parseAttributes(a.data, (ip) => {
-        if (ip.type === CTA_IP_V4_SRC && ip.data.length >= 4) src = ipv4(ip.data);
-        if (ip.type === CTA_IP_V4_DST && ip.data.length >= 4) dst = ipv4(ip.data);
+  eachAttribute(b, start, end, (type, from, to) => {
+    if (type === CTA_TUPLE_IP)
+      eachAttribute(b, from, to, (t, f, e) => {
+        if (t === CTA_IP_V4_SRC && e - f >= 4) src = ipv4(b, f);
+        if (t === CTA_IP_V4_DST && e - f >= 4) dst = ipv4(b, f);
       });
-    if (a.type === CTA_TUPLE_PROTO)
-      netlink.parseAttributes(a.data, (p) => {
-        if (p.type === CTA_PROTO_NUM && p.data.length >= 1) proto = p.data[0]!;
-        if (p.type === CTA_PROTO_SRC_PORT && p.data.length >= 2) sport = p.data.readUInt16BE(0);
-        if (p.type === CTA_PROTO_DST_PORT && p.data.length >= 2) dport = p.data.readUInt16BE(0);
+    if (type === CTA_TUPLE_PROTO)
+      eachAttribute(b, from, to, (t, f, e) => {
+        if (t === CTA_PROTO_NUM && e - f >= 1) proto = b[f]!;
+        if (t === CTA_PROTO_SRC_PORT && e - f >= 2) sport = b.readUInt16BE(f);
+        if (t === CTA_PROTO_DST_PORT && e - f >= 2) dport = b.readUInt16BE(f);
       });
   });
   return { src, dst, proto, sport, dport };
@@ -93,35 +113,85 @@ function replyDestinationFilter(ip: string): Buffer {
   ]);
 }
 
+/** A dump's datagrams may stop coming (a wedged socket): give up after this long without one. */
+const IDLE_TIMEOUT_MS = 5000;
+const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
+
+/** The connection in a message's payload b[start, end) (after the nfgenmsg header). */
+function connection(b: Buffer, start: number, end: number): Connection | undefined {
+  let orig: Tuple | undefined;
+  let reply: Tuple | undefined;
+  eachAttribute(b, start, end, (type, from, to) => {
+    if (type === CTA_TUPLE_ORIG) orig = tuple(b, from, to);
+    if (type === CTA_TUPLE_REPLY) reply = tuple(b, from, to);
+  });
+  return orig && reply ? { orig, reply } : undefined;
+}
+
 /**
- * The IPv4 connections the kernel tracks in this network namespace: those whose reply
- * goes to `replyDestination` if given (filtered in the kernel where it can), else all.
- * Callers filter again: an older kernel may ignore the filter.
+ * Calls `visit` with each IPv4 connection the kernel tracks in this network namespace:
+ * those whose reply goes to `replyDestination` if given (filtered in the kernel where it
+ * can), else all. Callers filter again: an older kernel may ignore the filter.
+ *
+ * Streamed, datagram by datagram, on a raw socket: the library's request() would gather
+ * the whole dump and hand it over in one callback, and parsing 100,000 entries at once
+ * holds the event loop (and the heartbeats) for about a second.
  */
-export async function dumpConnections(replyDestination?: string): Promise<Connection[]> {
-  const socket = netlink.createNetlink(netlink.Protocol.NETFILTER);
-  try {
+export function eachConnection(visit: (c: Connection) => void, replyDestination?: string): Promise<void> {
+  const socket = new netlink.RawNetlinkSocket(netlink.Protocol.NETFILTER);
+  const seq = 1;
+  return new Promise<void>((resolve, reject) => {
+    let idle: NodeJS.Timeout | undefined;
+    const finish = (err?: Error) => {
+      clearTimeout(idle);
+      socket.close();
+      if (err) reject(new Error(`netlink dump of the conntrack table failed: ${err.message}`, { cause: err }));
+      else resolve();
+    };
+    const waitMore = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => finish(new Error(`no answer for ${IDLE_TIMEOUT_MS} ms`)), IDLE_TIMEOUT_MS);
+    };
+    socket.on('error', finish);
+    socket.on('message', (datagram) => {
+      try {
+        // struct nlmsghdr: length u32, type u16, flags u16, seq u32, port u32 (host order).
+        for (let at = 0; at + 16 <= datagram.length;) {
+          const len = u32h(datagram, at);
+          if (len < 16 || at + len > datagram.length) throw new Error(`a message of ${len} bytes at ${at}: truncated`);
+          const type = u16(datagram, at + 4);
+          if (u32h(datagram, at + 8) === seq) {
+            if (type === NLMSG_DONE) return finish();
+            if (type === NLMSG_ERROR) {
+              const errno = LE ? datagram.readInt32LE(at + 16) : datagram.readInt32BE(at + 16);
+              if (errno !== 0) return finish(new Error(`the kernel refused it: ${errnoName(errno)}`));
+            } else if (type === ((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW)) {
+              const c = connection(datagram, at + 16 + 4, at + len);
+              if (c) visit(c);
+            }
+          }
+          at += (len + 3) & ~3;
+        }
+        waitMore();
+      } catch (e) {
+        finish(e as Error);
+      }
+    });
     const header = Buffer.from([AF_INET, 0, 0, 0]); // nfgenmsg: family, version, resource id
     const request = replyDestination ? Buffer.concat([header, replyDestinationFilter(replyDestination)]) : header;
-    const [messages] = await socket.request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, request, {
-      flags: NLM_F_REQUEST_DUMP,
-      timeout: 5000,
-    });
-    const out: Connection[] = [];
-    for (const m of messages) {
-      if (m.type !== ((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW)) continue;
-      let orig: Tuple | undefined;
-      let reply: Tuple | undefined;
-      netlink.parseAttributes(m.data.subarray(4), (a) => {
-        if (a.type === CTA_TUPLE_ORIG) orig = tuple(a.data);
-        if (a.type === CTA_TUPLE_REPLY) reply = tuple(a.data);
-      });
-      if (orig && reply) out.push({ orig, reply });
-    }
-    return out;
-  } catch (e) {
-    throw new Error(`netlink dump of the conntrack table failed: ${(e as Error).message}`, { cause: e });
-  } finally {
-    socket.close();
+    const type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+    socket.send(netlink.formatMessage({ type, flags: NLM_F_REQUEST_DUMP, seq, port: 0, data: request }), {}, (err) =>
+      err ? finish(err) : undefined,
+    );
+    waitMore();
+  });
+}
+
+function errnoName(errno: number): string {
+  try {
+    return getSystemErrorName(errno);
+  } catch {
+    return String(errno);
   }
 }

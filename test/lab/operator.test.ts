@@ -1,5 +1,5 @@
 import t from 'tap';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { policiesYaml } from '../../lab/config.js';
 import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled } from '../../lab/cluster.js';
@@ -16,6 +16,8 @@ import type { Traffic } from '../../src/daemon/traffic.js';
 const { shop: SHOP, batch: BATCH } = CLUSTER_FIPS;
 const SPARE = `${SUBNET_PREFIX}.103`;
 const METRICS_PORT = 9607;
+/** Connections SNATed on an owner for the heartbeat check: as many as the scrape bench's. */
+const LOADED_CONNECTIONS = 100_000;
 /** Packets a prober's requests may differ by from a counter: one in flight at each end. */
 const SLACK = 2;
 
@@ -165,6 +167,32 @@ t.test("the operator's view", async (t) => {
       h4.egressIPs[SPARE]!.noGatewayDropped,
       'in the metrics too',
     );
+  });
+
+  await t.test('counting 100,000 SNATed connections does not hold up heartbeats', async (t) => {
+    const owner = status.floatingIPs[SHOP]!;
+    const stalls = async () => (await metrics(owner)).get('egress_natd_event_loop_stalls_total') ?? 0;
+    const downs = () =>
+      names.reduce((n, h) => n + (readFileSync(lab.daemonLog(h), 'utf8').match(/ is Down: /g)?.length ?? 0), 0);
+    // One datagram to each of 100,000 (address, port) pairs: a connection each on the owner, SNATed to the IP.
+    const perAddress = LOADED_CONNECTIONS / 2;
+    await lab.sh(
+      'c1',
+      `python3 -c "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'x', (d, p)) for d in ('${ECHO.inPolicy}', '203.0.113.12') for p in range(1024, ${1024 + perAddress})]"`,
+    );
+    // Sending them loads both cores: the stall watch may count that second; it is not what this test is about.
+    await new Promise((r) => setTimeout(r, 2100));
+    const [stallsBefore, downsBefore] = [await stalls(), downs()];
+    let counted = 0;
+    for (let i = 0; i < 3; i++) counted = (await lab.status(owner)).snatPorts![SHOP]!.connections;
+    await new Promise((r) => setTimeout(r, 1100)); // the stall watch reads its samples once a second
+    t.ok(counted >= LOADED_CONNECTIONS * 0.99, `status counted ${counted} connections on ${owner}`);
+    t.equal(await stalls(), stallsBefore, `${owner}: no event loop stall while it counted them, three times`, {
+      log: readFileSync(lab.daemonLog(owner), 'utf8').match(/.*event loop stalled.*/g),
+    });
+    t.equal(downs(), downsBefore, 'no node marked Down meanwhile');
+    // The UDP entries expire in 30 s on their own; the failover below does not wait for them.
+    await lab.sh(owner, `conntrack -D -p udp --reply-dst ${SHOP} >/dev/null 2>&1 || true`);
   });
 
   await t.test("a source CIDR with a node's own address selects what the node itself sends", async (t) => {
