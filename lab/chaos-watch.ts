@@ -69,6 +69,8 @@ export interface Leak {
   readonly dst: string;
   /** The Ethernet source: which host (or floating IP's macvlan) put it on the segment. */
   readonly mac: string;
+  /** The UDP payload when it is a number: a prober's sequence number (when it was sent). */
+  readonly seq?: number;
 }
 
 /**
@@ -89,6 +91,7 @@ export async function startLeakWatch(lab: Lab, filter: string, onLeak: (l: Leak)
       '-p',
       '-nn',
       '-e',
+      '-A',
       '-l',
       '-tt',
       '-Q',
@@ -99,9 +102,12 @@ export async function startLeakWatch(lab: Lab, filter: string, onLeak: (l: Leak)
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
+  let pending: Leak | undefined;
   eachLine(child.stdout, (l) => {
+    // With -A the payload follows its header line: a leak is told once the next line is in.
     const m = /^(\d+\.\d+) (\S+) > \S+, .*?: (\d+\.\d+\.\d+\.\d+)\S* > (\d+\.\d+\.\d+\.\d+)/.exec(l);
-    if (m) onLeak({ t: Number(m[1]) * 1000, mac: m[2]!, src: m[3]!, dst: m[4]! });
+    if (pending) onLeak({ ...pending, ...(m ? {} : { seq: Number(/(\d+)$/.exec(l)?.[1] ?? NaN) }) });
+    pending = m ? { t: Number(m[1]) * 1000, mac: m[2]!, src: m[3]!, dst: m[4]! } : undefined;
   });
   await new Promise<void>((ok, fail) => {
     const t = setTimeout(() => fail(new Error('tcpdump did not start listening in 10 s')), 10_000);

@@ -279,6 +279,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     say(`lab ${lab.id} settled; seed ${opts.seed}; ${opts.minutes} min of faults`);
 
     // Invariant 2: under noGateway drop, nothing selected reaches the router with any source but a floating IP.
+    // The probers (started below, after the watches) and their clock's offset to the wall clock.
+    const probers: { from: string; expect: string; p: Prober; seen: number }[] = [];
+    let hrOffset = Date.now() - Number(process.hrtime.bigint() / 1_000_000n);
     const fipFilter = fips.map((f) => `not src host ${f.text}`).join(' and ');
     // Who put a leaked packet on the segment: a host's own port, or a floating IP's macvlan (02:ee:<IP>).
     const macs = new Map<string, string>();
@@ -300,7 +303,17 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         // down or listening" from a leak of the running data path.
         const c = lab.containers.find((x) => x.ip === l.src);
         const state = c ? `${c.host}'s daemon ${daemonState.get(c.host)}` : 'a node address';
-        violation('leak', `${l.src} → ${l.dst} reached the router from ${sender(l.mac)} (${state})`, l.t, [
+        // The prober's sequence number tells when it was sent: a packet held somewhere shows here.
+        const sent =
+          (c &&
+            probers
+              .find((p) => p.from === c.name)
+              ?.p.log()
+              .sent.get(l.seq ?? NaN)) ??
+          undefined;
+        const when =
+          sent === undefined ? '' : `, sent ${Math.round(l.t - (Number(sent / 1_000_000n) + hrOffset))} ms before`;
+        violation('leak', `${l.src} → ${l.dst} reached the router from ${sender(l.mac)}${when} (${state})`, l.t, [
           c ? `daemon ${daemonState.get(c.host)}` : 'node',
         ]);
       },
@@ -313,11 +326,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       { from: 'c1', expect: CLUSTER_FIPS.shop },
       { from: 'c2', expect: CLUSTER_FIPS.batch },
     ];
-    const probers: { from: string; expect: string; p: Prober; seen: number }[] = [];
     for (const w of workloads)
       probers.push({ ...w, p: await startProber(lab, w.from, ECHO.inPolicy, opts.probeMs ?? 5), seen: 0 });
     for (const w of probers) await waitForFlow(w.p.log, w.expect, 10_000);
-    const hrOffset = Date.now() - Number(process.hrtime.bigint() / 1_000_000n);
+    hrOffset = Date.now() - Number(process.hrtime.bigint() / 1_000_000n);
     const checkAnswers = () => {
       for (const w of probers) {
         const { replies } = w.p.log();
