@@ -101,10 +101,14 @@ export function classify(policies: readonly ClassifiablePolicy[]): Classificatio
   const byPolicies = new Map<string, number>();
   const byContent = new Map<string, number>();
   const classOf = (members: readonly ClassifiablePolicy[]): number | undefined => {
-    const policySet = members
-      .map((p) => p.index)
-      .sort((a, b) => a - b)
-      .join(',');
+    // Most sources belong to one policy: its index is the key, with no array to sort.
+    const policySet =
+      members.length === 1
+        ? String(members[0]!.index)
+        : members
+            .map((p) => p.index)
+            .sort((a, b) => a - b)
+            .join(',');
     const known = byPolicies.get(policySet);
     if (known !== undefined) return known;
     const destinations = destinationsFor(members);

@@ -65,9 +65,12 @@ export function overlappingOwners(lists: readonly (readonly Range[])[]): Set<str
   const all = lists.flatMap((rs, owner) => rs.map((r) => ({ r, owner })));
   all.sort((a, b) => a.r.family - b.r.family || (a.r.start < b.r.start ? -1 : a.r.start > b.r.start ? 1 : 0));
   const pairs = new Set<string>();
-  let active: { r: Range; owner: number }[] = [];
+  const active: { r: Range; owner: number }[] = [];
   for (const cur of all) {
-    active = active.filter((a) => a.r.family === cur.r.family && a.r.end >= cur.r.start);
+    // Those still open at cur, kept in place: one array for the whole sweep.
+    let open = 0;
+    for (const a of active) if (a.r.family === cur.r.family && a.r.end >= cur.r.start) active[open++] = a;
+    active.length = open;
     for (const a of active) {
       if (a.owner !== cur.owner) {
         const [i, j] = a.owner < cur.owner ? [a.owner, cur.owner] : [cur.owner, a.owner];
