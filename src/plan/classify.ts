@@ -1,4 +1,5 @@
 import type { Range } from '../util/ip.js';
+import { addressOrder } from '../util/intervals.js';
 
 // Packet classification as flat lookups: whatever the number of policies, a packet
 // costs one source lookup and one destination lookup. Policies are first-match in file
@@ -37,26 +38,6 @@ export interface Classification {
   readonly cgroups: readonly { path: string; level: number; cls: number }[];
 }
 
-const cmp = (a: bigint, b: bigint): number => (a < b ? -1 : a > b ? 1 : 0);
-
-/** IPv4 edges sort as numbers (address × EDGE_IDS + edge id) while the ids fit: exact below 2^53. */
-const EDGE_IDS = 2 ** 20;
-
-/**
- * The edges of `ranges` in address order, as ids: edge 2i is where range i starts, 2i + 1
- * one past its end (`at` holds each edge's address). Sorting 100,000 sources is the
- * planner's largest step: IPv4 sorts as a typed array, with no object or comparator call per edge.
- */
-function edgeOrder(ranges: readonly Range[], at: readonly bigint[]): ArrayLike<number> {
-  if (at.length <= EDGE_IDS && ranges.every((r) => r.family === 4)) {
-    const keys = new Float64Array(at.length);
-    for (let e = 0; e < at.length; e++) keys[e] = Number(at[e]!) * EDGE_IDS + e;
-    return keys.sort().map((k) => k % EDGE_IDS);
-  }
-  const family = (e: number) => ranges[e >> 1]!.family;
-  return Array.from(at.keys()).sort((x, y) => family(x) - family(y) || cmp(at[x]!, at[y]!));
-}
-
 /**
  * Sweeps labelled ranges and calls `segment` for every maximal run of addresses with
  * one fixed set of active owners (non-empty).
@@ -68,7 +49,12 @@ function sweep<T>(
   const ranges = labelled.map((l) => l.range);
   const at: bigint[] = [];
   for (const r of ranges) at.push(r.start, r.end + 1n);
-  const order = edgeOrder(ranges, at);
+  // Edge 2i is where range i starts, 2i + 1 one past its end.
+  const order = addressOrder(
+    at.length,
+    (e) => ranges[e >> 1]!.family,
+    (e) => at[e]!,
+  );
   const active = new Map<T, number>();
   for (let i = 0; i < order.length;) {
     const first = order[i]!;
