@@ -58,7 +58,7 @@ export async function startCapture(lab: Lab, filter: string): Promise<Capture> {
   );
   lab.onDestroy(() => void child.kill('SIGKILL'));
   const packets: Captured[] = [];
-  eachLine(child.stdout, (line) => packets.push({ at: nowNs(), line }));
+  eachLine(child.stdout, (line) => line && packets.push({ at: nowNs(), line }));
   await listening(child);
   return {
     packets: () => packets,

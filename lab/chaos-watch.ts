@@ -67,6 +67,8 @@ export interface Leak {
   readonly t: number;
   readonly src: string;
   readonly dst: string;
+  /** The Ethernet source: which host (or floating IP's macvlan) put it on the segment. */
+  readonly mac: string;
 }
 
 /**
@@ -86,6 +88,7 @@ export async function startLeakWatch(lab: Lab, filter: string, onLeak: (l: Leak)
       'eth0',
       '-p',
       '-nn',
+      '-e',
       '-l',
       '-tt',
       '-Q',
@@ -97,8 +100,8 @@ export async function startLeakWatch(lab: Lab, filter: string, onLeak: (l: Leak)
     },
   );
   eachLine(child.stdout, (l) => {
-    const m = /^(\d+\.\d+) IP (\d+\.\d+\.\d+\.\d+)\S* > (\d+\.\d+\.\d+\.\d+)/.exec(l);
-    if (m) onLeak({ t: Number(m[1]) * 1000, src: m[2]!, dst: m[3]! });
+    const m = /^(\d+\.\d+) (\S+) > \S+, .*?: (\d+\.\d+\.\d+\.\d+)\S* > (\d+\.\d+\.\d+\.\d+)/.exec(l);
+    if (m) onLeak({ t: Number(m[1]) * 1000, mac: m[2]!, src: m[3]!, dst: m[4]! });
   });
   await new Promise<void>((ok, fail) => {
     const t = setTimeout(() => fail(new Error('tcpdump did not start listening in 10 s')), 10_000);

@@ -280,6 +280,18 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 
     // Invariant 2: under noGateway drop, nothing selected reaches the router with any source but a floating IP.
     const fipFilter = fips.map((f) => `not src host ${f.text}`).join(' and ');
+    // Who put a leaked packet on the segment: a host's own port, or a floating IP's macvlan (02:ee:<IP>).
+    const macs = new Map<string, string>();
+    for (const h of hosts) macs.set((await lab.sh(h, 'cat /sys/class/net/eth0/address')).stdout.trim(), h);
+    const sender = (mac: string) =>
+      macs.get(mac) ??
+      (mac.startsWith('02:ee:')
+        ? `the macvlan of ${mac
+            .split(':')
+            .slice(2)
+            .map((x) => parseInt(x, 16))
+            .join('.')}`
+        : mac);
     const leakWatch = await startLeakWatch(
       lab,
       `ip and dst net 203.0.113.0/24 and not dst host ${ECHO.excluded} and ${fipFilter}`,
@@ -288,7 +300,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         // down or listening" from a leak of the running data path.
         const c = lab.containers.find((x) => x.ip === l.src);
         const state = c ? `${c.host}'s daemon ${daemonState.get(c.host)}` : 'a node address';
-        violation('leak', `${l.src} → ${l.dst} reached the router (${state})`, l.t, [
+        violation('leak', `${l.src} → ${l.dst} reached the router from ${sender(l.mac)} (${state})`, l.t, [
           c ? `daemon ${daemonState.get(c.host)}` : 'node',
         ]);
       },

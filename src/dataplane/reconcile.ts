@@ -203,10 +203,10 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
     await removeMacvlans(nl, desired, changes);
     await reconcileRouting(nl, await routingDuringChange(nl, desired), changes);
     const diff = diffTable(desired.nft, await (opts.table ?? readTable()));
-    if (diff.commands.length) {
-      await runTransaction(`${diff.commands.join('\n')}\n`);
-      changes.push(...diff.summary.map((s) => `nft: ${s}`));
-    }
+    // Two transactions (see nftdiff.ts): the new objects, then the switch to them.
+    for (const commands of [diff.staged, diff.commands])
+      if (commands.length) await runTransaction(`${commands.join('\n')}\n`);
+    changes.push(...diff.summary.map((s) => `nft: ${s}`));
     const announced = await addMacvlans(nl, desired, changes);
     // Before the announcement: what other hosts steer here is marked by the relay guard's
     // lookups, and a table of ours still routing an IP this host just took (via the IP

@@ -92,7 +92,13 @@ t.test('the nft diff', async (t) => {
   const config = loadValid();
   const want = plan(config, 'worker1', owners({ '192.168.1.100': 'worker2' })).nft;
   const empty = diffTable(want, { exists: false, chains: new Map(), sets: new Map() });
-  t.equal(empty.commands[0], 'add table inet egress_natd');
+  t.equal(empty.staged[0], 'add table inet egress_natd');
+  const base = new Set(want.chains.filter((c) => c.hook).map((c) => c.name));
+  t.same(
+    empty.commands.filter((c) => !/^add (chain|rule) inet egress_natd /.test(c) || !base.has(c.split(' ')[4]!)),
+    [],
+    'on an empty host the second transaction makes only the base chains',
+  );
   const same = {
     exists: true,
     chains: new Map(
@@ -108,13 +114,13 @@ t.test('the nft diff', async (t) => {
     ),
     sets: new Map(want.sets.map((s) => [s.name, s.kind] as const)),
   };
-  t.same(diffTable(want, same).commands, [], 'nothing differs, nothing to do');
+  t.same(diffTable(want, same), { staged: [], commands: [], summary: [] }, 'nothing differs, nothing to do');
 
   // The owner changes: only the per-IP chain and the postrouting maps change; the classification stays.
   const moved = plan(config, 'worker1', owners({ '192.168.1.100': 'worker1' })).nft;
   const d = diffTable(moved, same);
   t.notOk(
-    d.commands.some((c) => /add map inet egress_natd [sd]_/.test(c)),
+    [...d.staged, ...d.commands].some((c) => /add map inet egress_natd [sd]_/.test(c)),
     'classification maps are kept',
   );
   t.ok(
@@ -333,7 +339,7 @@ t.test('relay guard: on owned IPs only, a source of one of its policies to that 
   t.same(guard(other), guard(both), 'the same guard on any owner: a new owner takes what the old one took');
 
   const lost = diffTable(one, { exists: false, chains: new Map(), sets: new Map() });
-  t.ok(lost.commands.includes('add counter inet egress_natd relay_c0a80164_source {  }'), 'counters are made');
+  t.ok(lost.staged.includes('add counter inet egress_natd relay_c0a80164_source {  }'), 'counters are made');
   const gone = diffTable(worker1.nft, {
     exists: true,
     chains: new Map(one.chains.map((c) => [c.name, { rules: c.rules.map(ruleComment) }])),
@@ -344,5 +350,52 @@ t.test('relay guard: on owned IPs only, a source of one of its policies to that 
   t.ok(
     at('delete counter inet egress_natd relay_c0a80164_source') < at('delete chain inet egress_natd relay_c0a80164'),
     'a lost IP: its guard is emptied, its counters go, then its chains',
+  );
+});
+
+t.test('new sets are made in a transaction before the one that starts using them', async (t) => {
+  // A set made in the transaction whose rules start using it misses lookups for a moment
+  // after the commit (test/lab/reload-leak.test.ts): the switch must find it already there.
+  const config = loadValid();
+  const before = plan(config, 'worker1', owners({ '192.168.1.100': 'worker2' })).nft;
+  const after = plan(config, 'worker1', owners({ '192.168.1.100': 'worker1' })).nft;
+  const have = {
+    exists: true,
+    chains: new Map(
+      before.chains.map((c) => [
+        c.name,
+        {
+          rules: c.rules.map(ruleComment),
+          ...(c.hook
+            ? { hook: { type: c.hook.type, hook: c.hook.hook, prio: c.hook.prio, policy: c.hook.policy } }
+            : {}),
+        },
+      ]),
+    ),
+    sets: new Map(before.sets.map((s) => [s.name, s.kind] as const)),
+  };
+  const d = diffTable(after, have);
+  const added = after.sets.filter((s) => !have.sets.has(s.name)).map((s) => s.name);
+  t.ok(added.length > 0, `the move adds sets: ${added.join(', ')}`);
+  for (const name of added) {
+    t.ok(
+      d.staged.some((c) =>
+        c.startsWith(`add ${after.sets.find((s) => s.name === name)!.kind} inet egress_natd ${name} `),
+      ),
+      `${name} is staged`,
+    );
+    t.notOk(
+      d.commands.some((c) => c.startsWith('add ') && c.includes(` ${name} `) && !c.startsWith('add rule')),
+      `${name} is not made in the switch`,
+    );
+  }
+  t.ok(
+    d.commands.some((c) => c.startsWith('flush chain inet egress_natd postrouting')),
+    'the switch replaces the rules',
+  );
+  const base = new Set(after.chains.filter((c) => c.hook).map((c) => c.name));
+  t.notOk(
+    d.staged.some((c) => base.has(c.split(' ')[4]!)),
+    'no base chain is touched by the first',
   );
 });
