@@ -1,19 +1,16 @@
 import { hostname } from 'node:os';
-import { pino } from 'pino';
 import { formatDiagnostic, hasErrors, sortDiagnostics } from '../config/diagnostics.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/model.js';
 import { hostFacts } from '../dataplane/facts.js';
-import { park } from '../dataplane/park.js';
-import { release, reconcile } from '../dataplane/reconcile.js';
-import { StateStore } from '../dataplane/state.js';
 import { missingCgroups, plan, type Owners } from '../plan/desired.js';
 import { renderTable } from '../plan/nft.js';
 import { formatAddress, parseAddress } from '../util/ip.js';
 import { err, EXIT_INPUT, InputError, out } from './errors.js';
 
 // The commands that read the config and change this host (or say how they would):
-// check, plan, apply, release. Loaded only when one of them runs.
+// check, plan, apply, release. Loaded only when one of them runs; what changes the host
+// (netlink, nft, the logger) only when apply or release runs: check and plan skip its start-up.
 
 /** Loads and validates; prints every diagnostic; exits 2 on errors. */
 export function loadOrExit(file: string): Config {
@@ -53,7 +50,17 @@ function planFor(config: Config, opts: PlanOptions) {
   return desired;
 }
 
-const logger = () => pino({ base: { svc: 'egress-natd' } }, pino.destination(2));
+async function hostChanges() {
+  const [{ pino }, { readTable }, { park }, { release, reconcile }, { StateStore }] = await Promise.all([
+    import('pino'),
+    import('../dataplane/nft.js'),
+    import('../dataplane/park.js'),
+    import('../dataplane/reconcile.js'),
+    import('../dataplane/state.js'),
+  ]);
+  const log = pino({ base: { svc: 'egress-natd' } }, pino.destination(2));
+  return { log, park, readTable, release, reconcile, state: (dir?: string) => new StateStore(dir) };
+}
 
 export function check(o: { config: string }): void {
   const config = loadOrExit(o.config);
@@ -68,12 +75,18 @@ export function printPlan(o: PlanOptions & { output: 'nft' | 'json' }): void {
 }
 
 export async function apply(o: PlanOptions & { stateDir?: string; garp: boolean }): Promise<void> {
+  const { log, readTable, reconcile, state } = await hostChanges();
+  // nft lists a table of 100,000 elements about as long as the config takes to load and
+  // plan: it does so meanwhile, on the other core (reconcile awaits it, and reports its failure).
+  const table = readTable();
+  table.catch(() => undefined);
   const desired = planFor(loadOrExit(o.config), o);
   const started = process.hrtime.bigint();
-  const { changes } = await reconcile(desired, { state: new StateStore(o.stateDir), log: logger(), noGarp: !o.garp });
+  const { changes } = await reconcile(desired, { state: state(o.stateDir), log, noGarp: !o.garp, table });
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   if (changes.length === 0) return out(`no change: node ${desired.node} already matches the plan`);
-  for (const c of changes) out(c);
+  // One write, not one per change: an empty host takes some 4,000 of them with a big config.
+  out(changes.join('\n'));
   out(
     `applied ${changes.length} change${changes.length === 1 ? '' : 's'} to node ${desired.node} in ${ms.toFixed(0)} ms`,
   );
@@ -85,7 +98,8 @@ export async function releaseHost(o: {
   config: string;
   node?: string;
 }): Promise<void> {
-  const opts = { state: new StateStore(o.stateDir), log: logger() };
+  const { log, park, release, state } = await hostChanges();
+  const opts = { state: state(o.stateDir), log };
   let config: Config | undefined;
   if (o.keepSteering) {
     const loaded = loadConfig(o.config);
@@ -94,7 +108,7 @@ export async function releaseHost(o: {
   }
   const parked = o.keepSteering ? await park(config, o.node ?? hostname(), opts) : undefined;
   const { changes } = parked ?? (await release(opts));
-  for (const c of changes) out(c);
+  if (changes.length) out(changes.join('\n'));
   const n = changes.length;
   out(n ? `released: ${n} change${n === 1 ? '' : 's'}` : 'nothing to release');
   if (parked) out(`steering ${parked.steering}`);

@@ -17,13 +17,18 @@ import { FAILSAFE_SCHEMA, load, Type } from 'js-yaml';
 // - anything js-yaml rejects goes to the full parser too.
 // test/unit/config-fast-parse.test.ts holds them to the same result, scalar by scalar.
 
-/** One implicit type per tag (js-yaml keeps one per tag): the first of `forms` whose test matches constructs the value. */
-const scalar = (tag: string, forms: readonly (readonly [RegExp, (s: string) => unknown])[]) =>
-  new Type(`tag:yaml.org,2002:${tag}`, {
+/**
+ * One implicit type per tag (js-yaml keeps one per tag): the first of `forms` whose test matches constructs the value.
+ * Every plain scalar (100,000 CIDRs) is tried against every type: one expression of all the forms answers that.
+ */
+const scalar = (tag: string, forms: readonly (readonly [RegExp, (s: string) => unknown])[]) => {
+  const any = new RegExp(forms.map(([test]) => test.source).join('|'));
+  return new Type(`tag:yaml.org,2002:${tag}`, {
     kind: 'scalar',
-    resolve: (s: unknown) => typeof s === 'string' && forms.some(([test]) => test.test(s)),
+    resolve: (s: unknown) => typeof s === 'string' && any.test(s),
     construct: (s: string) => forms.find(([test]) => test.test(s))![1](s),
   });
+};
 
 /** The `yaml` library's core schema (yaml/dist/schema/core, common/null), for js-yaml. */
 const YAML_CORE = FAILSAFE_SCHEMA.extend({
@@ -88,11 +93,10 @@ function unsafeLine(line: string): boolean {
 
 /** A key that js-yaml makes of a null, empty or collection key, where the full parser makes another or refuses it. */
 function hasOddKey(data: unknown): boolean {
-  if (Array.isArray(data)) return data.some(hasOddKey);
   if (data === null || typeof data !== 'object') return false;
-  return Object.entries(data).some(
-    ([k, v]) => k === '' || k === 'null' || k.includes('[object Object]') || hasOddKey(v),
-  );
+  if (Array.isArray(data)) return data.some(hasOddKey);
+  const map = data as Record<string, unknown>;
+  return Object.keys(map).some((k) => k === '' || k === 'null' || k.includes('[object Object]') || hasOddKey(map[k]));
 }
 
 /** The document's data, or undefined when only the full parser may read this text. */

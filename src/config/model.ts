@@ -1,4 +1,5 @@
-import type { Address, Cidr } from '../util/ip.js';
+import type { Address, Cidr, Range } from '../util/ip.js';
+import { subtract, unionOfCidrs } from '../util/intervals.js';
 
 /** The validated configuration: every reference resolved, every address parsed. */
 export interface Config {
@@ -124,4 +125,19 @@ export function policySourcesOn(
     cidrs: matches.flatMap((m) => m.cidrs),
     cgroups: [...new Set(matches.flatMap((m) => m.cgroups))],
   };
+}
+
+const reached = new WeakMap<Pick<Policy, 'destinations' | 'excludedDestinations'>, readonly Range[]>();
+
+/**
+ * The addresses a policy's destinations reach: its CIDRs minus the excluded ones, sorted
+ * and disjoint. Validation, planning and status all ask; computed once per policy.
+ */
+export function reachedDestinations(policy: Pick<Policy, 'destinations' | 'excludedDestinations'>): readonly Range[] {
+  let ranges = reached.get(policy);
+  if (!ranges) {
+    ranges = subtract(unionOfCidrs(policy.destinations), unionOfCidrs(policy.excludedDestinations));
+    reached.set(policy, ranges);
+  }
+  return ranges;
 }

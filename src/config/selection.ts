@@ -8,12 +8,13 @@ import {
   type Address,
   type Cidr,
 } from '../util/ip.js';
-import { intersects, overlappingOwners, subtract, unionOfCidrs } from '../util/intervals.js';
+import { intersects, overlappingOwners, unionOfCidrs } from '../util/intervals.js';
 import type { Diagnostic } from './diagnostics.js';
 import { pathText, parseShape, uniqueNames } from './items.js';
 import {
   MAX_FLOATING_IPS,
   policySourcesOn,
+  reachedDestinations,
   selects,
   type Gateway,
   type Labels,
@@ -302,7 +303,7 @@ function warnOverlaps(
     return {
       sources: unionOfCidrs(cidrs),
       cgroups,
-      destinations: subtract(unionOfCidrs(policy.destinations), unionOfCidrs(policy.excludedDestinations)),
+      destinations: reachedDestinations(policy),
     };
   });
   const sourcePairs = overlappingOwners(resolved.map((r) => r.sources));

@@ -1,6 +1,5 @@
-import { policySourcesOn, type Config, type Policy } from '../config/model.js';
+import { policySourcesOn, reachedDestinations, type Config, type Policy } from '../config/model.js';
 import { candidates, floatingIPs } from '../plan/desired.js';
-import { subtract, unionOfCidrs } from '../util/intervals.js';
 import { formatAddress } from '../util/ip.js';
 import type { NodeStatus, View } from './status.js';
 
@@ -37,7 +36,7 @@ function whyNotEligible(s: NodeStatus): string {
 function invalidReason(config: Config, policy: Policy): string | undefined {
   const { cidrs, cgroups } = policySourcesOn(config, policy);
   if (!cidrs.length && !cgroups.length) return 'it selects no source: its workloadSelector matches no workload';
-  const destinations = subtract(unionOfCidrs(policy.destinations), unionOfCidrs(policy.excludedDestinations));
+  const destinations = reachedDestinations(policy);
   if (!destinations.length) return 'its excluded destinations cover all its destinations';
   return undefined;
 }

@@ -1,6 +1,6 @@
 import { endianness } from 'node:os';
 import { getSystemErrorName } from 'node:util';
-import netlink from 'netlink';
+import netlink from './netlink-lib.js';
 import { attr } from './netlink.js';
 
 // Reads the IPv4 conntrack table over ctnetlink (a dump, like `conntrack -L -f ipv4`):

@@ -1,4 +1,4 @@
-import netlink from 'netlink';
+import netlink from './netlink-lib.js';
 import { attr, NetlinkError } from './netlink.js';
 
 // A thin adapter over ctnetlink (NETLINK_NETFILTER): the one request egress-natd needs,

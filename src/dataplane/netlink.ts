@@ -1,5 +1,5 @@
-import netlink from 'netlink';
-import type { RtNetlinkSocket } from 'netlink';
+import netlink from './netlink-lib.js';
+import type { RtNetlinkSocket } from './netlink-lib.js';
 import { addressBytes, formatAddress, parseAddress } from '../util/ip.js';
 
 // A thin adapter over rtnetlink (the `netlink` package): plain records in, plain

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import netlink from 'netlink';
+import netlink from './netlink-lib.js';
 import { NFT_FAMILY, NFT_TABLE } from '../plan/naming.js';
 import type { NftSetSpec } from '../plan/nft.js';
 import { attr } from './netlink.js';

@@ -4,7 +4,7 @@ import { isOurRulePref, isOurRouteTable, MACVLAN_PREFIX, MARK_MASK, RT_PROTOCOL 
 import { sendGratuitousArp } from './arp.js';
 import { flushConnections } from './conntrack.js';
 import { Netlink, type Link } from './netlink.js';
-import { deleteTable, readTable, runTransaction } from './nft.js';
+import { deleteTable, readTable, runTransaction, type ActualTable } from './nft.js';
 import { diffTable } from './nftdiff.js';
 import type { AppliedPlan, StateStore } from './state.js';
 import { readSysctl, writeSysctl } from './sysctl.js';
@@ -28,6 +28,8 @@ export interface ReconcileOptions {
   readonly noGarp?: boolean;
   /** Floating IPs to announce even if they were already in place (the daemon adopting them). */
   readonly announce?: ReadonlySet<string>;
+  /** Our nft table as read already (apply reads it while it plans); read here when absent. */
+  readonly table?: Promise<ActualTable>;
 }
 
 async function reconcileSysctls(desired: DesiredState, opts: ReconcileOptions, changes: string[]): Promise<void> {
@@ -200,7 +202,7 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
     // what the plan no longer wants is removed after.
     await removeMacvlans(nl, desired, changes);
     await reconcileRouting(nl, await routingDuringChange(nl, desired), changes);
-    const diff = diffTable(desired.nft, await readTable());
+    const diff = diffTable(desired.nft, await (opts.table ?? readTable()));
     // Two transactions (see nftdiff.ts): the new objects, then the switch to them.
     for (const commands of [diff.staged, diff.commands])
       if (commands.length) await runTransaction(`${commands.join('\n')}\n`);

@@ -1,4 +1,5 @@
 import type { Range } from '../util/ip.js';
+import { addressOrder } from '../util/intervals.js';
 
 // Packet classification as flat lookups: whatever the number of policies, a packet
 // costs one source lookup and one destination lookup. Policies are first-match in file
@@ -37,15 +38,6 @@ export interface Classification {
   readonly cgroups: readonly { path: string; level: number; cls: number }[];
 }
 
-const cmp = (a: bigint, b: bigint): number => (a < b ? -1 : a > b ? 1 : 0);
-
-interface Edge<T> {
-  family: number;
-  at: bigint;
-  owner: T;
-  delta: 1 | -1;
-}
-
 /**
  * Sweeps labelled ranges and calls `segment` for every maximal run of addresses with
  * one fixed set of active owners (non-empty).
@@ -54,44 +46,54 @@ function sweep<T>(
   labelled: readonly { range: Range; owner: T }[],
   segment: (r: Range, active: Map<T, number>) => void,
 ): void {
-  const edges: Edge<T>[] = [];
-  for (const { range, owner } of labelled) {
-    edges.push({ family: range.family, at: range.start, owner, delta: 1 });
-    edges.push({ family: range.family, at: range.end + 1n, owner, delta: -1 });
-  }
-  edges.sort((a, b) => a.family - b.family || cmp(a.at, b.at));
+  const ranges = labelled.map((l) => l.range);
+  const at: bigint[] = [];
+  for (const r of ranges) at.push(r.start, r.end + 1n);
+  // Edge 2i is where range i starts, 2i + 1 one past its end.
+  const order = addressOrder(
+    at.length,
+    (e) => ranges[e >> 1]!.family,
+    (e) => at[e]!,
+  );
   const active = new Map<T, number>();
-  for (let i = 0; i < edges.length;) {
-    const { family, at } = edges[i]!;
-    while (i < edges.length && edges[i]!.family === family && edges[i]!.at === at) {
-      const e = edges[i++]!;
-      const n = (active.get(e.owner) ?? 0) + e.delta;
-      if (n === 0) active.delete(e.owner);
-      else active.set(e.owner, n);
+  for (let i = 0; i < order.length;) {
+    const first = order[i]!;
+    const family = ranges[first >> 1]!.family;
+    const here = at[first]!;
+    for (let e = first; i < order.length && ranges[e >> 1]!.family === family && at[e] === here; e = order[++i]!) {
+      const { owner } = labelled[e >> 1]!;
+      const n = (active.get(owner) ?? 0) + (e & 1 ? -1 : 1);
+      if (n === 0) active.delete(owner);
+      else active.set(owner, n);
     }
-    const next = edges[i];
-    if (active.size > 0 && next && next.family === family) {
-      segment({ family: family as Range['family'], start: at, end: next.at - 1n }, active);
+    const next = order[i];
+    if (active.size > 0 && next !== undefined && ranges[next >> 1]!.family === family) {
+      segment({ family, start: here, end: at[next]! - 1n }, active);
     }
   }
+}
+
+/** Appends `range` to `p`'s lookup, merged into the last range where the two touch and have the same policy. */
+function append(out: DestinationRange[], range: Range, p: ClassifiablePolicy): void {
+  const last = out[out.length - 1];
+  if (last && last.policy === p.index && last.range.family === range.family && last.range.end + 1n === range.start) {
+    out[out.length - 1] = { ...last, range: { ...last.range, end: range.end } };
+  } else out.push({ range, egress: p.egress, policy: p.index });
 }
 
 /** First-match destination lookup for one ordered set of policies. */
 function destinationsFor(policies: readonly ClassifiablePolicy[]): DestinationRange[] {
   const out: DestinationRange[] = [];
+  // One policy (the class of most sources): its ranges are sorted and disjoint already.
+  if (policies.length === 1) {
+    for (const range of policies[0]!.destinations) append(out, range, policies[0]!);
+    return out;
+  }
   const labelled = policies.flatMap((p) => p.destinations.map((range) => ({ range, owner: p })));
   sweep(labelled, (range, active) => {
     let winner: ClassifiablePolicy | undefined;
     for (const p of active.keys()) if (!winner || p.index < winner.index) winner = p;
-    const last = out[out.length - 1];
-    if (
-      last &&
-      last.policy === winner!.index &&
-      last.range.family === range.family &&
-      last.range.end + 1n === range.start
-    ) {
-      out[out.length - 1] = { ...last, range: { ...last.range, end: range.end } };
-    } else out.push({ range, egress: winner!.egress, policy: winner!.index });
+    append(out, range, winner!);
   });
   return out;
 }
@@ -101,10 +103,14 @@ export function classify(policies: readonly ClassifiablePolicy[]): Classificatio
   const byPolicies = new Map<string, number>();
   const byContent = new Map<string, number>();
   const classOf = (members: readonly ClassifiablePolicy[]): number | undefined => {
-    const policySet = members
-      .map((p) => p.index)
-      .sort((a, b) => a - b)
-      .join(',');
+    // Most sources belong to one policy: its index is the key, with no array to sort.
+    const policySet =
+      members.length === 1
+        ? String(members[0]!.index)
+        : members
+            .map((p) => p.index)
+            .sort((a, b) => a - b)
+            .join(',');
     const known = byPolicies.get(policySet);
     if (known !== undefined) return known;
     const destinations = destinationsFor(members);

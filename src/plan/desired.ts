@@ -2,13 +2,14 @@ import {
   MAX_FLOATING_IPS,
   nodeNamed,
   policySourcesOn,
+  reachedDestinations,
   selects,
   type Config,
   type NodeSpec,
   type Policy,
 } from '../config/model.js';
 import { cidrContains, formatAddress, type Address } from '../util/ip.js';
-import { subtract, unionOfCidrs } from '../util/intervals.js';
+import { unionOfCidrs } from '../util/intervals.js';
 import { classify, type ClassifiablePolicy, type SourceClass } from './classify.js';
 import {
   egressChain,
@@ -147,7 +148,7 @@ function classifiable(
     index,
     sources: unionOfCidrs(cidrs),
     cgroups: cgroups.filter((c) => !facts.cgroups || facts.cgroups.has(c)),
-    destinations: subtract(unionOfCidrs(policy.destinations), unionOfCidrs(policy.excludedDestinations)),
+    destinations: reachedDestinations(policy),
     egress,
   };
 }

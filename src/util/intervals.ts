@@ -1,4 +1,4 @@
-import { cidrRange, type Cidr, type Range } from './ip.js';
+import { cidrRange, type Cidr, type Family, type Range } from './ip.js';
 
 // Sorted, disjoint, non-adjacent-merged lists of ranges of one family.
 
@@ -57,17 +57,51 @@ export function intersects(a: readonly Range[], b: readonly Range[]): boolean {
   return false;
 }
 
+/** IPv4 sorts as numbers (address × INDEXES + index) while the indexes fit: exact below 2^53. */
+const INDEXES = 2 ** 20;
+
+/**
+ * The indexes 0..count-1 in order of (family, address). The sweeps over 100,000 CIDRs spend
+ * most of their time here: IPv4 sorts as a typed array, with no object or comparator call
+ * per item; IPv6 with a comparator.
+ */
+export function addressOrder(
+  count: number,
+  family: (i: number) => Family,
+  address: (i: number) => bigint,
+): ArrayLike<number> {
+  const indexes = Array.from({ length: count }, (_, i) => i);
+  if (count <= INDEXES && indexes.every((i) => family(i) === 4)) {
+    const keys = new Float64Array(count);
+    for (let i = 0; i < count; i++) keys[i] = Number(address(i)) * INDEXES + i;
+    return keys.sort().map((k) => k % INDEXES);
+  }
+  return indexes.sort((i, j) => {
+    const a = address(i);
+    const b = address(j);
+    return family(i) - family(j) || (a < b ? -1 : a > b ? 1 : 0);
+  });
+}
+
 /**
  * Pairs (i < j) of owners whose range lists overlap, by one sweep over all ranges.
  * Cost grows with the ranges and the overlapping pairs, not with owners squared.
  */
 export function overlappingOwners(lists: readonly (readonly Range[])[]): Set<string> {
   const all = lists.flatMap((rs, owner) => rs.map((r) => ({ r, owner })));
-  all.sort((a, b) => a.r.family - b.r.family || (a.r.start < b.r.start ? -1 : a.r.start > b.r.start ? 1 : 0));
+  const order = addressOrder(
+    all.length,
+    (i) => all[i]!.r.family,
+    (i) => all[i]!.r.start,
+  );
   const pairs = new Set<string>();
-  let active: { r: Range; owner: number }[] = [];
-  for (const cur of all) {
-    active = active.filter((a) => a.r.family === cur.r.family && a.r.end >= cur.r.start);
+  const active: { r: Range; owner: number }[] = [];
+  for (let k = 0; k < order.length; k++) {
+    const cur = all[order[k]!]!;
+    // Those still open at cur, kept in place: one array for the whole sweep.
+    let open = 0;
+    for (const a of active) if (a.r.family === cur.r.family && a.r.end >= cur.r.start) active[open++] = a;
+    active.length = open;
     for (const a of active) {
       if (a.owner !== cur.owner) {
         const [i, j] = a.owner < cur.owner ? [a.owner, cur.owner] : [cur.owner, a.owner];

@@ -25,20 +25,26 @@ export const bitsOf = (family: Family): number => (family === 4 ? 32 : 128);
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; error: string };
 
-const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
+/** Dotted quad to its value, digit by digit: called once per CIDR of a config of 100,000. */
 function parseIPv4(text: string): bigint | undefined {
-  const m = IPV4.exec(text);
-  if (!m) return undefined;
-  let v = 0n;
-  for (let i = 1; i <= 4; i++) {
-    const part = m[i]!;
-    if (part.length > 1 && part.startsWith('0')) return undefined; // no octal ambiguity
-    const n = Number(part);
-    if (n > 255) return undefined;
-    v = (v << 8n) | BigInt(n);
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 46; // a dot after the last octet
+    if (c === 46) {
+      if (digits === 0 || octet > 255 || ++dots > 4) return undefined;
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits === 3 || (digits === 1 && octet === 0)) return undefined; // no octal ambiguity
+      octet = octet * 10 + (c - 48);
+      digits++;
+    } else return undefined;
   }
-  return v;
+  return dots === 4 ? BigInt(value) : undefined;
 }
 
 function parseIPv6(text: string): bigint | undefined {
@@ -100,14 +106,22 @@ export function parseCidr(text: string, allowHostBits = false): Parsed<Cidr & { 
   return { ok: true, value: { family: addr.value.family, base, prefix, address: addr.value.value } };
 }
 
-export function netmask(family: Family, prefix: number): bigint {
+function computed(family: Family, prefix: number): bigint {
   const bits = BigInt(bitsOf(family));
   const all = (1n << bits) - 1n;
   return (all << (bits - BigInt(prefix))) & all;
 }
+/** Every netmask of each family, computed once: masks are asked for per CIDR. */
+const masks = (family: Family): bigint[] =>
+  Array.from({ length: bitsOf(family) + 1 }, (_, prefix) => computed(family, prefix));
+const MASKS: Record<Family, bigint[]> = { 4: masks(4), 6: masks(6) };
+
+export function netmask(family: Family, prefix: number): bigint {
+  return MASKS[family][prefix] ?? computed(family, prefix);
+}
 
 export function cidrRange(c: Cidr): Range {
-  const host = ((1n << BigInt(bitsOf(c.family))) - 1n) ^ netmask(c.family, c.prefix);
+  const host = netmask(c.family, bitsOf(c.family)) ^ netmask(c.family, c.prefix);
   return { family: c.family, start: c.base, end: c.base | host };
 }
 
@@ -121,8 +135,8 @@ export function rangesOverlap(a: Range, b: Range): boolean {
 
 export function formatAddress(a: Address): string {
   if (a.family === 4) {
-    const v = a.value;
-    return [24n, 16n, 8n, 0n].map((s) => ((v >> s) & 0xffn).toString()).join('.');
+    const v = Number(a.value);
+    return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
   }
   const groups: string[] = [];
   for (let s = 112n; s >= 0n; s -= 16n) groups.push(((a.value >> s) & 0xffffn).toString(16));
@@ -154,7 +168,7 @@ export function formatCidr(c: Cidr): string {
 export function formatRange(r: Range): string {
   const size = r.end - r.start + 1n;
   if ((size & (size - 1n)) === 0n && (r.start & (size - 1n)) === 0n) {
-    const hostBits = size.toString(2).length - 1;
+    const hostBits = r.family === 4 ? Math.log2(Number(size)) : size.toString(2).length - 1;
     return formatCidr({ family: r.family, base: r.start, prefix: bitsOf(r.family) - hostBits });
   }
   const a = formatAddress({ family: r.family, value: r.start });
