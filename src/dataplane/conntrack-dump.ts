@@ -1,31 +1,26 @@
 import { endianness } from 'node:os';
 import netlink from 'netlink';
+import {
+  CTA,
+  CTA_IP,
+  CTA_PROTO,
+  CTA_TUPLE,
+  ctType,
+  IPCTNL_MSG_CT_GET,
+  IPCTNL_MSG_CT_NEW,
+  NLA_F_NESTED,
+  nfgenmsg,
+} from './ctnetlink.js';
 import { attr } from './netlink.js';
 
 // Reads the IPv4 conntrack table over ctnetlink (a dump, like `conntrack -L -f ipv4`):
 // what SNAT port pressure needs. It walks the whole table, so it runs on demand and on a
 // slow timer, never per packet or per scrape.
 
-const NFNL_SUBSYS_CTNETLINK = 1;
-const IPCTNL_MSG_CT_NEW = 0;
-const IPCTNL_MSG_CT_GET = 1;
 const NLM_F_REQUEST_DUMP = 0x301;
-const AF_INET = 2;
-const CTA_TUPLE_ORIG = 1;
-const CTA_TUPLE_REPLY = 2;
-const CTA_TUPLE_IP = 1;
-const CTA_TUPLE_PROTO = 2;
-const CTA_IP_V4_SRC = 1;
-const CTA_IP_V4_DST = 2;
-const CTA_PROTO_NUM = 1;
-const CTA_PROTO_SRC_PORT = 2;
-const CTA_PROTO_DST_PORT = 3;
-const CTA_FILTER = 25;
 const CTA_FILTER_ORIG_FLAGS = 1;
 const CTA_FILTER_REPLY_FLAGS = 2;
 const CTA_FILTER_FLAG_CTA_IP_DST = 1 << 1;
-/** The kernel parses CTA_FILTER strictly: a nested attribute must say so. */
-const NLA_F_NESTED = 0x8000;
 
 /** CTA_FILTER's flags are NLA_U32: host byte order (unlike addresses and ports). */
 const u32 = (n: number): Buffer => {
@@ -53,23 +48,24 @@ export interface Connection {
 
 const ipv4 = (b: Buffer): string => [...b.subarray(0, 4)].join('.');
 
-function tuple(data: Buffer): Tuple {
+/** A CTA.TUPLE_ORIG or CTA.TUPLE_REPLY attribute's contents. */
+export function tuple(data: Buffer): Tuple {
   let src = '';
   let dst = '';
   let proto = 0;
   let sport = 0;
   let dport = 0;
   netlink.parseAttributes(data, (a) => {
-    if (a.type === CTA_TUPLE_IP)
+    if (a.type === CTA_TUPLE.IP)
       netlink.parseAttributes(a.data, (ip) => {
-        if (ip.type === CTA_IP_V4_SRC && ip.data.length >= 4) src = ipv4(ip.data);
-        if (ip.type === CTA_IP_V4_DST && ip.data.length >= 4) dst = ipv4(ip.data);
+        if (ip.type === CTA_IP.V4_SRC && ip.data.length >= 4) src = ipv4(ip.data);
+        if (ip.type === CTA_IP.V4_DST && ip.data.length >= 4) dst = ipv4(ip.data);
       });
-    if (a.type === CTA_TUPLE_PROTO)
+    if (a.type === CTA_TUPLE.PROTO)
       netlink.parseAttributes(a.data, (p) => {
-        if (p.type === CTA_PROTO_NUM && p.data.length >= 1) proto = p.data[0]!;
-        if (p.type === CTA_PROTO_SRC_PORT && p.data.length >= 2) sport = p.data.readUInt16BE(0);
-        if (p.type === CTA_PROTO_DST_PORT && p.data.length >= 2) dport = p.data.readUInt16BE(0);
+        if (p.type === CTA_PROTO.NUM && p.data.length >= 1) proto = p.data[0]!;
+        if (p.type === CTA_PROTO.SRC_PORT && p.data.length >= 2) sport = p.data.readUInt16BE(0);
+        if (p.type === CTA_PROTO.DST_PORT && p.data.length >= 2) dport = p.data.readUInt16BE(0);
       });
   });
   return { src, dst, proto, sport, dport };
@@ -82,9 +78,9 @@ function tuple(data: Buffer): Tuple {
 function replyDestinationFilter(ip: string): Buffer {
   const address = Buffer.from(ip.split('.').map(Number));
   return Buffer.concat([
-    attr(CTA_TUPLE_REPLY, attr(CTA_TUPLE_IP, attr(CTA_IP_V4_DST, address))),
+    attr(CTA.TUPLE_REPLY, attr(CTA_TUPLE.IP, attr(CTA_IP.V4_DST, address))),
     attr(
-      CTA_FILTER | NLA_F_NESTED,
+      CTA.FILTER | NLA_F_NESTED,
       Buffer.concat([
         attr(CTA_FILTER_ORIG_FLAGS, u32(0)),
         attr(CTA_FILTER_REPLY_FLAGS, u32(CTA_FILTER_FLAG_CTA_IP_DST)),
@@ -94,34 +90,38 @@ function replyDestinationFilter(ip: string): Buffer {
 }
 
 /**
- * The IPv4 connections the kernel tracks in this network namespace: those whose reply
- * goes to `replyDestination` if given (filtered in the kernel where it can), else all.
- * Callers filter again: an older kernel may ignore the filter.
+ * The payloads (after nfgenmsg) of the IPv4 entries the kernel tracks in this network
+ * namespace: those whose reply goes to `replyDestination` if given (filtered in the kernel
+ * where it can), else all. Callers filter again: an older kernel may ignore the filter.
  */
-export async function dumpConnections(replyDestination?: string): Promise<Connection[]> {
+export async function dumpEntries(replyDestination?: string): Promise<Buffer[]> {
   const socket = netlink.createNetlink(netlink.Protocol.NETFILTER);
   try {
-    const header = Buffer.from([AF_INET, 0, 0, 0]); // nfgenmsg: family, version, resource id
+    const header = nfgenmsg();
     const request = replyDestination ? Buffer.concat([header, replyDestinationFilter(replyDestination)]) : header;
-    const [messages] = await socket.request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, request, {
+    const [messages] = await socket.request(ctType(IPCTNL_MSG_CT_GET), request, {
       flags: NLM_F_REQUEST_DUMP,
       timeout: 5000,
     });
-    const out: Connection[] = [];
-    for (const m of messages) {
-      if (m.type !== ((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW)) continue;
-      let orig: Tuple | undefined;
-      let reply: Tuple | undefined;
-      netlink.parseAttributes(m.data.subarray(4), (a) => {
-        if (a.type === CTA_TUPLE_ORIG) orig = tuple(a.data);
-        if (a.type === CTA_TUPLE_REPLY) reply = tuple(a.data);
-      });
-      if (orig && reply) out.push({ orig, reply });
-    }
-    return out;
+    return messages.filter((m) => m.type === ctType(IPCTNL_MSG_CT_NEW)).map((m) => m.data.subarray(4));
   } catch (e) {
     throw new Error(`netlink dump of the conntrack table failed: ${(e as Error).message}`, { cause: e });
   } finally {
     socket.close();
   }
+}
+
+/** The IPv4 connections the kernel tracks (see dumpEntries): their tuples. */
+export async function dumpConnections(replyDestination?: string): Promise<Connection[]> {
+  const out: Connection[] = [];
+  for (const data of await dumpEntries(replyDestination)) {
+    let orig: Tuple | undefined;
+    let reply: Tuple | undefined;
+    netlink.parseAttributes(data, (a) => {
+      if (a.type === CTA.TUPLE_ORIG) orig = tuple(a.data);
+      if (a.type === CTA.TUPLE_REPLY) reply = tuple(a.data);
+    });
+    if (orig && reply) out.push({ orig, reply });
+  }
+  return out;
 }
