@@ -130,10 +130,61 @@ function client(dest: string, port: number, push: number, echo: number, idle: nu
   process.stdout.write('started\n');
 }
 
+/**
+ * `churn DEST PORT RATE SECONDS`: RATE new connections a second, each says hello, waits
+ * for the echo (at most 3 s) and resets (no TIME_WAIT: 60,000 connections in 30 s would
+ * use up the client's ports). Prints one line per connection that failed, `f START_MS`
+ * (monotonic ms, the clock of every process of the machine), then `done OK FAILED`.
+ */
+function churn(dest: string, port: number, rate: number, seconds: number): void {
+  let ok = 0;
+  let failed = 0;
+  let pending = 0;
+  const out: string[] = [];
+  const one = () => {
+    const started = now();
+    pending++;
+    let done = false;
+    const sock = createConnection({ host: dest, port });
+    const finish = (good: boolean) => {
+      if (done) return;
+      done = true;
+      pending--;
+      clearTimeout(timer);
+      if (good) ok++;
+      else {
+        failed++;
+        out.push(`f ${started}\n`);
+      }
+      sock.resetAndDestroy();
+    };
+    const timer = setTimeout(() => finish(false), 3000);
+    sock.on('connect', () => sock.write('hello\n'));
+    sock.on('data', () => finish(true));
+    sock.on('error', () => finish(false));
+    sock.on('close', () => finish(false));
+  };
+  const begin = now();
+  let sent = 0;
+  // Every 10 ms, as many as the rate asks for by now (timers are late under load).
+  const timer = setInterval(() => {
+    const due = Math.min(rate * seconds, Math.floor(((now() - begin) * rate) / 1000));
+    for (; sent < due; sent++) one();
+    if (out.length) process.stdout.write(out.splice(0).join(''));
+    if (sent >= rate * seconds && pending === 0) {
+      clearInterval(timer);
+      process.stdout.write(`done ${ok} ${failed}\n`);
+      process.exit(0);
+    }
+  }, 10);
+  process.stdout.write(`started ${begin}\n`);
+}
+
 const [mode, ...args] = process.argv.slice(2);
 if (mode === 'server') server(Number(args[0]));
 else if (mode === 'client') client(args[0]!, Number(args[1]), Number(args[2]), Number(args[3]), Number(args[4]));
+else if (mode === 'churn') churn(args[0]!, Number(args[1]), Number(args[2]), Number(args[3]));
 else {
-  process.stderr.write('usage: streams server PORT | client DEST PORT PUSH ECHO IDLE\n');
+  process.stderr.write('usage: streams server PORT | client DEST PORT PUSH ECHO IDLE | churn DEST PORT RATE SECONDS\n');
   process.exit(2);
 }

@@ -103,3 +103,36 @@ export function percentile(xs: readonly number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
+
+export interface ChurnResult {
+  readonly ok: number;
+  readonly failed: number;
+  /** When each failed connection began (monotonic ms, as nowMs()). */
+  readonly failedAt: readonly number[];
+}
+
+/** Monotonic ms, the clock streams.ts reports in. */
+export const nowMs = (): number => Number(process.hrtime.bigint() / 1_000_000n);
+
+/** Runs `rate` new connections a second for `seconds` from `from` to `dest`; resolves when all ended. */
+export function churn(lab: Lab, from: string, dest: string, rate: number, seconds: number): Promise<ChurnResult> {
+  const args = [dest, STREAMS_PORT, rate, seconds].map(String);
+  const child = spawn('ip', ['netns', 'exec', lab.ns(from), ...NODE, labScript('streams'), 'churn', ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  lab.onDestroy(() => void child.kill('SIGKILL'));
+  const failedAt: number[] = [];
+  let result: [number, number] | undefined;
+  eachLine(child.stdout, (l) => {
+    const [kind, a, b] = l.split(' ');
+    if (kind === 'f') failedAt.push(Number(a));
+    else if (kind === 'done') result = [Number(a), Number(b)];
+  });
+  return new Promise((resolve, reject) =>
+    child.once('exit', (code) =>
+      result
+        ? resolve({ ok: result[0], failed: result[1], failedAt })
+        : reject(new Error(`churn exited ${code} without a result`)),
+    ),
+  );
+}

@@ -123,14 +123,21 @@ export class ConnectionSync {
     const s = new ConnectionSync(deps, settings, sock);
     sock.on('message', (m, r) => s.receive(m, r.address));
     sock.on('error', (e) => deps.log.warn({ err: e.message }, 'connection sync socket error'));
-    s.events = subscribeConntrack({
-      events: (ev) => s.onEvents(ev),
-      lost: (e) => {
-        s.stats.eventsLost++;
-        deps.log.warn({ err: e.message }, 'conntrack events lost: sweeping again');
-        s.sweep();
-      },
-    });
+    try {
+      s.events = await subscribeConntrack({
+        events: (ev) => s.onEvents(ev),
+        lost: (e) => {
+          s.stats.eventsLost++;
+          deps.log.warn({ err: e.message }, 'conntrack events lost: sweeping again');
+          s.sweep();
+        },
+      });
+    } catch (e) {
+      s.close();
+      throw new Error(`connection sync: ${(e as Error).message} (it needs the kernel's nf_conntrack_netlink)`, {
+        cause: e,
+      });
+    }
     s.timers.push(setInterval(() => s.flush(), FLUSH_MS));
     s.timers.push(setInterval(() => s.sweep(), SWEEP_MS));
     s.timers.push(setInterval(() => s.cache.expire(monotonicMs()), SWEEP_MS));

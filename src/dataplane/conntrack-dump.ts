@@ -10,6 +10,8 @@ import {
   IPCTNL_MSG_CT_NEW,
   NLA_F_NESTED,
   nfgenmsg,
+  openCtnetlink,
+  closeLater,
 } from './ctnetlink.js';
 import { attr } from './netlink.js';
 
@@ -95,19 +97,22 @@ function replyDestinationFilter(ip: string): Buffer {
  * where it can), else all. Callers filter again: an older kernel may ignore the filter.
  */
 export async function dumpEntries(replyDestination?: string): Promise<Buffer[]> {
-  const socket = netlink.createNetlink(netlink.Protocol.NETFILTER);
+  let failed: (e: Error) => void = () => undefined;
+  const socketError = new Promise<never>((_, reject) => (failed = reject));
+  socketError.catch(() => undefined);
+  const socket = openCtnetlink((e) => failed(e));
   try {
     const header = nfgenmsg();
     const request = replyDestination ? Buffer.concat([header, replyDestinationFilter(replyDestination)]) : header;
-    const [messages] = await socket.request(ctType(IPCTNL_MSG_CT_GET), request, {
-      flags: NLM_F_REQUEST_DUMP,
-      timeout: 5000,
-    });
+    const [messages] = await Promise.race([
+      socket.request(ctType(IPCTNL_MSG_CT_GET), request, { flags: NLM_F_REQUEST_DUMP, timeout: 5000 }),
+      socketError,
+    ]);
     return messages.filter((m) => m.type === ctType(IPCTNL_MSG_CT_NEW)).map((m) => m.data.subarray(4));
   } catch (e) {
     throw new Error(`netlink dump of the conntrack table failed: ${(e as Error).message}`, { cause: e });
   } finally {
-    socket.close();
+    closeLater(socket);
   }
 }
 

@@ -1,6 +1,5 @@
-import netlink from 'netlink';
 import { insertAttributes, type SyncedEntry } from './conntrack-entry.js';
-import { ctType, IPCTNL_MSG_CT_NEW, nfgenmsg } from './ctnetlink.js';
+import { ctType, IPCTNL_MSG_CT_NEW, nfgenmsg, openCtnetlink, closeLater } from './ctnetlink.js';
 
 // Installs synced connections in this host's conntrack table (what `conntrack -I` does),
 // many requests in flight at once, yielding to the event loop between batches so that
@@ -21,10 +20,10 @@ export interface InsertResult {
 const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 export async function insertEntries(entries: readonly SyncedEntry[]): Promise<InsertResult> {
-  const sock = netlink.createNetlink(netlink.Protocol.NETFILTER);
   let inserted = 0;
   let failed = 0;
   let error: string | undefined;
+  const sock = openCtnetlink((e) => (error ??= `socket: ${e.message}`));
   const existing: SyncedEntry[] = [];
   const header = nfgenmsg();
   try {
@@ -51,7 +50,7 @@ export async function insertEntries(entries: readonly SyncedEntry[]): Promise<In
       if (i + BATCH < entries.length) await yieldToLoop();
     }
   } finally {
-    sock.socket.close();
+    closeLater(sock);
   }
   return { inserted, existing, failed, ...(error ? { error } : {}) };
 }

@@ -1,5 +1,4 @@
-import netlink from 'netlink';
-import { AF_INET, CTA, ctType, IPCTNL_MSG_CT_DELETE } from './ctnetlink.js';
+import { AF_INET, CTA, ctType, IPCTNL_MSG_CT_DELETE, openCtnetlink, closeLater } from './ctnetlink.js';
 import { attr, NetlinkError } from './netlink.js';
 
 // A thin adapter over ctnetlink (NETLINK_NETFILTER) for one request: a flush of the
@@ -7,7 +6,6 @@ import { attr, NetlinkError } from './netlink.js';
 // the kernel's IPCTNL_MSG_CT_DELETE deletes every entry its filter (mark and mask) selects,
 // in one request.
 
-const NETLINK_NETFILTER = 12;
 // Version 1: the kernel then honours the family (IPv4 only); with 0 it flushes every family.
 const NFNETLINK_V1 = 1;
 
@@ -19,7 +17,8 @@ const be32 = (n: number): Buffer => {
 
 /** Deletes every IPv4 conntrack entry whose mark has `mark` under `mask`. */
 export async function flushConnections(mark: number, mask: number): Promise<void> {
-  const sock = netlink.createNetlink(NETLINK_NETFILTER);
+  // A socket error ends in the request's timeout: reported like any failure.
+  const sock = openCtnetlink(() => undefined);
   try {
     // struct nfgenmsg: family, version, resource id (big endian, 0).
     const header = Buffer.from([AF_INET, NFNETLINK_V1, 0, 0]);
@@ -31,6 +30,6 @@ export async function flushConnections(mark: number, mask: number): Promise<void
   } catch (e) {
     throw new NetlinkError(`flush conntrack entries with mark 0x${mark.toString(16)}/0x${mask.toString(16)}`, e);
   } finally {
-    sock.socket.close();
+    closeLater(sock);
   }
 }

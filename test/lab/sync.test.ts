@@ -4,7 +4,15 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CLUSTER_CONTAINERS, CLUSTER_FIPS, CLUSTER_HOSTS, clusterConfig, settled } from '../../lab/cluster.js';
 import { ECHO, Lab } from '../../lab/lab.js';
-import { startStreams, startStreamsServer, summary, type FlowResult, type Streams } from '../../lab/survival.js';
+import {
+  churn,
+  nowMs,
+  startStreams,
+  startStreamsServer,
+  summary,
+  type FlowResult,
+  type Streams,
+} from '../../lab/survival.js';
 import { cutOff } from '../../lab/traffic.js';
 
 // Connection survival (README, "Connection survival"): long-lived connections through a
@@ -19,6 +27,8 @@ const ALL = ['h1', 'h2', 'h3', 'h4'];
 const WARM_MS = 1500;
 /** Time after the move for stalled connections to come back (TCP retransmits back off: 200 ms, 400 ms, ...). */
 const AFTER_MS = 2500;
+/** The churn of the issue: 2,000 new connections a second for 30 s, the owner cut 10 s in. */
+const CHURN = { rate: 2000, seconds: 30, cutAfterMs: 10_000, windowMs: 1500 };
 
 async function withStreams(lab: Lab, move: () => Promise<void>): Promise<FlowResult[]> {
   const s: Streams = await startStreams(lab, 'c1', ECHO.inPolicy, COUNTS);
@@ -95,6 +105,34 @@ t.test('connection survival', async (t) => {
     });
     allSurvive(t, `drain of ${victim}, ${SHOP} to ${owner()}`, results);
     await lab.egress(victim, ['undrain']);
+    status = await settled(lab, ALL);
+  });
+
+  await t.test(`churn: ${CHURN.rate} new connections a second for ${CHURN.seconds} s across a cut`, async (t) => {
+    const victim = owner();
+    const load = churn(lab, 'c1', ECHO.inPolicy, CHURN.rate, CHURN.seconds);
+    await sleep(CHURN.cutAfterMs);
+    const cut = nowMs();
+    await cutOff(lab, victim);
+    // No polling while the load runs: each status call starts a Node process, and the
+    // daemons need the CPU.
+    const r = await load;
+    status = await settled(
+      lab,
+      ALL.filter((h) => h !== victim),
+    );
+    const outside = r.failedAt.filter((at) => at < cut - 200 || at > cut + CHURN.windowMs);
+    const rel = (at: number) => Math.round(at - cut);
+    t.comment(
+      `churn: ${r.ok} ok, ${r.failed} failed (begun ${r.failedAt.length ? `${rel(Math.min(...r.failedAt))}..${rel(Math.max(...r.failedAt))}` : '-'} ms from the cut), ${SHOP} to ${owner()}`,
+    );
+    t.ok(r.ok + r.failed >= CHURN.rate * CHURN.seconds, 'every connection ran');
+    t.same(
+      outside.map(rel),
+      [],
+      `no connection failed that began outside the outage window (200 ms before the cut to ${CHURN.windowMs} ms after)`,
+    );
+    await lab.restartDaemon(victim, cfg);
     status = await settled(lab, ALL);
   });
 
