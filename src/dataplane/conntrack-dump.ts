@@ -11,7 +11,6 @@ import {
   NLA_F_NESTED,
   nfgenmsg,
   openCtnetlink,
-  closeLater,
 } from './ctnetlink.js';
 import { attr } from './netlink.js';
 
@@ -112,7 +111,7 @@ export async function dumpEntries(replyDestination?: string): Promise<Buffer[]> 
   } catch (e) {
     throw new Error(`netlink dump of the conntrack table failed: ${(e as Error).message}`, { cause: e });
   } finally {
-    closeLater(socket);
+    socket.socket.close();
   }
 }
 

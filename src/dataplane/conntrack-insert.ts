@@ -1,5 +1,5 @@
 import { insertAttributes, type SyncedEntry } from './conntrack-entry.js';
-import { ctType, IPCTNL_MSG_CT_NEW, nfgenmsg, openCtnetlink, closeLater } from './ctnetlink.js';
+import { ctType, IPCTNL_MSG_CT_NEW, nfgenmsg, openCtnetlink } from './ctnetlink.js';
 
 // Installs synced connections in this host's conntrack table (what `conntrack -I` does),
 // many requests in flight at once, yielding to the event loop between batches so that
@@ -50,7 +50,7 @@ export async function insertEntries(entries: readonly SyncedEntry[]): Promise<In
       if (i + BATCH < entries.length) await yieldToLoop();
     }
   } finally {
-    closeLater(sock);
+    sock.socket.close();
   }
   return { inserted, existing, failed, ...(error ? { error } : {}) };
 }

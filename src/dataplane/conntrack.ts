@@ -1,4 +1,4 @@
-import { AF_INET, CTA, ctType, IPCTNL_MSG_CT_DELETE, openCtnetlink, closeLater } from './ctnetlink.js';
+import { AF_INET, CTA, ctType, IPCTNL_MSG_CT_DELETE, openCtnetlink } from './ctnetlink.js';
 import { attr, NetlinkError } from './netlink.js';
 
 // A thin adapter over ctnetlink (NETLINK_NETFILTER) for one request: a flush of the
@@ -30,6 +30,6 @@ export async function flushConnections(mark: number, mask: number): Promise<void
   } catch (e) {
     throw new NetlinkError(`flush conntrack entries with mark 0x${mark.toString(16)}/0x${mask.toString(16)}`, e);
   } finally {
-    closeLater(sock);
+    sock.socket.close();
   }
 }

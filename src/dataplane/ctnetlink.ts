@@ -40,14 +40,3 @@ export function openCtnetlink(onError: (e: Error) => void): NetlinkSocket {
   sock.on('error', onError);
   return sock;
 }
-
-/**
- * Closes `sock` once the current callback is over. The binding's poll handler may go on
- * to the socket's write side after a read callback (in which promises resolve and a
- * caller's finally runs); a socket closed there makes it restart a closed watcher, which
- * throws out of a libuv callback and ends the process ("Error in native callback": seen
- * under 2,000 connections a second while 8,000 entries went in).
- */
-export function closeLater(sock: NetlinkSocket): void {
-  setImmediate(() => sock.socket.close());
-}

@@ -10,7 +10,7 @@ import {
   type RawEntry,
   type SyncedEntry,
 } from '../../src/dataplane/conntrack-entry.js';
-import { parseEvents } from '../../src/dataplane/conntrack-events.js';
+import { FrameReader, parseEvents } from '../../src/dataplane/conntrack-events.js';
 import { rng } from '../helpers.js';
 
 const FIP = '192.168.1.100';
@@ -85,4 +85,23 @@ t.test('garbage never throws', async (t) => {
     parseEntry(b);
   }
   t.pass('no input threw');
+});
+
+t.test("the event listener's frames are split wherever the pipe cuts them", async (t) => {
+  const frames = [Buffer.from('abc'), Buffer.alloc(0), Buffer.from('0123456789')];
+  const wire = Buffer.concat([
+    Buffer.from('ready\n'),
+    ...frames.flatMap((f) => {
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(f.length);
+      return [len, f];
+    }),
+  ]);
+  for (const cut of [1, 3, 7, 11, wire.length - 1]) {
+    const r = new FrameReader();
+    const got: string[] = [];
+    r.push(wire.subarray(0, cut), (d) => got.push(d.toString()));
+    r.push(wire.subarray(cut), (d) => got.push(d.toString()));
+    t.same(got, ['abc', '', '0123456789'], `cut at ${cut}`);
+  }
 });
