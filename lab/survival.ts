@@ -97,13 +97,6 @@ export function summary(results: readonly FlowResult[]): string {
   return `alive: ${alive}; longest stall per connection (ms): ${gaps}`;
 }
 
-/** The p-th percentile (0..100) of `xs`, nearest rank. */
-export function percentile(xs: readonly number[], p: number): number {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-
 export interface ChurnResult {
   readonly ok: number;
   readonly failed: number;

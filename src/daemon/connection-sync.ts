@@ -182,13 +182,15 @@ export class ConnectionSync {
     for (const ip of ips) {
       const entries = this.cache.take(ip, monotonicMs());
       if (!entries.length) continue;
+      const started = monotonicMs();
       const r = await insertEntries(entries);
+      const ms = Math.round(monotonicMs() - started);
       this.stats.installed += r.inserted;
       this.stats.installFailed += r.failed;
       if (r.existing.length) this.clashed.set(ip, r.existing);
       if (r.error) this.deps.log.warn({ ip, failed: r.failed, err: r.error }, 'some synced connections not installed');
       changes.push(
-        `install ${r.inserted} synced connections for ${ip}${r.existing.length ? ` (${r.existing.length} clash with this host's own, tried again after the flush)` : ''}`,
+        `install ${r.inserted} synced connections for ${ip} in ${ms} ms${r.existing.length ? ` (${r.existing.length} clash with this host's own, tried again after the flush)` : ''}`,
       );
     }
     return changes;

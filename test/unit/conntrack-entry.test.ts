@@ -1,5 +1,6 @@
 import t from 'tap';
 import {
+  buildAttributes,
   insertAttributes,
   IPS_ASSURED,
   IPS_DST_NAT,
@@ -104,4 +105,29 @@ t.test("the event listener's frames are split wherever the pipe cuts them", asyn
     r.push(wire.subarray(cut), (d) => got.push(d.toString()));
     t.same(got, ['abc', '', '0123456789'], `cut at ${cut}`);
   }
+});
+
+t.test('the patched template is byte for byte the attributes built one by one', async (t) => {
+  const next = rng(9);
+  const n = (max: number) => Math.floor(next() * max);
+  const ip = () => `${n(256)}.${n(256)}.${n(256)}.${n(256)}`;
+  for (let i = 0; i < 500; i++) {
+    const e: SyncedEntry = {
+      proto: i % 2 ? 6 : 17,
+      src: ip(),
+      dst: ip(),
+      sport: n(65536),
+      dport: n(65536),
+      natIp: ip(),
+      natPort: n(65536),
+      status: n(8),
+      timeout: n(2 ** 32),
+      tcpState: i % 2 ? n(10) : 0,
+    };
+    if (!insertAttributes(e).equals(buildAttributes(e))) {
+      t.fail(`differs for ${JSON.stringify(e)}`);
+      return;
+    }
+  }
+  t.pass('500 random entries, TCP and UDP');
 });
