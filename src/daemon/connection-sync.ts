@@ -34,6 +34,7 @@ const CHUNK = 2_000;
 const SEND_CHUNK = 64;
 /** A peer is in sync if its last complete sweep of an IP is at most this old. */
 const IN_SYNC_MS = 3 * SWEEP_MS;
+const PEER_SWEEP_MS = 1_000;
 
 export interface SyncSettings {
   readonly port: number;
@@ -80,6 +81,7 @@ export class ConnectionSync {
   private seq = 0n;
   private sweepId = 0;
   private sweeping: Promise<void> | undefined;
+  private peerSweep: NodeJS.Timeout | undefined;
   private sweepAgain = false;
   /** Entries that clashed with this host's own when an IP was taken: tried again after the flush. */
   private readonly clashed = new Map<string, SyncedEntry[]>();
@@ -150,6 +152,7 @@ export class ConnectionSync {
 
   close(): void {
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.peerSweep);
     this.events?.close();
     this.sock.close();
   }
@@ -171,9 +174,18 @@ export class ConnectionSync {
     if (added) this.sweep();
   }
 
-  /** A peer came up (or back): it gets every entry now, not at the next sweep. */
+  /**
+   * A peer came up (or back): it gets every entry soon, not at the next sweep; at most one
+   * such sweep every PEER_SWEEP_MS (on a loaded host peers may flap, and a sweep of many
+   * entries on every flap would load it more).
+   */
   peersChanged(): void {
-    if (this.held.size) this.sweep();
+    if (!this.held.size || this.peerSweep) return;
+    this.peerSweep = setTimeout(() => {
+      this.peerSweep = undefined;
+      this.sweep();
+    }, PEER_SWEEP_MS);
+    this.peerSweep.unref();
   }
 
   /** Before `ips` are announced here: installs what their owner sent. */
