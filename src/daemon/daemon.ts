@@ -283,6 +283,7 @@ export class Daemon {
       r.hmacKey.map((k) => Buffer.from(k)),
     );
     this.heartbeats.reconfigured(transport);
+    this.reconfigureSync(before.cluster.connectionSync, r.config.cluster.connectionSync);
     await this.telemetry.serveMetrics(r.config);
     this.log.info(
       { file, from: before.digest, to: r.config.digest, ...r.summary },
@@ -292,6 +293,16 @@ export class Daemon {
     this.schedule(false);
     await this.idle();
     return true;
+  }
+
+  /** Connection sync takes a new list of protocols at once; turning it on or off, or another port, needs a restart. */
+  private reconfigureSync(from: Config['cluster']['connectionSync'], to: Config['cluster']['connectionSync']): void {
+    if (this.sync && to && to.port === from?.port) return this.sync.reconfigure(to);
+    if (JSON.stringify(from) !== JSON.stringify(to))
+      this.log.warn(
+        { from: from ?? 'off', to: to ?? 'off' },
+        'cluster.connectionSync: turning it on or off, or another port, takes effect at the next restart',
+      );
   }
 
   /** Resolves when no reconcile is running or asked for. */

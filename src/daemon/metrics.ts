@@ -185,7 +185,7 @@ export function families(s: MetricsSnapshot): Family[] {
 }
 
 /** Connection sync (README, "Connection survival"): whether the candidates have the owners' connections. */
-function syncFamilies(c: SyncStats): Family[] {
+export function syncFamilies(c: SyncStats): Family[] {
   const peers = Object.entries(c.peers);
   return [
     gauge(
