@@ -13,7 +13,7 @@ import { median, msRow, oursUnplanned, pct, SHOP } from './unplanned.js';
 // live through a move of their floating IP and how long they stall; what connection sync
 // costs at 10,000 and 100,000 tracked connections; the unplanned failover with sync on
 // and off. Trials: SYNC_UNPLANNED (default 20), SYNC_PLANNED (10), SYNC_FAILOVERS (20);
-// sizes: SYNC_SIZES (default 10000,100000).
+// sizes: SYNC_SIZES (default 10000,100000); parts: SYNC_PARTS (default survival,cost,failover).
 
 const env = (k: string, d: number) => Number(process.env[k] ?? d);
 const UNPLANNED = env('SYNC_UNPLANNED', 20);
@@ -194,10 +194,13 @@ async function cost(n: number): Promise<string> {
 }
 
 export async function syncSection(): Promise<string> {
-  const parts = [await survival()];
+  const only = (part: string) => (process.env.SYNC_PARTS ?? 'survival,cost,failover').split(',').includes(part);
+  const parts = only('survival') ? [await survival()] : [];
   const costs: string[] = [];
-  for (const n of (process.env.SYNC_SIZES ?? '10000,100000').split(',').map(Number)) costs.push(await cost(n));
-  parts.push(`### What connection sync costs
+  for (const n of (process.env.SYNC_SIZES ?? '10000,100000').split(',').map(Number))
+    if (only('cost')) costs.push(await cost(n));
+  if (costs.length)
+    parts.push(`### What connection sync costs
 
 N established connections SNATed to the shop IP are put in its owner's conntrack table
 (made up, an hour to live); the owner sends them to the IP's candidates. CPU is the mean
@@ -209,7 +212,7 @@ the total). Then the owner is cut: the new owner installs them before it announc
 |---:|---|---:|---:|---:|---:|---|
 ${costs.join('\n')}
 `);
-  parts.push(await failoverOnOff());
+  if (only('failover')) parts.push(await failoverOnOff());
   return `## Connection survival
 
 ${parts.join('\n')}`;

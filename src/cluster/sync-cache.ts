@@ -17,8 +17,11 @@ interface SweepState {
   received: number;
 }
 
-/** How long past its conntrack timeout an entry is kept: an owner's sweep refreshes timeouts that traffic renewed. */
-export const EXPIRY_GRACE_MS = 30_000;
+/**
+ * How long past its conntrack timeout an entry is kept: an owner's sweep refreshes
+ * timeouts that traffic renewed, and with many connections sweeps come less often.
+ */
+export const EXPIRY_GRACE_MS = 120_000;
 
 const toEntry = (ip: string, r: SyncRecord): SyncedEntry => ({
   proto: r.proto,
