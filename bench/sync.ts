@@ -40,7 +40,7 @@ async function survivalTrial(lab: Lab, cfg: string, move: Move): Promise<FlowRes
   const status = await settled(lab, ALL, 20_000, 200);
   const victim = status.floatingIPs[SHOP]!;
   const s = await startStreams(lab, 'c1', ECHO.inPolicy, COUNTS);
-  await sleep(1500);
+  await sleep(2500); // the UDP flow is assured (synced) after 2 s
   if (move === 'cut') await cutOff(lab, victim);
   else if (move === 'SIGTERM') await lab.stopDaemon(victim, 'SIGTERM');
   else await lab.egress(victim, ['drain']);
@@ -79,7 +79,7 @@ async function survival(): Promise<string> {
     }
     return `### Survival: 10 server-push, 10 client-echo, 5 idle TCP connections and one UDP flow per trial
 
-Each trial opens the 26 flows from c1 through the shop IP, moves the IP 1.5 s later, uses
+Each trial opens the 26 flows from c1 through the shop IP, moves the IP 2.5 s later, uses
 the idle connections 2.5 s after the move, and asks each flow whether it lived. A stall
 is the longest time between two messages a flow received (server-push and UDP: every
 50 ms; client-echo: an echo every 50 ms); idle connections are left out of the stalls.
