@@ -96,7 +96,7 @@ ${row('planned: drain, handover (command → answer)', planned.drain.handover, '
 `;
 }
 
-function procStat(pid: number): { cpuTicks: number; rssKb: number; hwmKb: number } {
+export function procStat(pid: number): { cpuTicks: number; rssKb: number; hwmKb: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

@@ -6,6 +6,7 @@ import { fastSection } from './fast.js';
 import { keepalivedSection } from './keepalived.js';
 import { planApply } from './plan-apply.js';
 import { scrapeSection } from './scrape.js';
+import { syncSection } from './sync.js';
 import { throughputSection } from './throughput.js';
 
 // `make bench`: every benchmark in one run on one machine, written to BENCHMARKS.md.
@@ -22,6 +23,7 @@ async function main(): Promise<void> {
   if (!only || only === 'resources') sections.push(await resources());
   if (!only || only === 'throughput') sections.push(await throughputSection());
   if (!only || only === 'scrape') sections.push(await scrapeSection());
+  if (!only || only === 'sync') sections.push(await syncSection());
   if (!only || only === 'chaos') sections.push(await chaosSection());
   const date = new Date().toISOString().slice(0, 10);
   const text = `# Benchmarks

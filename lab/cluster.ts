@@ -29,6 +29,8 @@ export interface ClusterConfigOptions {
   readonly transport?: 'multicast' | 'unicast';
   readonly intervalMs?: number;
   readonly port?: number;
+  /** false: connection sync off (it is on by default). */
+  readonly connectionSync?: boolean;
 }
 
 /** Where a cluster config runs: the namespace lab, or the Vagrant VMs (lab/vagrant.ts). */
@@ -67,7 +69,7 @@ cluster:
     transport: ${opts.transport ?? 'multicast'}${opts.transport === 'unicast' ? '' : '\n    group: 239.255.76.67'}
     port: ${opts.port ?? 7607}
     keyFile: ${site.keyFile}
-  noGateway: ${opts.noGateway ?? 'drop'}
+  noGateway: ${opts.noGateway ?? 'drop'}${opts.connectionSync === false ? '\n  connectionSync: { enabled: false }' : ''}
 nodes:
 ${nodesYaml(site.hosts)}
 gateways:

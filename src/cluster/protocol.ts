@@ -66,14 +66,14 @@ export type Decoded =
 
 export class EncodeError extends Error {}
 
-const name = (label: string, s: string): Buffer => {
+export const name = (label: string, s: string): Buffer => {
   const b = Buffer.from(s, 'utf8');
   if (b.length < 1 || b.length > 255)
     throw new EncodeError(`${label} "${s}" must be 1 to 255 bytes of UTF-8 to fit a heartbeat`);
   return Buffer.concat([Buffer.from([b.length]), b]);
 };
 
-function ipv4(text: string): Buffer {
+export function ipv4(text: string): Buffer {
   const parts = text.split('.').map(Number);
   if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255))
     throw new EncodeError(`claim ${text} is not an IPv4 address`);
@@ -101,18 +101,19 @@ export function encode(hb: Heartbeat, key: Buffer): Buffer {
   return Buffer.concat([body, mac(key, body)]);
 }
 
-const mac = (key: Buffer, body: Buffer): Buffer => createHmac('sha256', key).update(body).digest();
+/** HMAC-SHA256 of `body` under `key`: what signs a heartbeat (and a connection sync message). */
+export const mac = (key: Buffer, body: Buffer): Buffer => createHmac('sha256', key).update(body).digest();
 
 /**
  * Whether `tag` is the MAC of `body` under one of `keys` (a key rotation verifies under
  * several). Each comparison is constant-time; which key matched may show in the timing,
  * which tells an attacker nothing about any key.
  */
-const verified = (keys: readonly Buffer[], body: Buffer, tag: Buffer): boolean =>
+export const verified = (keys: readonly Buffer[], body: Buffer, tag: Buffer): boolean =>
   keys.some((k) => timingSafeEqual(mac(k, body), tag));
 
 /** A bounds-checked reader: every read past the end returns undefined instead of throwing. */
-class Reader {
+export class Reader {
   pos = 0;
   constructor(
     private readonly b: Buffer,
@@ -126,6 +127,12 @@ class Reader {
     const out = this.b.subarray(this.pos, this.pos + n);
     this.pos += n;
     return out;
+  }
+  /** A name: a length byte (not 0), then that many bytes of UTF-8. */
+  name(): string | undefined {
+    const n = this.u8();
+    const b = n ? this.bytes(n) : undefined;
+    return b && text(b);
   }
 }
 
@@ -156,13 +163,8 @@ export function decode(buf: Buffer, keys: Buffer | readonly Buffer[], cluster: s
   if ((flags & ~KNOWN_FLAGS) !== 0 || buf.readUInt16BE(6) !== 0) return drop('malformed');
   const r = new Reader(buf, bodyEnd);
   r.pos = FIXED_SIZE;
-  const field = (): string | undefined => {
-    const n = r.u8();
-    const b = n ? r.bytes(n) : undefined;
-    return b && text(b);
-  };
-  const clusterName = field();
-  const node = field();
+  const clusterName = r.name();
+  const node = r.name();
   const n4 = r.u8();
   const v4 = n4 === undefined ? undefined : r.bytes(n4 * 4);
   const n6 = r.u8();

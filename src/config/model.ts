@@ -30,6 +30,8 @@ export interface Cluster {
   readonly noGateway: NoGateway;
   /** Prometheus metrics on 127.0.0.1:port; absent when disabled. */
   readonly metrics?: { readonly port: number };
+  /** Connection sync between the candidates of each floating IP (README, "Connection survival"); absent when disabled. */
+  readonly connectionSync?: { readonly port: number; readonly protocols: readonly ('tcp' | 'udp')[] };
 }
 
 export interface NodeSpec {

@@ -25,6 +25,13 @@ export const clusterShape = z.strictObject({
   }),
   noGateway: z.enum(['drop', 'masquerade']),
   metrics: z.strictObject({ enabled: z.boolean().optional(), port: z.number().int().optional() }).optional(),
+  connectionSync: z
+    .strictObject({
+      enabled: z.boolean().optional(),
+      port: z.number().int().optional(),
+      protocols: z.array(z.enum(['tcp', 'udp'])).optional(),
+    })
+    .optional(),
 });
 
 export const nodeShape = z.strictObject({

@@ -28,6 +28,7 @@ export interface ValidateOptions {
 const MIN_INTERVAL_MS = 10;
 const MAX_INTERVAL_MS = 10_000;
 export const DEFAULT_METRICS_PORT = 9607;
+export const DEFAULT_SYNC_PORT = 7608;
 /** Every cluster key: 256 bits at least. */
 const MIN_KEY_BYTES = 32;
 
@@ -137,6 +138,19 @@ function parseCluster(
   const metricsPort = c.metrics?.port ?? DEFAULT_METRICS_PORT;
   if (metricsPort < 1 || metricsPort > 65535)
     fail(['cluster', 'metrics', 'port'], `cluster.metrics.port must be between 1 and 65535, not ${metricsPort}`);
+  const sync = c.connectionSync;
+  const syncPort = sync?.port ?? DEFAULT_SYNC_PORT;
+  const syncAt = (k: string): Path => ['cluster', 'connectionSync', k];
+  if (syncPort < 1 || syncPort > 65535)
+    fail(syncAt('port'), `cluster.connectionSync.port must be between 1 and 65535, not ${syncPort}`);
+  else if (sync?.enabled !== false && syncPort === hb.port)
+    fail(
+      sync?.port === undefined ? at('port') : syncAt('port'),
+      `cluster.connectionSync.port and cluster.heartbeat.port are both ${syncPort}: connection sync needs a port of its own`,
+    );
+  const protocols = [...new Set(sync?.protocols ?? (['tcp', 'udp'] as const))];
+  if (sync?.protocols && !protocols.length)
+    fail(syncAt('protocols'), 'cluster.connectionSync.protocols lists no protocol (tcp, udp; or set enabled: false)');
   if (!ok || intervalMs === undefined) return { interface: c.interface };
   return {
     interface: c.interface,
@@ -152,6 +166,7 @@ function parseCluster(
       },
       noGateway: c.noGateway,
       ...(c.metrics?.enabled === false ? {} : { metrics: { port: metricsPort } }),
+      ...(sync?.enabled === false ? {} : { connectionSync: { port: syncPort, protocols } }),
     },
   };
 }

@@ -3,6 +3,7 @@ import type { ClusterNode, Decision } from '../cluster/node.js';
 import { heldAddresses, reconcile } from '../dataplane/reconcile.js';
 import type { StateStore } from '../dataplane/state.js';
 import { monotonicMs } from '../util/time.js';
+import type { ConnectionSync } from './connection-sync.js';
 import type { Planner } from './planner.js';
 import type { Notifier } from './sdnotify.js';
 import type { Telemetry } from './telemetry.js';
@@ -32,6 +33,8 @@ export interface ApplierDeps {
   schedule(force: boolean): void;
   /** Stepping back started or ended. */
   steppingBackChanged(): void;
+  /** Connection sync, when it runs. */
+  sync?(): ConnectionSync | undefined;
 }
 
 export class Applier {
@@ -67,6 +70,7 @@ export class Applier {
         state: this.d.state,
         log: this.d.log,
         announce: decision.announce,
+        connections: this.d.sync?.(),
       });
       const ms = monotonicMs() - started;
       telemetry.observeReconcile(ms, true);
@@ -127,6 +131,7 @@ export class Applier {
 
   /** What the kernel holds now; peers hear at once when that changed. */
   setHeld(held: ReadonlySet<string>, decision?: Decision): void {
+    this.d.sync?.()?.setHeld(held);
     if (this.d.node.applied(held, decision)) this.d.sendHeartbeat();
   }
 }

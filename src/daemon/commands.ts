@@ -1,4 +1,5 @@
 import type { ClusterNode } from '../cluster/node.js';
+import type { SyncStats } from './connection-sync.js';
 import type { Request } from './control.js';
 import type { FailoverHistory } from './history.js';
 import { egressList, status } from './status.js';
@@ -16,6 +17,8 @@ export interface ControlTarget {
   traffic(): Promise<Traffic | undefined>;
   /** SNAT port pressure on the IPs this node holds, checked now; undefined when conntrack cannot be read. */
   snatPorts(): Promise<Readonly<Record<string, PortPressure>> | undefined>;
+  /** Connection sync's health; undefined when it is disabled. */
+  connectionSync?(): SyncStats | undefined;
   /** Sets this node's draining flag, tells the peers and decides again. */
   setDraining(draining: boolean): void;
   /** Resolves once `done()` holds after a pass of the reconcile loop that began after the call, or after `timeoutMs`. */
@@ -34,6 +37,7 @@ export function controlHandler(t: ControlTarget): (r: Request) => Promise<unknow
           history: t.history.list(),
           traffic: (await t.traffic()) ?? null,
           snatPorts: (await t.snatPorts()) ?? null,
+          connectionSync: t.connectionSync?.() ?? null,
           counters: t.counters,
           ready: t.node.condition.listened,
         };

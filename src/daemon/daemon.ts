@@ -7,6 +7,7 @@ import { park } from '../dataplane/park.js';
 import { StateStore } from '../dataplane/state.js';
 import { monotonicMs } from '../util/time.js';
 import { Applier } from './applier.js';
+import { ConnectionSync } from './connection-sync.js';
 import { controlHandler } from './commands.js';
 import { serveControl } from './control.js';
 import { Heartbeats } from './heartbeats.js';
@@ -58,6 +59,7 @@ export class Daemon {
   private readonly planner: Planner;
   private readonly applier: Applier;
   private control?: Server;
+  private sync?: ConnectionSync;
   private readonly timers: NodeJS.Timeout[] = [];
   private listenTimer?: NodeJS.Timeout;
   private wakeTimer?: NodeJS.Timeout;
@@ -81,7 +83,10 @@ export class Daemon {
     this.notifier = opts.notifier ?? silentNotifier;
     this.telemetry = new Telemetry(this.node, this.notifier, this.log);
     this.heartbeats = new Heartbeats(this.node, this.telemetry.counters, this.log, {
-      peersChanged: () => this.schedule(false),
+      peersChanged: () => {
+        this.sync?.peersChanged();
+        this.schedule(false);
+      },
     });
     this.kernel = new KernelWatch(() => this.node.self.interface, this.log, {
       repair: () => {
@@ -105,6 +110,7 @@ export class Daemon {
       sendHeartbeat: () => this.heartbeats.send(),
       schedule: (force) => this.schedule(force),
       steppingBackChanged: () => this.updateDraining(),
+      sync: () => this.sync,
     });
   }
 
@@ -131,6 +137,19 @@ export class Daemon {
     });
     this.node.setCondition({ carrier });
     await this.heartbeats.open();
+    const syncSettings = this.node.config.cluster.connectionSync;
+    if (syncSettings)
+      this.sync = await ConnectionSync.open(
+        {
+          config: () => this.node.config,
+          self: () => this.node.self,
+          keys: () => this.node.hmacKey,
+          incarnation: this.opts.incarnation,
+          log: this.log,
+        },
+        syncSettings,
+      );
+    this.telemetry.connectionSync = () => this.sync?.snapshot();
     this.control = await serveControl(
       this.opts.stateDir,
       controlHandler({
@@ -139,6 +158,7 @@ export class Daemon {
         history: this.telemetry.history,
         traffic: () => this.telemetry.traffic(),
         snatPorts: () => this.telemetry.snat.check(),
+        connectionSync: () => this.sync?.snapshot(),
         setDraining: (draining) => this.setDraining(draining),
         afterLoop: (done, timeoutMs) => this.afterLoop(done, timeoutMs),
       }),
@@ -263,6 +283,7 @@ export class Daemon {
       r.hmacKey.map((k) => Buffer.from(k)),
     );
     this.heartbeats.reconfigured(transport);
+    this.reconfigureSync(before.cluster.connectionSync, r.config.cluster.connectionSync);
     await this.telemetry.serveMetrics(r.config);
     this.log.info(
       { file, from: before.digest, to: r.config.digest, ...r.summary },
@@ -272,6 +293,16 @@ export class Daemon {
     this.schedule(false);
     await this.idle();
     return true;
+  }
+
+  /** Connection sync takes a new list of protocols at once; turning it on or off, or another port, needs a restart. */
+  private reconfigureSync(from: Config['cluster']['connectionSync'], to: Config['cluster']['connectionSync']): void {
+    if (this.sync && to && to.port === from?.port) return this.sync.reconfigure(to);
+    if (JSON.stringify(from) !== JSON.stringify(to))
+      this.log.warn(
+        { from: from ?? 'off', to: to ?? 'off' },
+        'cluster.connectionSync: turning it on or off, or another port, takes effect at the next restart',
+      );
   }
 
   /** Resolves when no reconcile is running or asked for. */
@@ -319,6 +350,7 @@ export class Daemon {
     clearTimeout(this.wakeTimer);
     this.kernel.close();
     this.heartbeats.close();
+    this.sync?.close();
     this.control?.close();
     this.telemetry.close();
     await this.planner.close();

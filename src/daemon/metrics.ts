@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { DropReason } from '../cluster/protocol.js';
 import { POLICY_STATES, type PolicyStateName } from './policy-state.js';
+import type { SyncStats } from './connection-sync.js';
 import type { PortPressure } from './snat-ports.js';
 import type { Traffic } from './traffic.js';
 import { CONTENT_TYPE, Histogram, render, type Family, type Sample } from './prometheus.js';
@@ -54,6 +55,8 @@ export interface MetricsSnapshot {
   readonly traffic?: Traffic;
   /** SNAT port pressure per floating IP this node held at the last check. */
   readonly snatPorts?: Readonly<Record<string, PortPressure>>;
+  /** Connection sync's health; absent when it is disabled. */
+  readonly connectionSync?: SyncStats;
 }
 
 const P = 'egress_natd_';
@@ -177,6 +180,48 @@ export function families(s: MetricsSnapshot): Family[] {
       "Share of the SNAT source port range (1024-65535) the floating IP's busiest destination (address, port, protocol) takes; new connections there fail at 1.",
       Object.entries(s.snatPorts ?? {}).map(([ip, p]) => ({ labels: { ip }, value: p.busiest?.usage ?? 0 })),
     ),
+    ...(s.connectionSync ? syncFamilies(s.connectionSync) : []),
+  ];
+}
+
+/** Connection sync (README, "Connection survival"): whether the candidates have the owners' connections. */
+export function syncFamilies(c: SyncStats): Family[] {
+  const peers = Object.entries(c.peers);
+  return [
+    gauge(
+      'sync_peer_in_sync',
+      'Whether a complete sweep of connections went to or came from the peer in the last 30 s.',
+      peers.map(([node, p]) => ({ labels: { node }, value: bit(p.inSync) })),
+    ),
+    gauge(
+      'sync_entries',
+      'Connections this node holds for connection sync: cached (of IPs it may take) or sending (of IPs it owns, at its last sweep).',
+      [
+        ...Object.entries(c.cached).map(([ip, n]) => ({ labels: { ip, role: 'cached' }, value: n })),
+        ...Object.entries(c.sending).map(([ip, n]) => ({ labels: { ip, role: 'sending' }, value: n })),
+      ],
+    ),
+    counter('sync_datagrams_total', 'Connection sync datagrams, by direction (received: accepted only).', [
+      { labels: { direction: 'sent' }, value: c.datagramsSent },
+      { labels: { direction: 'received' }, value: c.datagramsReceived },
+    ]),
+    counter('sync_dropped_total', 'Connection sync datagrams rejected, by reason.', byLabel('reason', c.dropped)),
+    counter('sync_installed_total', 'Synced connections installed when this node took a floating IP, by result.', [
+      { labels: { result: 'installed' }, value: c.installed },
+      { labels: { result: 'existing' }, value: c.existing },
+      { labels: { result: 'failed' }, value: c.installFailed },
+    ]),
+    counter(
+      'sync_errors_total',
+      'Connection sync errors: datagrams not sent, kernel events lost (each followed by a full sweep).',
+      [
+        { labels: { kind: 'send' }, value: c.sendErrors },
+        { labels: { kind: 'events-lost' }, value: c.eventsLost },
+      ],
+    ),
+    gauge('sync_lag_seconds', 'How long the oldest change waited before the last batch sent it.', [
+      { value: c.lagMs / 1000 },
+    ]),
   ];
 }
 

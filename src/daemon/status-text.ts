@@ -1,6 +1,7 @@
 import type { FailoverRecord } from './history.js';
 import type { Status } from './status.js';
 import { table } from './table.js';
+import type { SyncStats } from './connection-sync.js';
 import type { PortPressure } from './snat-ports.js';
 import type { Traffic } from './traffic.js';
 
@@ -13,6 +14,7 @@ export type StatusReply = Status & {
   readonly history?: readonly FailoverRecord[];
   readonly traffic?: Traffic | null;
   readonly snatPorts?: Readonly<Record<string, PortPressure>> | null;
+  readonly connectionSync?: SyncStats | null;
 };
 
 const section = (title: string, rows: readonly (readonly string[])[]): string =>
@@ -98,6 +100,27 @@ export function formatStatus(s: StatusReply): string {
     section('Policies', policies),
     ...counted,
     ...snat,
+    ...syncSection(s.connectionSync),
     section('Failovers (oldest first; outage: owner seen Down -> gratuitous ARP, on the node that took over)', history),
   ].join('\n');
+}
+
+/** Connection sync: per peer, whether a complete sweep went either way lately; per IP, what this node has. */
+function syncSection(c: SyncStats | null | undefined): string[] {
+  if (!c) return ['Connection sync: off\n'];
+  const peers = [
+    ['PEER', 'IN SYNC', 'LAST HEARD'],
+    ...Object.entries(c.peers).map(([name, p]) => [
+      name,
+      p.inSync ? 'yes' : 'no',
+      p.lastHeardMsAgo === null ? '-' : `${p.lastHeardMsAgo} ms ago`,
+    ]),
+  ];
+  const entries = [
+    ['IP', 'CONNECTIONS', 'ROLE'],
+    ...Object.entries(c.sending).map(([ip, n]) => [ip, String(n), 'owner: sending']),
+    ...Object.entries(c.cached).map(([ip, n]) => [ip, String(n), 'candidate: cached']),
+  ];
+  const totals = `installed ${c.installed}, clashed ${c.existing}, failed ${c.installFailed}; lag ${Math.round(c.lagMs)} ms; errors: send ${c.sendErrors}, events lost ${c.eventsLost}; rejected ${Object.values(c.dropped).reduce((a, b) => a + b, 0)}\n`;
+  return [section(`Connection sync (UDP port ${c.port})`, peers), section('Synced connections', entries), totals];
 }

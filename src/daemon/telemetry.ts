@@ -1,5 +1,6 @@
 import type { Server as HttpServer } from 'node:http';
 import type { Logger } from 'pino';
+import type { SyncStats } from './connection-sync.js';
 import type { Config } from '../config/model.js';
 import type { ClusterNode, OwnerChange } from '../cluster/node.js';
 import { DROP_REASONS, type DropReason } from '../cluster/protocol.js';
@@ -271,8 +272,12 @@ export class Telemetry {
     );
   }
 
+  /** Connection sync's health, when it runs (the daemon opens it after this). */
+  connectionSync: () => SyncStats | undefined = () => undefined;
+
   private async snapshot(): Promise<MetricsSnapshot> {
     const counters = await this.kernelCounters();
+    const sync = this.connectionSync();
     const v = viewOf(this.node);
     const config = this.node.config;
     const c = this.counters;
@@ -320,6 +325,7 @@ export class Telemetry {
       loopStalls: c.loopStalls,
       relayDropped: counters ? this.relayDropped(counters) : [],
       snatPorts: this.snat.last,
+      ...(sync ? { connectionSync: sync } : {}),
       ...(counters ? { traffic: traffic(config, counters) } : {}),
     };
   }

@@ -1,5 +1,16 @@
 import { endianness } from 'node:os';
 import { getSystemErrorName } from 'node:util';
+import {
+  CTA,
+  CTA_IP,
+  CTA_PROTO,
+  CTA_TUPLE,
+  ctType,
+  IPCTNL_MSG_CT_GET,
+  IPCTNL_MSG_CT_NEW,
+  NLA_F_NESTED,
+  nfgenmsg,
+} from './ctnetlink.js';
 import netlink from './netlink-lib.js';
 import { attr } from './netlink.js';
 
@@ -8,26 +19,10 @@ import { attr } from './netlink.js';
 // slow timer, never per packet or per scrape; and it streams, so that a big table never
 // holds up the event loop.
 
-const NFNL_SUBSYS_CTNETLINK = 1;
-const IPCTNL_MSG_CT_NEW = 0;
-const IPCTNL_MSG_CT_GET = 1;
 const NLM_F_REQUEST_DUMP = 0x301;
-const AF_INET = 2;
-const CTA_TUPLE_ORIG = 1;
-const CTA_TUPLE_REPLY = 2;
-const CTA_TUPLE_IP = 1;
-const CTA_TUPLE_PROTO = 2;
-const CTA_IP_V4_SRC = 1;
-const CTA_IP_V4_DST = 2;
-const CTA_PROTO_NUM = 1;
-const CTA_PROTO_SRC_PORT = 2;
-const CTA_PROTO_DST_PORT = 3;
-const CTA_FILTER = 25;
 const CTA_FILTER_ORIG_FLAGS = 1;
 const CTA_FILTER_REPLY_FLAGS = 2;
 const CTA_FILTER_FLAG_CTA_IP_DST = 1 << 1;
-/** The kernel parses CTA_FILTER strictly: a nested attribute must say so. */
-const NLA_F_NESTED = 0x8000;
 
 /** CTA_FILTER's flags are NLA_U32: host byte order (unlike addresses and ports). */
 const u32 = (n: number): Buffer => {
@@ -73,27 +68,30 @@ function eachAttribute(b: Buffer, start: number, end: number, fn: (type: number,
 
 const ipv4 = (b: Buffer, at: number): string => `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
 
-function tuple(b: Buffer, start: number, end: number): Tuple {
+function tupleAt(b: Buffer, start: number, end: number): Tuple {
   let src = '';
   let dst = '';
   let proto = 0;
   let sport = 0;
   let dport = 0;
   eachAttribute(b, start, end, (type, from, to) => {
-    if (type === CTA_TUPLE_IP)
+    if (type === CTA_TUPLE.IP)
       eachAttribute(b, from, to, (t, f, e) => {
-        if (t === CTA_IP_V4_SRC && e - f >= 4) src = ipv4(b, f);
-        if (t === CTA_IP_V4_DST && e - f >= 4) dst = ipv4(b, f);
+        if (t === CTA_IP.V4_SRC && e - f >= 4) src = ipv4(b, f);
+        if (t === CTA_IP.V4_DST && e - f >= 4) dst = ipv4(b, f);
       });
-    if (type === CTA_TUPLE_PROTO)
+    if (type === CTA_TUPLE.PROTO)
       eachAttribute(b, from, to, (t, f, e) => {
-        if (t === CTA_PROTO_NUM && e - f >= 1) proto = b[f]!;
-        if (t === CTA_PROTO_SRC_PORT && e - f >= 2) sport = b.readUInt16BE(f);
-        if (t === CTA_PROTO_DST_PORT && e - f >= 2) dport = b.readUInt16BE(f);
+        if (t === CTA_PROTO.NUM && e - f >= 1) proto = b[f]!;
+        if (t === CTA_PROTO.SRC_PORT && e - f >= 2) sport = b.readUInt16BE(f);
+        if (t === CTA_PROTO.DST_PORT && e - f >= 2) dport = b.readUInt16BE(f);
       });
   });
   return { src, dst, proto, sport, dport };
 }
+
+/** A CTA.TUPLE_ORIG or CTA.TUPLE_REPLY attribute's contents. */
+export const tuple = (data: Buffer): Tuple => tupleAt(data, 0, data.length);
 
 /**
  * The kernel's filter (CTA_FILTER, Linux 5.9+): only entries whose reply goes to `ip`,
@@ -102,9 +100,9 @@ function tuple(b: Buffer, start: number, end: number): Tuple {
 function replyDestinationFilter(ip: string): Buffer {
   const address = Buffer.from(ip.split('.').map(Number));
   return Buffer.concat([
-    attr(CTA_TUPLE_REPLY, attr(CTA_TUPLE_IP, attr(CTA_IP_V4_DST, address))),
+    attr(CTA.TUPLE_REPLY, attr(CTA_TUPLE.IP, attr(CTA_IP.V4_DST, address))),
     attr(
-      CTA_FILTER | NLA_F_NESTED,
+      CTA.FILTER | NLA_F_NESTED,
       Buffer.concat([
         attr(CTA_FILTER_ORIG_FLAGS, u32(0)),
         attr(CTA_FILTER_REPLY_FLAGS, u32(CTA_FILTER_FLAG_CTA_IP_DST)),
@@ -123,23 +121,28 @@ function connection(b: Buffer, start: number, end: number): Connection | undefin
   let orig: Tuple | undefined;
   let reply: Tuple | undefined;
   eachAttribute(b, start, end, (type, from, to) => {
-    if (type === CTA_TUPLE_ORIG) orig = tuple(b, from, to);
-    if (type === CTA_TUPLE_REPLY) reply = tuple(b, from, to);
+    if (type === CTA.TUPLE_ORIG) orig = tupleAt(b, from, to);
+    if (type === CTA.TUPLE_REPLY) reply = tupleAt(b, from, to);
   });
   return orig && reply ? { orig, reply } : undefined;
 }
 
 /**
- * Calls `visit` with each IPv4 connection the kernel tracks in this network namespace:
- * those whose reply goes to `replyDestination` if given (filtered in the kernel where it
- * can), else all. Callers filter again: an older kernel may ignore the filter.
+ * Hands `each` the payload (after nfgenmsg) of every IPv4 entry the kernel tracks in this
+ * network namespace: those whose reply goes to `replyDestination` if given (filtered in
+ * the kernel where it can), else all. Callers filter again: an older kernel may ignore
+ * the filter.
  *
  * Streamed, datagram by datagram, on a raw socket: the library's request() would gather
  * the whole dump and hand it over in one callback, and parsing 100,000 entries at once
  * holds the event loop (and the heartbeats) for about a second.
  */
-export function eachConnection(visit: (c: Connection) => void, replyDestination?: string): Promise<void> {
-  const socket = new netlink.RawNetlinkSocket(netlink.Protocol.NETFILTER);
+export function streamEntries(replyDestination: string | undefined, each: (payload: Buffer) => void): Promise<void> {
+  // A big receive buffer: the kernel fills it while the loop is busy elsewhere.
+  const socket = new netlink.RawNetlinkSocket(netlink.Protocol.NETFILTER, {
+    recvBufferSize: 4 << 20,
+    sendBufferSize: 65536,
+  });
   const seq = 1;
   return new Promise<void>((resolve, reject) => {
     let idle: NodeJS.Timeout | undefined;
@@ -166,10 +169,7 @@ export function eachConnection(visit: (c: Connection) => void, replyDestination?
             if (type === NLMSG_ERROR) {
               const errno = LE ? datagram.readInt32LE(at + 16) : datagram.readInt32BE(at + 16);
               if (errno !== 0) return finish(new Error(`the kernel refused it: ${errnoName(errno)}`));
-            } else if (type === ((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW)) {
-              const c = connection(datagram, at + 16 + 4, at + len);
-              if (c) visit(c);
-            }
+            } else if (type === ctType(IPCTNL_MSG_CT_NEW)) each(datagram.subarray(at + 16 + 4, at + len));
           }
           at += (len + 3) & ~3;
         }
@@ -178,13 +178,21 @@ export function eachConnection(visit: (c: Connection) => void, replyDestination?
         finish(e as Error);
       }
     });
-    const header = Buffer.from([AF_INET, 0, 0, 0]); // nfgenmsg: family, version, resource id
+    const header = nfgenmsg();
     const request = replyDestination ? Buffer.concat([header, replyDestinationFilter(replyDestination)]) : header;
-    const type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+    const type = ctType(IPCTNL_MSG_CT_GET);
     socket.send(netlink.formatMessage({ type, flags: NLM_F_REQUEST_DUMP, seq, port: 0, data: request }), {}, (err) =>
       err ? finish(err) : undefined,
     );
     waitMore();
+  });
+}
+
+/** Calls `visit` with each IPv4 connection the kernel tracks (see streamEntries): its tuples. */
+export function eachConnection(visit: (c: Connection) => void, replyDestination?: string): Promise<void> {
+  return streamEntries(replyDestination, (payload) => {
+    const c = connection(payload, 0, payload.length);
+    if (c) visit(c);
   });
 }
 

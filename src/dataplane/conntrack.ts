@@ -1,19 +1,13 @@
-import netlink from './netlink-lib.js';
+import { AF_INET, CTA, ctType, IPCTNL_MSG_CT_DELETE, openCtnetlink } from './ctnetlink.js';
 import { attr, NetlinkError } from './netlink.js';
 
-// A thin adapter over ctnetlink (NETLINK_NETFILTER): the one request egress-natd needs,
-// a flush of the connections that carry a given conntrack mark. Without tuple attributes
+// A thin adapter over ctnetlink (NETLINK_NETFILTER) for one request: a flush of the
+// connections that carry a given conntrack mark. Without tuple attributes
 // the kernel's IPCTNL_MSG_CT_DELETE deletes every entry its filter (mark and mask) selects,
 // in one request.
 
-const NETLINK_NETFILTER = 12;
-const NFNL_SUBSYS_CTNETLINK = 1;
-const IPCTNL_MSG_CT_DELETE = 2;
 // Version 1: the kernel then honours the family (IPv4 only); with 0 it flushes every family.
 const NFNETLINK_V1 = 1;
-const AF_INET = 2;
-const CTA_MARK = 8;
-const CTA_MARK_MASK = 21;
 
 const be32 = (n: number): Buffer => {
   const b = Buffer.alloc(4);
@@ -23,13 +17,14 @@ const be32 = (n: number): Buffer => {
 
 /** Deletes every IPv4 conntrack entry whose mark has `mark` under `mask`. */
 export async function flushConnections(mark: number, mask: number): Promise<void> {
-  const sock = netlink.createNetlink(NETLINK_NETFILTER);
+  // A socket error ends in the request's timeout: reported like any failure.
+  const sock = openCtnetlink(() => undefined);
   try {
     // struct nfgenmsg: family, version, resource id (big endian, 0).
     const header = Buffer.from([AF_INET, NFNETLINK_V1, 0, 0]);
     await sock.request(
-      (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE,
-      [header, attr(CTA_MARK, be32(mark)), attr(CTA_MARK_MASK, be32(mask))],
+      ctType(IPCTNL_MSG_CT_DELETE),
+      [header, attr(CTA.MARK, be32(mark)), attr(CTA.MARK_MASK, be32(mask))],
       { timeout: 2000 },
     );
   } catch (e) {

@@ -30,6 +30,14 @@ export interface ReconcileOptions {
   readonly announce?: ReadonlySet<string>;
   /** Our nft table as read already (apply reads it while it plans); read here when absent. */
   readonly table?: Promise<ActualTable>;
+  /** Connection sync: installs the connections an IP's owner sent before this host takes the IP; tries clashes again after the flush. */
+  readonly connections?: ConnectionInstaller;
+}
+
+export interface ConnectionInstaller {
+  /** Returns one line per change made. */
+  beforeTake(ips: readonly string[]): Promise<string[]>;
+  afterFlush(ips: readonly string[]): Promise<void>;
 }
 
 async function reconcileSysctls(desired: DesiredState, opts: ReconcileOptions, changes: string[]): Promise<void> {
@@ -207,6 +215,11 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
     for (const commands of [diff.staged, diff.commands])
       if (commands.length) await runTransaction(`${commands.join('\n')}\n`);
     changes.push(...diff.summary.map((s) => `nft: ${s}`));
+    // Make-before-break for state too: the connections the IP's owner tracked are in this
+    // kernel before the IP is (docs/datapath.md, "Order of changes").
+    const held = await heldOn(nl);
+    const taking = desired.macvlans.map((m) => m.address).filter((ip) => !held.has(ip));
+    if (opts.connections && taking.length) changes.push(...(await opts.connections.beforeTake(taking)));
     const announced = await addMacvlans(nl, desired, changes);
     // Before the announcement: what other hosts steer here is marked by the relay guard's
     // lookups, and a table of ours still routing an IP this host just took (via the IP
@@ -234,6 +247,7 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
         (e: Error) => opts.log.warn({ err: e.message }, `connections tracked for ${m.address} elsewhere not flushed`),
       );
     }
+    if (opts.connections && taking.length) await opts.connections.afterFlush(taking);
   } finally {
     nl.close();
   }
@@ -245,11 +259,15 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
 export async function heldAddresses(): Promise<Set<string>> {
   const nl = new Netlink();
   try {
-    const ours = new Set((await nl.links()).filter(isOurMacvlan).map((l) => l.index));
-    return new Set((await nl.addresses()).filter((a) => ours.has(a.index)).map((a) => a.address));
+    return await heldOn(nl);
   } finally {
     nl.close();
   }
+}
+
+async function heldOn(nl: Netlink): Promise<Set<string>> {
+  const ours = new Set((await nl.links()).filter(isOurMacvlan).map((l) => l.index));
+  return new Set((await nl.addresses()).filter((a) => ours.has(a.index)).map((a) => a.address));
 }
 
 /** Removes the floating IPs (egress-natd's macvlans) and nothing else: the first step of parking a host. */

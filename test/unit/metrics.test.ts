@@ -1,5 +1,5 @@
 import t from 'tap';
-import { families, type MetricsSnapshot } from '../../src/daemon/metrics.js';
+import { families, syncFamilies, type MetricsSnapshot } from '../../src/daemon/metrics.js';
 import { Histogram, render } from '../../src/daemon/prometheus.js';
 
 // The Prometheus text format, and what the daemon's snapshot turns into.
@@ -144,4 +144,36 @@ t.test('the snapshot: owners, node states, counters by reason', async (t) => {
     'egress_natd_policy_bytes_total{policy="shop"} 500',
   ])
     t.ok(text.split('\n').includes(line), line);
+});
+
+t.test('connection sync families', async (t) => {
+  const text = render(
+    syncFamilies({
+      port: 7608,
+      cached: { '10.0.0.101': 1200 },
+      sending: { '10.0.0.100': 345 },
+      peers: { h2: { lastHeardMsAgo: 80, inSync: true }, h3: { lastHeardMsAgo: null, inSync: false } },
+      datagramsSent: 10,
+      datagramsReceived: 20,
+      dropped: { replay: 1 },
+      installed: 26,
+      existing: 3,
+      installFailed: 0,
+      sendErrors: 0,
+      eventsLost: 1,
+      lagMs: 42,
+    }),
+  );
+  for (const line of [
+    'egress_natd_sync_peer_in_sync{node="h2"} 1',
+    'egress_natd_sync_peer_in_sync{node="h3"} 0',
+    'egress_natd_sync_entries{ip="10.0.0.101",role="cached"} 1200',
+    'egress_natd_sync_entries{ip="10.0.0.100",role="sending"} 345',
+    'egress_natd_sync_datagrams_total{direction="sent"} 10',
+    'egress_natd_sync_dropped_total{reason="replay"} 1',
+    'egress_natd_sync_installed_total{result="existing"} 3',
+    'egress_natd_sync_errors_total{kind="events-lost"} 1',
+    'egress_natd_sync_lag_seconds 0.042',
+  ])
+    t.ok(text.includes(`${line}\n`), line);
 });

@@ -66,3 +66,30 @@ t.test('counters or conntrack that cannot be read, no failovers', async (t) => {
   t.match(text, /\nSNAT ports: the conntrack table cannot be read \(see the log\)\n/);
   t.match(text, /Failovers [^\n]*\n\(none\)\n/);
 });
+
+const syncStats = {
+  port: 7608,
+  cached: { '192.168.1.101': 1200 },
+  sending: { '192.168.1.100': 345 },
+  peers: { worker2: { lastHeardMsAgo: 80, inSync: true }, cp1: { lastHeardMsAgo: null, inSync: false } },
+  datagramsSent: 10,
+  datagramsReceived: 20,
+  dropped: { 'bad-mac': 2, replay: 1 },
+  installed: 26,
+  existing: 3,
+  installFailed: 0,
+  sendErrors: 0,
+  eventsLost: 1,
+  lagMs: 42.4,
+};
+
+t.test('connection sync: peers, connections per IP, totals; or off', async (t) => {
+  const text = formatStatus({ ...base(), connectionSync: syncStats });
+  t.match(text, /\nConnection sync \(UDP port 7608\)\n/);
+  t.match(text, /\nworker2\s+yes\s+80 ms ago\n/, 'a peer in sync');
+  t.match(text, /\ncp1\s+no\s+-\n/, 'a peer never heard');
+  t.match(text, /\n192\.168\.1\.100\s+345\s+owner: sending\n/);
+  t.match(text, /\n192\.168\.1\.101\s+1200\s+candidate: cached\n/);
+  t.match(text, /installed 26, clashed 3, failed 0; lag 42 ms; errors: send 0, events lost 1; rejected 3\n/);
+  t.match(formatStatus({ ...base(), connectionSync: null }), /\nConnection sync: off\n/);
+});

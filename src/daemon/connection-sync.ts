@@ -1,0 +1,407 @@
+import { createSocket, type Socket } from 'node:dgram';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import type { ClusterKeys } from '../config/key.js';
+import type { Config, NodeSpec } from '../config/model.js';
+import { SyncCache, SyncOutbox, toRecord } from '../cluster/sync-cache.js';
+import {
+  decodeSync,
+  encodeSync,
+  recordsThatFit,
+  type SyncMessage,
+  type SyncRecord,
+  type SyncType,
+} from '../cluster/sync-protocol.js';
+import {
+  IPS_ASSURED,
+  parseEntry,
+  PROTO_TCP,
+  PROTO_UDP,
+  snatEntry,
+  type SyncedEntry,
+} from '../dataplane/conntrack-entry.js';
+import { streamEntries } from '../dataplane/conntrack-dump.js';
+import { subscribeConntrack, type ConntrackEvent, type ConntrackEvents } from '../dataplane/conntrack-events.js';
+import { insertEntries } from '../dataplane/conntrack-insert.js';
+import { candidates, floatingIPs } from '../plan/desired.js';
+import { formatAddress } from '../util/ip.js';
+import { monotonicMs } from '../util/time.js';
+
+// Connection sync (README, "Connection survival"): the owner of a floating IP follows the
+// kernel's conntrack events for the connections SNATed to it and sends them, batched, to
+// the IP's other candidates; each candidate keeps them and installs them when it takes
+// the IP, before announcing it. The kernel work is in src/dataplane (conntrack-*.ts), the
+// wire format and the caches in src/cluster (sync-*.ts); this file moves data between them.
+
+/** Changes are sent at most this long after the kernel reported them. */
+const FLUSH_MS = 100;
+/** Every held IP's entries are sent in full this often (timeouts refreshed by traffic, lost datagrams). */
+const SWEEP_MS = 10_000;
+/** Datagrams sent between two pauses. */
+const SEND_CHUNK = 32;
+/** A peer is in sync if its last complete sweep of an IP is at most this old. */
+const IN_SYNC_MS = 3 * SWEEP_MS;
+const PEER_SWEEP_MS = 1_000;
+
+export interface SyncSettings {
+  readonly port: number;
+  readonly protocols: readonly ('tcp' | 'udp')[];
+}
+
+export interface SyncStats {
+  readonly port: number;
+  /** Entries cached per floating IP this node may take. */
+  readonly cached: Record<string, number>;
+  /** Entries of the IPs this node owns, in its last sweep of each. */
+  readonly sending: Record<string, number>;
+  /** Peers that sent or were sent a complete sweep recently (this node's view), by name. */
+  readonly peers: Record<string, { readonly lastHeardMsAgo: number | null; readonly inSync: boolean }>;
+  readonly datagramsSent: number;
+  readonly datagramsReceived: number;
+  readonly dropped: Record<string, number>;
+  readonly installed: number;
+  readonly existing: number;
+  readonly installFailed: number;
+  readonly sendErrors: number;
+  readonly eventsLost: number;
+  /** How long the oldest change waited before the last flush sent it (ms). */
+  readonly lagMs: number;
+}
+
+export interface SyncDeps {
+  readonly config: () => Config;
+  readonly self: () => NodeSpec;
+  readonly keys: () => ClusterKeys;
+  readonly incarnation: bigint;
+  readonly log: Logger;
+}
+
+const PROTO_NUMBERS = { tcp: PROTO_TCP, udp: PROTO_UDP } as const;
+
+export class ConnectionSync {
+  private readonly cache = new SyncCache();
+  private readonly outbox = new SyncOutbox();
+  private held = new Set<string>();
+  private events?: ConntrackEvents;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private seq = 0n;
+  private sweepId = 0;
+  private sweeping: Promise<void> | undefined;
+  private lastSweep = { at: -Infinity, ms: 0 };
+  private peerSweep: NodeJS.Timeout | undefined;
+  private sweepAgain = false;
+  /** Entries that clashed with this host's own when an IP was taken: tried again after the flush. */
+  private readonly clashed = new Map<string, SyncedEntry[]>();
+  /** Last accepted (incarnation, seq) per peer, against replays. */
+  private readonly lastSeq = new Map<string, { incarnation: bigint; seq: bigint }>();
+  private readonly heard = new Map<string, number>();
+  private readonly completeSweep = new Map<string, number>();
+  private readonly lastResyncAsk = new Map<string, number>();
+  private readonly sendingCount: Record<string, number> = {};
+  private stats = {
+    datagramsSent: 0,
+    datagramsReceived: 0,
+    installed: 0,
+    existing: 0,
+    installFailed: 0,
+    sendErrors: 0,
+    eventsLost: 0,
+    lagMs: 0,
+  };
+  private readonly dropped: Record<string, number> = {};
+
+  private constructor(
+    private readonly deps: SyncDeps,
+    private settings: SyncSettings,
+    private readonly sock: Socket,
+  ) {}
+
+  static async open(deps: SyncDeps, settings: SyncSettings): Promise<ConnectionSync> {
+    const address = formatAddress(deps.self().address);
+    const sock = createSocket({ type: 'udp4', reuseAddr: false, recvBufferSize: 4 << 20 });
+    await new Promise<void>((ok, fail) => {
+      sock.once('error', fail);
+      sock.bind({ port: settings.port, address, exclusive: true }, () => {
+        sock.off('error', fail);
+        ok();
+      });
+    }).catch((e: Error) => {
+      sock.close();
+      throw new Error(`connection sync cannot bind ${address}:${settings.port}: ${e.message}`, { cause: e });
+    });
+    const s = new ConnectionSync(deps, settings, sock);
+    sock.on('message', (m, r) => s.receive(m, r.address));
+    sock.on('error', (e) => deps.log.warn({ err: e.message }, 'connection sync socket error'));
+    try {
+      s.events = await subscribeConntrack({
+        events: (ev) => s.onEvents(ev),
+        lost: (e) => {
+          s.stats.eventsLost++;
+          deps.log.warn({ err: e.message }, 'conntrack events lost: sweeping again');
+          s.sweep();
+        },
+      });
+    } catch (e) {
+      s.close();
+      throw new Error(`connection sync: ${(e as Error).message} (it needs the kernel's nf_conntrack_netlink)`, {
+        cause: e,
+      });
+    }
+    s.timers.push(setInterval(() => s.flush(), FLUSH_MS));
+    s.timers.push(setInterval(() => s.periodicSweep(), SWEEP_MS));
+    s.timers.push(setInterval(() => s.cache.expire(monotonicMs()), SWEEP_MS));
+    return s;
+  }
+
+  reconfigure(settings: SyncSettings): void {
+    this.settings = settings;
+  }
+
+  close(): void {
+    for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.peerSweep);
+    this.events?.close();
+    this.sock.close();
+  }
+
+  /** The other candidates of `ip`, by name and address. */
+  private peersOf(ip: string): NodeSpec[] {
+    const config = this.deps.config();
+    const fip = floatingIPs(config).find((f) => f.text === ip);
+    const self = this.deps.self().name;
+    return fip ? candidates(config, fip).filter((n) => n.name !== self) : [];
+  }
+
+  /** After each reconcile: the IPs this node holds now. A new one is swept at once (its entries go to the remaining candidates). */
+  setHeld(held: ReadonlySet<string>): void {
+    const added = [...held].some((ip) => !this.held.has(ip));
+    for (const ip of this.held) if (!held.has(ip)) delete this.sendingCount[ip];
+    this.held = new Set(held);
+    for (const ip of held) this.cache.drop(ip);
+    if (added) this.sweep();
+  }
+
+  /**
+   * A peer came up (or back): it gets every entry soon, not at the next sweep; at most one
+   * such sweep every PEER_SWEEP_MS (on a loaded host peers may flap, and a sweep of many
+   * entries on every flap would load it more).
+   */
+  peersChanged(): void {
+    if (!this.held.size || this.peerSweep) return;
+    this.peerSweep = setTimeout(() => {
+      this.peerSweep = undefined;
+      this.sweep();
+    }, PEER_SWEEP_MS);
+    this.peerSweep.unref();
+  }
+
+  /** Before `ips` are announced here: installs what their owner sent. */
+  async beforeTake(ips: readonly string[]): Promise<string[]> {
+    const changes: string[] = [];
+    for (const ip of ips) {
+      const entries = this.cache.take(ip, monotonicMs());
+      if (!entries.length) continue;
+      const started = monotonicMs();
+      const r = await insertEntries(entries);
+      const ms = Math.round(monotonicMs() - started);
+      this.stats.installed += r.inserted;
+      this.stats.installFailed += r.failed;
+      if (r.existing.length) this.clashed.set(ip, r.existing);
+      if (r.error) this.deps.log.warn({ ip, failed: r.failed, err: r.error }, 'some synced connections not installed');
+      changes.push(
+        `install ${r.inserted} synced connections for ${ip} in ${ms} ms${r.existing.length ? ` (${r.existing.length} clash with this host's own, tried again after the flush)` : ''}`,
+      );
+    }
+    return changes;
+  }
+
+  /**
+   * After the connections tracked for `ips` elsewhere were flushed: a workload of this host
+   * whose connection went through the old owner had an un-NATed entry here (flushed now);
+   * the synced one can take its place.
+   */
+  async afterFlush(ips: readonly string[]): Promise<void> {
+    for (const ip of ips) {
+      const entries = this.clashed.get(ip);
+      this.clashed.delete(ip);
+      if (!entries) continue;
+      const r = await insertEntries(entries);
+      this.stats.installed += r.inserted;
+      this.stats.existing += r.existing.length;
+      this.stats.installFailed += r.failed;
+    }
+  }
+
+  /**
+   * Only assured connections are synced (TCP: established; UDP: traffic both ways for 2 s,
+   * the kernel's own test of what matters). The others are handshakes and one-shot
+   * request/answer flows: at 500 new ones a second they made a cache of 15,000 entries whose
+   * install added 124 ms to the failover p99, for connections that are over anyway (or
+   * start again with their next packet).
+   */
+  private wanted(e: SyncedEntry | undefined): e is SyncedEntry {
+    return !!e && (e.status & IPS_ASSURED) !== 0 && this.settings.protocols.some((p) => PROTO_NUMBERS[p] === e.proto);
+  }
+
+  private onEvents(events: ConntrackEvent[]): void {
+    if (!this.held.size) return;
+    const now = monotonicMs();
+    for (const ev of events) {
+      const e = snatEntry(ev.entry, this.held);
+      if (this.wanted(e)) this.outbox.add(e.natIp, toRecord(e, ev.kind === 'destroy' ? 'delete' : 'upsert'), now);
+    }
+  }
+
+  private flush(): void {
+    if (!this.outbox.size) return;
+    const oldest = this.outbox.oldest;
+    for (const [ip, records] of this.outbox.take()) void this.sendRecords(ip, records, 0);
+    if (oldest !== undefined) this.stats.lagMs = monotonicMs() - oldest;
+  }
+
+  private nextSeq(): bigint {
+    return ++this.seq;
+  }
+
+  private message(type: SyncType, ip: string, sweep: number, records: readonly SyncRecord[], total = 0): Buffer {
+    const m: SyncMessage = {
+      type,
+      cluster: this.deps.config().cluster.name,
+      node: this.deps.self().name,
+      incarnation: this.deps.incarnation,
+      seq: this.nextSeq(),
+      sweep,
+      ip,
+      records,
+      total,
+    };
+    return encodeSync(m, this.deps.keys()[0]!);
+  }
+
+  private sendTo(peers: readonly NodeSpec[], datagram: Buffer): void {
+    for (const p of peers) {
+      this.stats.datagramsSent++;
+      this.sock.send(datagram, this.settings.port, formatAddress(p.address), (e) => e && this.stats.sendErrors++);
+    }
+  }
+
+  private async sendRecords(ip: string, records: readonly SyncRecord[], sweep: number): Promise<void> {
+    const peers = this.peersOf(ip);
+    if (!peers.length) return;
+    const per = recordsThatFit(this.deps.config().cluster.name, this.deps.self().name);
+    for (let i = 0, n = 0; i < records.length; i += per, n++) {
+      this.sendTo(peers, this.message('entries', ip, sweep, records.slice(i, i + per)));
+      // Paced: a burst of thousands of datagrams would overflow the peers' receive buffers.
+      if (n % SEND_CHUNK === SEND_CHUNK - 1) await sleep(1);
+    }
+    if (sweep) this.sendTo(peers, this.message('sweep-end', ip, sweep, [], records.length));
+  }
+
+  /** Sends every entry of every held IP (one sweep at a time; a request meanwhile runs another after it). */
+  sweep(): void {
+    if (this.sweeping) {
+      this.sweepAgain = true;
+      return;
+    }
+    this.sweeping = this.runSweep()
+      .catch((e: Error) => this.deps.log.warn({ err: e.message }, 'connection sync sweep failed'))
+      .finally(() => {
+        this.sweeping = undefined;
+        if (this.sweepAgain) {
+          this.sweepAgain = false;
+          this.sweep();
+        }
+      });
+  }
+
+  private async runSweep(): Promise<void> {
+    const started = monotonicMs();
+    for (const ip of [...this.held]) {
+      const records: SyncRecord[] = [];
+      const only = new Set([ip]);
+      await streamEntries(ip, (payload) => {
+        const parsed = parseEntry(payload);
+        const e = parsed && snatEntry(parsed, only);
+        if (this.wanted(e)) records.push(toRecord(e));
+      });
+      if (!this.held.has(ip)) continue;
+      this.sweepId = (this.sweepId % 0xfffffffe) + 1;
+      this.sendingCount[ip] = records.length;
+      await this.sendRecords(ip, records, this.sweepId);
+      const now = monotonicMs();
+      for (const p of this.peersOf(ip)) this.completeSweep.set(p.name, now);
+    }
+    this.lastSweep = { at: monotonicMs(), ms: monotonicMs() - started };
+  }
+
+  /**
+   * The periodic sweep, every SWEEP_MS, or less often when sweeps are long (many
+   * connections): a sweep's work stays under about 2 % of the time.
+   */
+  private periodicSweep(): void {
+    const { at, ms } = this.lastSweep;
+    if (monotonicMs() - at >= Math.max(SWEEP_MS, 50 * ms) - FLUSH_MS) this.sweep();
+  }
+
+  private drop(reason: string): void {
+    this.dropped[reason] = (this.dropped[reason] ?? 0) + 1;
+  }
+
+  /** A datagram from the sync port: checked (cluster, MAC, node, source, replay), then applied. Never throws. */
+  private receive(datagram: Buffer, source: string): void {
+    const d = decodeSync(datagram, this.deps.keys(), this.deps.config().cluster.name);
+    if (!d.ok) return this.drop(d.reason);
+    const m = d.msg;
+    const config = this.deps.config();
+    const sender = config.nodes.find((n) => n.name === m.node);
+    if (!sender || sender.name === this.deps.self().name) return this.drop('unknown-node');
+    if (formatAddress(sender.address) !== source) return this.drop('wrong-source');
+    const last = this.lastSeq.get(m.node);
+    if (last && (m.incarnation < last.incarnation || (m.incarnation === last.incarnation && m.seq <= last.seq)))
+      return this.drop('replay');
+    const gap = !!last && m.incarnation === last.incarnation && m.seq !== last.seq + 1n;
+    this.lastSeq.set(m.node, { incarnation: m.incarnation, seq: m.seq });
+    const now = monotonicMs();
+    this.stats.datagramsReceived++;
+    this.heard.set(m.node, now);
+    // Only about an IP both nodes are candidates of.
+    const peers = this.peersOf(m.ip);
+    if (!peers.some((p) => p.name === m.node)) return this.drop('not-a-candidate');
+    if (m.type === 'resync') {
+      if (this.held.has(m.ip)) this.sweep();
+      return;
+    }
+    if (this.held.has(m.ip)) return; // this node owns it now: its kernel has the connections
+    if (m.type === 'entries') this.cache.apply(m.ip, m.records, m.sweep, now);
+    else if (this.cache.endSweep(m.ip, m.sweep, m.total)) this.completeSweep.set(m.node, now);
+    // A datagram went missing (the counter jumped): ask for a full sweep, at most once a second per IP.
+    if (gap && now - (this.lastResyncAsk.get(m.ip) ?? -Infinity) > 1000) {
+      this.lastResyncAsk.set(m.ip, now);
+      this.sendTo([sender], this.message('resync', m.ip, 0, []));
+    }
+  }
+
+  snapshot(): SyncStats {
+    const now = monotonicMs();
+    const config = this.deps.config();
+    const self = this.deps.self().name;
+    const peers: SyncStats['peers'] = {};
+    for (const n of config.nodes) {
+      if (n.name === self) continue;
+      const heard = this.heard.get(n.name);
+      const complete = this.completeSweep.get(n.name);
+      peers[n.name] = {
+        lastHeardMsAgo: heard === undefined ? null : Math.round(now - heard),
+        inSync: complete !== undefined && now - complete < IN_SYNC_MS,
+      };
+    }
+    return {
+      port: this.settings.port,
+      cached: this.cache.sizes(),
+      sending: { ...this.sendingCount },
+      peers,
+      ...this.stats,
+      dropped: { ...this.dropped },
+    };
+  }
+}

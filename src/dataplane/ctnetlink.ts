@@ -1,0 +1,42 @@
+import netlink, { type NetlinkSocket } from 'netlink';
+
+// ctnetlink's numbers (linux/netfilter/nfnetlink_conntrack.h), for every module that
+// talks to the kernel's connection tracking: flush (conntrack.ts), dump, events, insert.
+
+export const NFNL_SUBSYS_CTNETLINK = 1;
+export const IPCTNL_MSG_CT_NEW = 0;
+export const IPCTNL_MSG_CT_GET = 1;
+export const IPCTNL_MSG_CT_DELETE = 2;
+/** nlmsg type of a ctnetlink message. */
+export const ctType = (msg: number): number => (NFNL_SUBSYS_CTNETLINK << 8) | msg;
+export const AF_INET = 2;
+/** struct nfgenmsg for IPv4, version 0, resource id 0. */
+export const nfgenmsg = (): Buffer => Buffer.from([AF_INET, 0, 0, 0]);
+/** The kernel parses some nested attributes strictly: a nested attribute must say so. */
+export const NLA_F_NESTED = 0x8000;
+
+export const CTA = {
+  TUPLE_ORIG: 1,
+  TUPLE_REPLY: 2,
+  STATUS: 3,
+  PROTOINFO: 4,
+  NAT_SRC: 6,
+  TIMEOUT: 7,
+  MARK: 8,
+  MARK_MASK: 21,
+  FILTER: 25,
+} as const;
+export const CTA_TUPLE = { IP: 1, PROTO: 2 } as const;
+export const CTA_IP = { V4_SRC: 1, V4_DST: 2 } as const;
+export const CTA_PROTO = { NUM: 1, SRC_PORT: 2, DST_PORT: 3 } as const;
+
+/**
+ * A NETLINK_NETFILTER socket for requests. Its errors (ENOBUFS when answers overflow the
+ * receive buffer, say) go to `onError`: without a listener the socket would throw them
+ * from its native callback, and that ends the process.
+ */
+export function openCtnetlink(onError: (e: Error) => void): NetlinkSocket {
+  const sock = netlink.createNetlink(netlink.Protocol.NETFILTER, { recvBufferSize: 4 << 20, sendBufferSize: 1 << 20 });
+  sock.on('error', onError);
+  return sock;
+}

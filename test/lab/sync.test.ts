@@ -1,0 +1,198 @@
+import t, { type Test } from 'tap';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  CLUSTER_CONTAINERS,
+  CLUSTER_FIPS,
+  CLUSTER_HOSTS,
+  clusterConfig,
+  logTails,
+  settled,
+} from '../../lab/cluster.js';
+import { ECHO, Lab } from '../../lab/lab.js';
+import {
+  churn,
+  nowMs,
+  startStreams,
+  startStreamsServer,
+  summary,
+  type FlowResult,
+  type Streams,
+} from '../../lab/survival.js';
+import { cutOff } from '../../lab/traffic.js';
+
+// Connection survival (README, "Connection survival"): long-lived connections through a
+// floating IP live through every way the IP can move, because the candidates keep the
+// owner's conntrack entries and the new owner installs them before it announces the IP.
+// c1 (behind h3) leaves with the shop IP, whose candidates are h1, h2 and h3.
+
+const SHOP = CLUSTER_FIPS.shop;
+const COUNTS = { push: 10, echo: 10, idle: 5 };
+const ALL = ['h1', 'h2', 'h3', 'h4'];
+/**
+ * Time for the connections to be up and their entries synced before the IP moves: more
+ * than 2 s, after which the kernel marks the UDP flow assured (what is synced).
+ */
+const WARM_MS = 2500;
+/** Time after the move for stalled connections to come back (TCP retransmits back off: 200 ms, 400 ms, ...). */
+const AFTER_MS = 2500;
+/**
+ * The churn of the issue is 2,000 new connections a second for 30 s, the owner cut 10 s
+ * in. On the 2-core CI machine, shared, that rate with four daemons and the load generator
+ * starves the daemons' heartbeats now and then (a node marked Down, a flap: connections
+ * lost outside the outage window); \`make test\` runs 1,000 a second, CHURN_RATE=2000 the
+ * issue's (README, "Connection survival", has both results).
+ */
+const CHURN = { rate: Number(process.env.CHURN_RATE ?? 1000), seconds: 30, cutAfterMs: 10_000, windowMs: 1500 };
+
+async function withStreams(lab: Lab, move: () => Promise<void>): Promise<FlowResult[]> {
+  const s: Streams = await startStreams(lab, 'c1', ECHO.inPolicy, COUNTS);
+  await sleep(WARM_MS);
+  await move();
+  await sleep(AFTER_MS);
+  s.useIdle();
+  await sleep(1000);
+  return s.results();
+}
+
+function allSurvive(t: Test, what: string, results: readonly FlowResult[], lab?: Lab): void {
+  t.comment(`${what}: ${summary(results)}`);
+  t.equal(results.length, 26, '25 TCP connections and one UDP flow');
+  const dead = results.filter((r) => !r.alive);
+  if (dead.length && lab) t.comment(`the daemons' last lines:\n${logTails(lab, ALL, 12)}`);
+  t.same(
+    dead.map((r) => `${r.id}: ${r.error ?? 'silent'}`),
+    [],
+    'all 26 survive',
+  );
+  const moved = results.filter((r) => r.seen.length !== 1 || !r.seen[0]!.startsWith(`${SHOP}:`));
+  t.same(
+    moved.map((r) => `${r.id}: ${r.seen.join(', ')}`),
+    [],
+    `the server saw each from one (${SHOP}, port) all along`,
+  );
+}
+
+t.test('connection survival', async (t) => {
+  const lab = await Lab.create(CLUSTER_HOSTS, CLUSTER_CONTAINERS);
+  t.teardown(() => lab.destroy());
+  const cfg = join(lab.dir, 'config.yaml');
+  writeFileSync(cfg, clusterConfig(lab));
+  await startStreamsServer(lab);
+  await Promise.all(ALL.map((h) => lab.startDaemon(h, cfg)));
+  let status = await settled(lab, ALL);
+  const owner = () => status.floatingIPs[SHOP]!;
+
+  await t.test('unplanned cut (port down + kill -9)', async (t) => {
+    const victim = owner();
+    const results = await withStreams(lab, async () => {
+      await cutOff(lab, victim);
+      status = await settled(
+        lab,
+        ALL.filter((h) => h !== victim),
+      );
+    });
+    allSurvive(t, `cut of ${victim}, ${SHOP} to ${owner()}`, results, lab);
+    const sync = (await lab.status(owner())).connectionSync as { installed: number };
+    t.ok(sync.installed >= 26, `the new owner installed the synced entries, the UDP flow's too (${sync.installed})`);
+    await lab.restartDaemon(victim, cfg);
+    status = await settled(lab, ALL);
+  });
+
+  await t.test('SIGTERM of the owner', async (t) => {
+    const victim = owner();
+    const results = await withStreams(lab, async () => {
+      await lab.stopDaemon(victim, 'SIGTERM');
+      status = await settled(
+        lab,
+        ALL.filter((h) => h !== victim),
+      );
+    });
+    allSurvive(t, `SIGTERM of ${victim}, ${SHOP} to ${owner()}`, results, lab);
+    await lab.startDaemon(victim, cfg);
+    status = await settled(lab, ALL);
+  });
+
+  await t.test('drain of the owner', async (t) => {
+    const victim = owner();
+    const results = await withStreams(lab, async () => {
+      await lab.egress(victim, ['drain']);
+      status = await settled(lab, ALL);
+    });
+    allSurvive(t, `drain of ${victim}, ${SHOP} to ${owner()}`, results, lab);
+    await lab.egress(victim, ['undrain']);
+    status = await settled(lab, ALL);
+  });
+
+  await t.test(`churn: ${CHURN.rate} new connections a second for ${CHURN.seconds} s across a cut`, async (t) => {
+    const victim = owner();
+    const load = churn(lab, 'c1', ECHO.inPolicy, CHURN.rate, CHURN.seconds);
+    await sleep(CHURN.cutAfterMs);
+    const cut = nowMs();
+    await cutOff(lab, victim);
+    // No polling while the load runs: each status call starts a Node process, and the
+    // daemons need the CPU.
+    const r = await load;
+    if (r.failed) t.comment(`the daemons' last lines:\n${logTails(lab, ALL, 12)}`);
+    status = await settled(
+      lab,
+      ALL.filter((h) => h !== victim),
+    );
+    const outside = r.failedAt.filter((at) => at < cut - 200 || at > cut + CHURN.windowMs);
+    const rel = (at: number) => Math.round(at - cut);
+    t.comment(
+      `churn: ${r.ok} ok, ${r.failed} failed (begun ${r.failedAt.length ? `${rel(Math.min(...r.failedAt))}..${rel(Math.max(...r.failedAt))}` : '-'} ms from the cut), ${SHOP} to ${owner()}`,
+    );
+    t.ok(r.ok + r.failed >= CHURN.rate * CHURN.seconds, 'every connection ran');
+    t.same(
+      outside.map(rel),
+      [],
+      `no connection failed that began outside the outage window (200 ms before the cut to ${CHURN.windowMs} ms after)`,
+    );
+    await lab.restartDaemon(victim, cfg);
+    status = await settled(lab, ALL);
+  });
+
+  await t.test('double failover A→B→C', async (t) => {
+    const path = [owner()];
+    let up = ALL;
+    const results = await withStreams(lab, async () => {
+      for (let i = 0; i < 2; i++) {
+        const victim = owner();
+        await cutOff(lab, victim);
+        up = up.filter((h) => h !== victim);
+        status = await settled(lab, up);
+        path.push(owner());
+        // The middle owner sends what it installed on to the last candidate.
+        if (i === 0) await sleep(WARM_MS);
+      }
+    });
+    allSurvive(t, `double failover ${path.join('→')}`, results);
+    t.equal(new Set(path).size, 3, 'three owners in turn');
+  });
+});
+
+t.test('without connection sync, server-push connections break', async (t) => {
+  const lab = await Lab.create(CLUSTER_HOSTS, CLUSTER_CONTAINERS);
+  t.teardown(() => lab.destroy());
+  const cfg = join(lab.dir, 'config.yaml');
+  writeFileSync(cfg, clusterConfig(lab, { connectionSync: false }));
+  await startStreamsServer(lab);
+  await Promise.all(ALL.map((h) => lab.startDaemon(h, cfg)));
+  const status = await settled(lab, ALL);
+  const victim = status.floatingIPs[SHOP]!;
+  const results = await withStreams(lab, async () => {
+    await cutOff(lab, victim);
+    await settled(
+      lab,
+      ALL.filter((h) => h !== victim),
+    );
+  });
+  t.comment(`sync disabled, cut of ${victim}: ${summary(results)}`);
+  const push = results.filter((r) => r.kind === 'push');
+  t.ok(
+    push.every((r) => !r.alive),
+    `every server-push connection broke (${push.filter((r) => r.alive).length} of ${push.length} alive)`,
+  );
+});
