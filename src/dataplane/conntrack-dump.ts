@@ -10,6 +10,10 @@ import {
   IPCTNL_MSG_CT_NEW,
   NLA_F_NESTED,
   nfgenmsg,
+  NLM_F,
+  NLMSG_DONE,
+  NLMSG_ERROR,
+  nlmsg,
   openCtnetlink,
 } from './ctnetlink.js';
 import { attr } from './netlink.js';
@@ -130,11 +134,6 @@ export async function dumpConnections(replyDestination?: string): Promise<Connec
   return out;
 }
 
-const NLMSG_ERROR = 2;
-const NLMSG_DONE = 3;
-const NLM_F_REQUEST = 0x1;
-const NLM_F_DUMP = 0x300;
-
 /**
  * Like dumpEntries, but hands each entry's payload to `each` as its datagram arrives: a
  * dump of 100,000 entries collected in one go held the event loop for 650 ms (peers call
@@ -148,11 +147,6 @@ export function streamEntries(replyDestination: string | undefined, each: (paylo
   const seq = Math.floor(Math.random() * 0x7fffffff);
   const header = nfgenmsg();
   const payload = replyDestination ? Buffer.concat([header, replyDestinationFilter(replyDestination)]) : header;
-  const h = Buffer.alloc(16);
-  h.writeUInt32LE(16 + payload.length, 0);
-  h.writeUInt16LE(ctType(IPCTNL_MSG_CT_GET), 4);
-  h.writeUInt16LE(NLM_F_REQUEST | NLM_F_DUMP, 6);
-  h.writeUInt32LE(seq, 8);
   return new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => finish(new Error('netlink dump of the conntrack table: no end after 60 s')), 60_000);
     const finish = (e?: Error) => {
@@ -176,6 +170,6 @@ export function streamEntries(replyDestination: string | undefined, each: (paylo
         finish(e as Error);
       }
     });
-    sock.send([Buffer.concat([h, payload])], {}, (e) => e && finish(e));
+    sock.send([nlmsg(ctType(IPCTNL_MSG_CT_GET), NLM_F.REQUEST | NLM_F.DUMP, seq, payload)], {}, (e) => e && finish(e));
   });
 }
