@@ -1,3 +1,4 @@
+import type { SyncStats } from '../src/daemon/connection-sync.js';
 import { readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,3 +35,20 @@ export function rng(seed: number): () => number {
   let s = seed >>> 0;
   return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
 }
+
+/** Connection sync's health as the daemon reports it, for the status and metrics tests. */
+export const syncStats: SyncStats = {
+  port: 7608,
+  cached: { '192.168.1.101': 1200 },
+  sending: { '192.168.1.100': 345 },
+  peers: { worker2: { lastHeardMsAgo: 80, inSync: true }, cp1: { lastHeardMsAgo: null, inSync: false } },
+  datagramsSent: 10,
+  datagramsReceived: 20,
+  dropped: { 'bad-mac': 2, replay: 1 },
+  installed: 26,
+  existing: 3,
+  installFailed: 0,
+  sendErrors: 0,
+  eventsLost: 1,
+  lagMs: 42.4,
+};

@@ -1,6 +1,6 @@
 import netlink from 'netlink';
 import { insertAttributes, type SyncedEntry } from './conntrack-entry.js';
-import { ctType, IPCTNL_MSG_CT_NEW, nfgenmsg } from './ctnetlink.js';
+import { ctType, IPCTNL_MSG_CT_NEW, nfgenmsg, NLM_F, NLMSG_ERROR, nlmsg } from './ctnetlink.js';
 
 // Installs synced connections in this host's conntrack table (what `conntrack -I` does).
 // It runs before a taken IP is announced, so it must be quick: requests go CHUNK at a
@@ -9,11 +9,6 @@ import { ctType, IPCTNL_MSG_CT_NEW, nfgenmsg } from './ctnetlink.js';
 // A chunk's answers fit the socket's buffer, so no error can overflow it, and the event
 // loop gets a turn between chunks.
 
-const NLM_F_REQUEST = 0x1;
-const NLM_F_ACK = 0x4;
-const NLM_F_EXCL = 0x200;
-const NLM_F_CREATE = 0x400;
-const NLMSG_ERROR = 2;
 const EEXIST = 17;
 const CHUNK = 256;
 const CHUNK_TIMEOUT_MS = 5000;
@@ -28,16 +23,6 @@ export interface InsertResult {
 }
 
 const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
-
-/** One netlink message: nlmsghdr (host byte order), then `payload`. */
-function message(type: number, flags: number, seq: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(16);
-  h.writeUInt32LE(16 + payload.length, 0);
-  h.writeUInt16LE(type, 4);
-  h.writeUInt16LE(flags, 6);
-  h.writeUInt32LE(seq >>> 0, 8);
-  return Buffer.concat([h, payload]);
-}
 
 export async function insertEntries(entries: readonly SyncedEntry[]): Promise<InsertResult> {
   let inserted = 0;
@@ -78,9 +63,9 @@ export async function insertEntries(entries: readonly SyncedEntry[]): Promise<In
       last = first + chunk.length - 1;
       const datagram = Buffer.concat(
         chunk.map((e, j) =>
-          message(
+          nlmsg(
             ctType(IPCTNL_MSG_CT_NEW),
-            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | (j === chunk.length - 1 ? NLM_F_ACK : 0),
+            NLM_F.REQUEST | NLM_F.CREATE | NLM_F.EXCL | (j === chunk.length - 1 ? NLM_F.ACK : 0),
             first + j,
             Buffer.concat([header, insertAttributes(e)]),
           ),

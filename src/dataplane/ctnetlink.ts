@@ -12,6 +12,21 @@ export const ctType = (msg: number): number => (NFNL_SUBSYS_CTNETLINK << 8) | ms
 export const AF_INET = 2;
 /** struct nfgenmsg for IPv4, version 0, resource id 0. */
 export const nfgenmsg = (): Buffer => Buffer.from([AF_INET, 0, 0, 0]);
+/** Netlink header flags and message types (linux/netlink.h). */
+export const NLM_F = { REQUEST: 0x1, ACK: 0x4, DUMP: 0x300, EXCL: 0x200, CREATE: 0x400 } as const;
+export const NLMSG_ERROR = 2;
+export const NLMSG_DONE = 3;
+
+/** One netlink message: struct nlmsghdr (host byte order: little endian here), then `payload`. */
+export function nlmsg(type: number, flags: number, seq: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(16);
+  h.writeUInt32LE(16 + payload.length, 0);
+  h.writeUInt16LE(type, 4);
+  h.writeUInt16LE(flags, 6);
+  h.writeUInt32LE(seq >>> 0, 8);
+  return Buffer.concat([h, payload]);
+}
+
 /** The kernel parses some nested attributes strictly: a nested attribute must say so. */
 export const NLA_F_NESTED = 0x8000;
 

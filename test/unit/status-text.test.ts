@@ -1,7 +1,7 @@
 import t from 'tap';
 import { formatStatus, type StatusReply } from '../../src/daemon/status-text.js';
 import { status } from '../../src/daemon/status.js';
-import { loadValid } from '../helpers.js';
+import { loadValid, syncStats } from '../helpers.js';
 
 // `status -o text`: the daemon's answer as tables, and what it says when a part is missing.
 
@@ -66,22 +66,6 @@ t.test('counters or conntrack that cannot be read, no failovers', async (t) => {
   t.match(text, /\nSNAT ports: the conntrack table cannot be read \(see the log\)\n/);
   t.match(text, /Failovers [^\n]*\n\(none\)\n/);
 });
-
-const syncStats = {
-  port: 7608,
-  cached: { '192.168.1.101': 1200 },
-  sending: { '192.168.1.100': 345 },
-  peers: { worker2: { lastHeardMsAgo: 80, inSync: true }, cp1: { lastHeardMsAgo: null, inSync: false } },
-  datagramsSent: 10,
-  datagramsReceived: 20,
-  dropped: { 'bad-mac': 2, replay: 1 },
-  installed: 26,
-  existing: 3,
-  installFailed: 0,
-  sendErrors: 0,
-  eventsLost: 1,
-  lagMs: 42.4,
-};
 
 t.test('connection sync: peers, connections per IP, totals; or off', async (t) => {
   const text = formatStatus({ ...base(), connectionSync: syncStats });
