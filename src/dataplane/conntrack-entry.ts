@@ -1,4 +1,4 @@
-import netlink from 'netlink';
+import netlink from './netlink-lib.js';
 import { tuple, type Tuple } from './conntrack-dump.js';
 import { CTA, CTA_IP, CTA_PROTO, CTA_TUPLE, NLA_F_NESTED } from './ctnetlink.js';
 import { attr } from './netlink.js';

@@ -1,4 +1,4 @@
-import netlink from 'netlink';
+import netlink from './netlink-lib.js';
 
 // The child process that listens to the kernel's conntrack events for the daemon
 // (conntrack-events.ts): each datagram goes to stdout as it came, after its length (u32,

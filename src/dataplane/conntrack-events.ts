@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import netlink from 'netlink';
+import netlink from './netlink-lib.js';
 import { parseEntry, type RawEntry } from './conntrack-entry.js';
 import { AF_INET, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, NFNL_SUBSYS_CTNETLINK } from './ctnetlink.js';
 import { tiedToUs } from './tied.js';

@@ -1,4 +1,4 @@
-import netlink from 'netlink';
+import netlink from './netlink-lib.js';
 import { insertAttributes, type SyncedEntry } from './conntrack-entry.js';
 import { ctType, IPCTNL_MSG_CT_NEW, nfgenmsg, NLM_F, NLMSG_ERROR, nlmsg } from './ctnetlink.js';
 

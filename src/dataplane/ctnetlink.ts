@@ -1,4 +1,4 @@
-import netlink, { type NetlinkSocket } from 'netlink';
+import netlink, { type NetlinkSocket } from './netlink-lib.js';
 
 // ctnetlink's numbers (linux/netfilter/nfnetlink_conntrack.h), for every module that
 // talks to the kernel's connection tracking: flush (conntrack.ts), dump, events, insert.

@@ -11,6 +11,7 @@ type Used =
   | 'formatMessage'
   | 'ifla'
   | 'parseAttributes'
+  | 'parseMessages'
   | 'Protocol'
   | 'RawNetlinkSocket'
   | 'rt';
@@ -29,4 +30,4 @@ const netlink = {
 } as unknown as Pick<Lib, Used>;
 
 export default netlink;
-export type { RtNetlinkSocket } from 'netlink';
+export type { NetlinkSocket, RtNetlinkSocket } from 'netlink';
