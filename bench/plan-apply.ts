@@ -158,7 +158,7 @@ export async function planApply(): Promise<string> {
       ['check (parse + validate)', check, 'target ≤ 300 ms'],
       ['plan -o nft', planMs, ''],
       ['`nft -f` of that plan, empty host (the floor)', floor, ''],
-      ['apply, empty host (plan + one nft transaction + rules/routes)', first, ratio(first, floor)],
+      ['apply, empty host (plan + nft: new objects, then the switch + rules/routes)', first, ratio(first, floor)],
       ['apply again, no change (plan + read state + diff)', again, ratio(again, floor)],
     ];
     const table = [
