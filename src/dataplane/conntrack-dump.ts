@@ -10,6 +10,9 @@ import {
   IPCTNL_MSG_CT_NEW,
   NLA_F_NESTED,
   nfgenmsg,
+  NLM_F,
+  NLMSG_DONE,
+  NLMSG_ERROR,
 } from './ctnetlink.js';
 import netlink from './netlink-lib.js';
 import { attr } from './netlink.js';
@@ -19,7 +22,6 @@ import { attr } from './netlink.js';
 // slow timer, never per packet or per scrape; and it streams, so that a big table never
 // holds up the event loop.
 
-const NLM_F_REQUEST_DUMP = 0x301;
 const CTA_FILTER_ORIG_FLAGS = 1;
 const CTA_FILTER_REPLY_FLAGS = 2;
 const CTA_FILTER_FLAG_CTA_IP_DST = 1 << 1;
@@ -113,8 +115,6 @@ function replyDestinationFilter(ip: string): Buffer {
 
 /** A dump's datagrams may stop coming (a wedged socket): give up after this long without one. */
 const IDLE_TIMEOUT_MS = 5000;
-const NLMSG_ERROR = 2;
-const NLMSG_DONE = 3;
 
 /** The connection in a message's payload b[start, end) (after the nfgenmsg header). */
 function connection(b: Buffer, start: number, end: number): Connection | undefined {
@@ -181,8 +181,10 @@ export function streamEntries(replyDestination: string | undefined, each: (paylo
     const header = nfgenmsg();
     const request = replyDestination ? Buffer.concat([header, replyDestinationFilter(replyDestination)]) : header;
     const type = ctType(IPCTNL_MSG_CT_GET);
-    socket.send(netlink.formatMessage({ type, flags: NLM_F_REQUEST_DUMP, seq, port: 0, data: request }), {}, (err) =>
-      err ? finish(err) : undefined,
+    socket.send(
+      netlink.formatMessage({ type, flags: NLM_F.REQUEST | NLM_F.DUMP, seq, port: 0, data: request }),
+      {},
+      (err) => (err ? finish(err) : undefined),
     );
     waitMore();
   });
