@@ -1,6 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, lstat, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -391,7 +391,10 @@ export class Lab {
     await removeCgroup(this.id);
     // LAB_KEEP=DIR keeps a copy of the lab's files (daemon logs, configs) in DIR/<lab id>, for a post-mortem.
     const keep = process.env['LAB_KEEP'];
-    if (keep && this.dir) await cp(this.dir, join(keep, this.id), { recursive: true }).catch(() => undefined);
+    // Control sockets are skipped: fs.cp refuses them, and would stop copying at the first.
+    const notSocket = async (src: string) => !(await lstat(src)).isSocket();
+    if (keep && this.dir)
+      await cp(this.dir, join(keep, this.id), { recursive: true, filter: notSocket }).catch(() => undefined);
     if (this.dir) await rm(this.dir, { recursive: true, force: true });
   }
 }

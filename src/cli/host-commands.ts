@@ -51,15 +51,16 @@ function planFor(config: Config, opts: PlanOptions) {
 }
 
 async function hostChanges() {
-  const [{ pino }, { readTable }, { park }, { release, reconcile }, { StateStore }] = await Promise.all([
+  const [{ pino }, { readTable }, { nftChange }, { park }, { release, reconcile }, { StateStore }] = await Promise.all([
     import('pino'),
     import('../dataplane/nft.js'),
+    import('../dataplane/nftdiff.js'),
     import('../dataplane/park.js'),
     import('../dataplane/reconcile.js'),
     import('../dataplane/state.js'),
   ]);
   const log = pino({ base: { svc: 'egress-natd' } }, pino.destination(2));
-  return { log, park, readTable, release, reconcile, state: (dir?: string) => new StateStore(dir) };
+  return { log, nftChange, park, readTable, release, reconcile, state: (dir?: string) => new StateStore(dir) };
 }
 
 export function check(o: { config: string }): void {
@@ -75,14 +76,15 @@ export function printPlan(o: PlanOptions & { output: 'nft' | 'json' }): void {
 }
 
 export async function apply(o: PlanOptions & { stateDir?: string; garp: boolean }): Promise<void> {
-  const { log, readTable, reconcile, state } = await hostChanges();
+  const { log, nftChange, readTable, reconcile, state } = await hostChanges();
   // nft lists a table of 100,000 elements about as long as the config takes to load and
   // plan: it does so meanwhile, on the other core (reconcile awaits it, and reports its failure).
   const table = readTable();
   table.catch(() => undefined);
-  const desired = planFor(loadOrExit(o.config), o);
+  const { nft, ...desired } = planFor(loadOrExit(o.config), o);
   const started = process.hrtime.bigint();
-  const { changes } = await reconcile(desired, { state: state(o.stateDir), log, noGarp: !o.garp, table });
+  const change = nftChange(nft, await table);
+  const { changes } = await reconcile(desired, change, { state: state(o.stateDir), log, noGarp: !o.garp });
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   if (changes.length === 0) return out(`no change: node ${desired.node} already matches the plan`);
   // One write, not one per change: an empty host takes some 4,000 of them with a big config.

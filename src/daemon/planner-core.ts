@@ -1,6 +1,9 @@
 import type { ClusterKeys } from '../config/key.js';
 import type { Config } from '../config/model.js';
 import { hostFacts } from '../dataplane/facts.js';
+import type { ActualTable } from '../dataplane/nft.js';
+import { nftChange, type NftChange } from '../dataplane/nftdiff.js';
+import type { HostPlan } from '../dataplane/reconcile.js';
 import { plan, type DesiredState } from '../plan/desired.js';
 import { readReload, reloadSummary, type ReloadCandidate } from './reload.js';
 
@@ -25,6 +28,8 @@ export type PlannerRequest =
     }
   /** Mark indexes an earlier daemon used (from the state file): IPs that stay keep them. */
   | { readonly op: 'indexes'; readonly indexes: readonly (readonly [string, number])[] }
+  /** How our table as the kernel has it (`have`) differs from the last plan, which must be `fingerprint`. */
+  | { readonly op: 'change'; readonly fingerprint: string; readonly have: ActualTable }
   | {
       readonly op: 'plan';
       /** The digest of the config the owners were elected with. */
@@ -39,7 +44,7 @@ export type LoadResult = ReloadCandidate & { readonly summary?: Record<string, s
 export interface PlanResult {
   readonly fingerprint: string;
   /** Absent when the plan equals the applied one (`unless`). */
-  readonly desired?: DesiredState;
+  readonly desired?: HostPlan;
 }
 
 /** Everything a reconcile would change: equal fingerprints need no reconcile. */
@@ -55,6 +60,8 @@ export class PlannerCore {
    * does not push out the config it runs.
    */
   private readonly configs = new Map<string, Config>();
+  /** The nft table of the last plan that came back with its desired state. */
+  private planned?: { readonly fingerprint: string; readonly nft: DesiredState['nft'] };
 
   constructor(state: PlannerState) {
     for (const c of state.configs) this.configs.set(c.digest, c);
@@ -66,7 +73,7 @@ export class PlannerCore {
     return { configs: [...this.configs.values()], node: this.node, indexes: this.indexes };
   }
 
-  handle(req: PlannerRequest): LoadResult | PlanResult | undefined {
+  handle(req: PlannerRequest): LoadResult | PlanResult | NftChange | undefined {
     switch (req.op) {
       case 'load':
         // Keys that crossed a thread arrive as bytes: Buffers again.
@@ -80,7 +87,17 @@ export class PlannerCore {
         return undefined;
       case 'plan':
         return this.plan(req);
+      case 'change':
+        return this.change(req);
     }
+  }
+
+  private change(req: Extract<PlannerRequest, { op: 'change' }>): NftChange {
+    if (this.planned?.fingerprint !== req.fingerprint)
+      throw new Error(`the plan ${req.fingerprint.slice(0, 12)} is not the last one made: plan again`);
+    const change = nftChange(this.planned.nft, req.have);
+    this.planned = undefined; // 100,000 elements: not kept once rendered
+    return change;
   }
 
   private load(file: string, hmacKey: ClusterKeys, current: string): LoadResult {
@@ -104,6 +121,10 @@ export class PlannerCore {
     const desired = plan(config, this.node, new Map(req.owners), facts);
     this.indexes = new Map(desired.egress.map((e) => [e.ip, e.index]));
     const print = fingerprint(desired);
-    return print === req.unless ? { fingerprint: print } : { fingerprint: print, desired };
+    if (print === req.unless) return { fingerprint: print };
+    // The table stays here: rendering its sets as text is for this thread, not the daemon's loop.
+    const { nft, ...host } = desired;
+    this.planned = { fingerprint: print, nft };
+    return { fingerprint: print, desired: host };
   }
 }

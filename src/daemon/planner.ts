@@ -2,6 +2,8 @@ import { statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { ClusterKeys } from '../config/key.js';
 import type { Config } from '../config/model.js';
+import type { ActualTable } from '../dataplane/nft.js';
+import type { NftChange } from '../dataplane/nftdiff.js';
 import { PlannerCore, type LoadResult, type PlannerRequest, type PlanResult } from './planner-core.js';
 
 // Reading, validating and planning a config of 100,000 CIDRs takes seconds, longer than a
@@ -14,7 +16,7 @@ export const THREAD_CIDRS = 5_000;
 export const THREAD_FILE_BYTES = 64 * 1024;
 
 export type PlannerReply = { readonly id: number } & (
-  | { readonly ok: true; readonly result: LoadResult | PlanResult | undefined }
+  | { readonly ok: true; readonly result: LoadResult | PlanResult | NftChange | undefined }
   | { readonly ok: false; readonly error: string }
 );
 
@@ -42,7 +44,7 @@ export class Planner {
   private nextId = 1;
   private readonly waiting = new Map<
     number,
-    { resolve: (v: LoadResult | PlanResult | undefined) => void; reject: (e: Error) => void }
+    { resolve: (v: LoadResult | PlanResult | NftChange | undefined) => void; reject: (e: Error) => void }
   >();
   private closing = false;
 
@@ -82,7 +84,7 @@ export class Planner {
     worker.on('exit', (code) => fail(new Error(`the planner thread exited (${code})`)));
   }
 
-  private ask(req: PlannerRequest): Promise<LoadResult | PlanResult | undefined> {
+  private ask(req: PlannerRequest): Promise<LoadResult | PlanResult | NftChange | undefined> {
     const inline = this.inline;
     if (inline) return new Promise((resolve) => resolve(inline.handle(req)));
     const id = this.nextId++;
@@ -106,6 +108,11 @@ export class Planner {
   /** This node's desired state under the config `digest` for `owners`, unless it equals the applied plan `unless`. */
   plan(digest: string, owners: ReadonlyMap<string, string>, unless: string): Promise<PlanResult> {
     return this.ask({ op: 'plan', digest, owners: [...owners], unless }) as Promise<PlanResult>;
+  }
+
+  /** How `have`, our table as the kernel has it, differs from the plan `fingerprint` (the last that came back with its desired state). */
+  change(fingerprint: string, have: ActualTable): Promise<NftChange> {
+    return this.ask({ op: 'change', fingerprint, have }) as Promise<NftChange>;
   }
 
   async close(): Promise<void> {

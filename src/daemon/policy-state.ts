@@ -41,13 +41,37 @@ function invalidReason(config: Config, policy: Policy): string | undefined {
   return undefined;
 }
 
-export function policyState(config: Config, view: View, policy: Policy): PolicyState {
-  const ip = formatAddress(policy.egressIP);
+/** What a policy's state depends on in the config alone: the same for every status of one config. */
+interface PolicyFacts {
+  readonly ip: string;
+  readonly candidates: readonly string[];
+  readonly invalid: string | undefined;
+}
+
+/**
+ * Per config, computed once: with 1,000 policies, working these out on every `status` and
+ * every scrape held the daemon's loop for 100 ms to over a second, and peers called it Down.
+ */
+const factsByConfig = new WeakMap<Config, ReadonlyMap<Policy, PolicyFacts>>();
+
+function policyFacts(config: Config): ReadonlyMap<Policy, PolicyFacts> {
+  let facts = factsByConfig.get(config);
+  if (facts) return facts;
+  const names = new Map(floatingIPs(config).map((f) => [f.text, candidates(config, f).map((n) => n.name)]));
+  facts = new Map(
+    config.policies.map((p) => {
+      const ip = formatAddress(p.egressIP);
+      return [p, { ip, candidates: names.get(ip) ?? [], invalid: invalidReason(config, p) }];
+    }),
+  );
+  factsByConfig.set(config, facts);
+  return facts;
+}
+
+function stateOf(config: Config, view: View, facts: PolicyFacts): PolicyState {
+  const { ip, candidates: names, invalid } = facts;
   const owner = view.owners.get(ip) ?? null;
-  const fip = floatingIPs(config).find((f) => f.text === ip);
-  const names = fip ? candidates(config, fip).map((n) => n.name) : [];
   const base = { egressIP: ip, gateway: owner };
-  const invalid = invalidReason(config, policy);
   if (invalid) return { ...base, state: 'Invalid', reason: invalid };
   if (owner) return { ...base, state: 'Active', reason: `${ip} is held by ${owner}` };
   const then = `; its traffic is ${config.cluster.noGateway === 'drop' ? 'dropped' : 'masqueraded'} (noGateway)`;
@@ -64,5 +88,6 @@ export function policyState(config: Config, view: View, policy: Policy): PolicyS
 
 /** Every policy's state, by name, in file order. */
 export function policyStates(config: Config, view: View): Record<string, PolicyState> {
-  return Object.fromEntries(config.policies.map((p) => [p.name, policyState(config, view, p)]));
+  const facts = policyFacts(config);
+  return Object.fromEntries(config.policies.map((p) => [p.name, stateOf(config, view, facts.get(p)!)]));
 }

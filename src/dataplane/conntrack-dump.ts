@@ -1,5 +1,4 @@
 import { endianness } from 'node:os';
-import { getSystemErrorName } from 'node:util';
 import {
   CTA,
   CTA_IP,
@@ -10,12 +9,10 @@ import {
   IPCTNL_MSG_CT_NEW,
   NLA_F_NESTED,
   nfgenmsg,
-  NLM_F,
-  NLMSG_DONE,
-  NLMSG_ERROR,
 } from './ctnetlink.js';
 import netlink from './netlink-lib.js';
 import { attr } from './netlink.js';
+import { eachAttribute, streamDump } from './netlink-dump.js';
 
 // Reads the IPv4 conntrack table over ctnetlink (a dump, like `conntrack -L -f ipv4`):
 // what SNAT port pressure needs. It walks the whole table, so it runs on demand and on a
@@ -48,24 +45,6 @@ export interface Connection {
   readonly orig: Tuple;
   /** The reply direction: after SNAT its destination is the translated source (floating IP and port). */
   readonly reply: Tuple;
-}
-
-// A hand-rolled walk over the attributes, not the library's parser: a dump of 100,000
-// entries through it allocated some twenty objects per entry, and the garbage was the cost.
-const LE = endianness() === 'LE';
-const u16 = (b: Buffer, at: number) => (LE ? b.readUInt16LE(at) : b.readUInt16BE(at));
-const u32h = (b: Buffer, at: number) => (LE ? b.readUInt32LE(at) : b.readUInt32BE(at));
-/** Attribute types carry NLA_F_NESTED / NLA_F_NET_BYTEORDER in their top bits. */
-const NLA_TYPE_MASK = 0x3fff;
-
-/** Calls `fn(type, start, end)` for each attribute in b[start, end). */
-function eachAttribute(b: Buffer, start: number, end: number, fn: (type: number, from: number, to: number) => void) {
-  for (let at = start; at + 4 <= end;) {
-    const len = u16(b, at);
-    if (len < 4 || at + len > end) return;
-    fn(u16(b, at + 2) & NLA_TYPE_MASK, at + 4, at + len);
-    at += (len + 3) & ~3;
-  }
 }
 
 const ipv4 = (b: Buffer, at: number): string => `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
@@ -113,9 +92,6 @@ function replyDestinationFilter(ip: string): Buffer {
   ]);
 }
 
-/** A dump's datagrams may stop coming (a wedged socket): give up after this long without one. */
-const IDLE_TIMEOUT_MS = 5000;
-
 /** The connection in a message's payload b[start, end) (after the nfgenmsg header). */
 function connection(b: Buffer, start: number, end: number): Connection | undefined {
   let orig: Tuple | undefined;
@@ -133,61 +109,20 @@ function connection(b: Buffer, start: number, end: number): Connection | undefin
  * the kernel where it can), else all. Callers filter again: an older kernel may ignore
  * the filter.
  *
- * Streamed, datagram by datagram, on a raw socket: the library's request() would gather
- * the whole dump and hand it over in one callback, and parsing 100,000 entries at once
- * holds the event loop (and the heartbeats) for about a second.
+ * Streamed (netlink-dump.ts): a big table never holds up the event loop.
  */
 export function streamEntries(replyDestination: string | undefined, each: (payload: Buffer) => void): Promise<void> {
-  // A big receive buffer: the kernel fills it while the loop is busy elsewhere.
-  const socket = new netlink.RawNetlinkSocket(netlink.Protocol.NETFILTER, {
-    recvBufferSize: 4 << 20,
-    sendBufferSize: 65536,
-  });
-  const seq = 1;
-  return new Promise<void>((resolve, reject) => {
-    let idle: NodeJS.Timeout | undefined;
-    const finish = (err?: Error) => {
-      clearTimeout(idle);
-      socket.close();
-      if (err) reject(new Error(`netlink dump of the conntrack table failed: ${err.message}`, { cause: err }));
-      else resolve();
-    };
-    const waitMore = () => {
-      clearTimeout(idle);
-      idle = setTimeout(() => finish(new Error(`no answer for ${IDLE_TIMEOUT_MS} ms`)), IDLE_TIMEOUT_MS);
-    };
-    socket.on('error', finish);
-    socket.on('message', (datagram) => {
-      try {
-        // struct nlmsghdr: length u32, type u16, flags u16, seq u32, port u32 (host order).
-        for (let at = 0; at + 16 <= datagram.length;) {
-          const len = u32h(datagram, at);
-          if (len < 16 || at + len > datagram.length) throw new Error(`a message of ${len} bytes at ${at}: truncated`);
-          const type = u16(datagram, at + 4);
-          if (u32h(datagram, at + 8) === seq) {
-            if (type === NLMSG_DONE) return finish();
-            if (type === NLMSG_ERROR) {
-              const errno = LE ? datagram.readInt32LE(at + 16) : datagram.readInt32BE(at + 16);
-              if (errno !== 0) return finish(new Error(`the kernel refused it: ${errnoName(errno)}`));
-            } else if (type === ctType(IPCTNL_MSG_CT_NEW)) each(datagram.subarray(at + 16 + 4, at + len));
-          }
-          at += (len + 3) & ~3;
-        }
-        waitMore();
-      } catch (e) {
-        finish(e as Error);
-      }
-    });
-    const header = nfgenmsg();
-    const request = replyDestination ? Buffer.concat([header, replyDestinationFilter(replyDestination)]) : header;
-    const type = ctType(IPCTNL_MSG_CT_GET);
-    socket.send(
-      netlink.formatMessage({ type, flags: NLM_F.REQUEST | NLM_F.DUMP, seq, port: 0, data: request }),
-      {},
-      (err) => (err ? finish(err) : undefined),
-    );
-    waitMore();
-  });
+  const header = nfgenmsg();
+  return streamDump(
+    {
+      what: 'the conntrack table',
+      protocol: netlink.Protocol.NETFILTER,
+      type: ctType(IPCTNL_MSG_CT_GET),
+      payload: replyDestination ? Buffer.concat([header, replyDestinationFilter(replyDestination)]) : header,
+      answer: ctType(IPCTNL_MSG_CT_NEW),
+    },
+    (payload) => each(payload.subarray(header.length)),
+  );
 }
 
 /** Calls `visit` with each IPv4 connection the kernel tracks (see streamEntries): its tuples. */
@@ -196,12 +131,4 @@ export function eachConnection(visit: (c: Connection) => void, replyDestination?
     const c = connection(payload, 0, payload.length);
     if (c) visit(c);
   });
-}
-
-function errnoName(errno: number): string {
-  try {
-    return getSystemErrorName(errno);
-  } catch {
-    return String(errno);
-  }
 }

@@ -7,6 +7,7 @@ import netlink from './netlink-lib.js';
 import { NFT_FAMILY, NFT_TABLE } from '../plan/naming.js';
 import type { NftSetSpec } from '../plan/nft.js';
 import { attr } from './netlink.js';
+import { eachAttribute, streamDump } from './netlink-dump.js';
 
 const exec = promisify(execFile);
 
@@ -92,7 +93,6 @@ const NFTA_OBJ_DATA = 4;
 const NFT_OBJECT_COUNTER = 1;
 const NFTA_COUNTER_BYTES = 1;
 const NFTA_COUNTER_PACKETS = 2;
-const NLM_F_REQUEST_DUMP = 0x301;
 
 export interface CounterValue {
   readonly packets: number;
@@ -106,36 +106,41 @@ export interface CounterValue {
 export async function readCounters(): Promise<Map<string, CounterValue>> {
   const type = Buffer.alloc(4);
   type.writeUInt32BE(NFT_OBJECT_COUNTER);
-  const request = Buffer.concat([
-    Buffer.from([NFPROTO_INET, 0, 0, 0]), // nfgenmsg: family, version, resource id
-    attr(NFTA_OBJ_TABLE, Buffer.from(`${NFT_TABLE}\0`)),
-    attr(NFTA_OBJ_TYPE, type),
-  ]);
-  const socket = netlink.createNetlink(netlink.Protocol.NETFILTER);
+  const request = {
+    what: `the counters of table ${NFT_FAMILY} ${NFT_TABLE}`,
+    protocol: netlink.Protocol.NETFILTER,
+    type: NFT_MSG_GETOBJ,
+    payload: Buffer.concat([
+      Buffer.from([NFPROTO_INET, 0, 0, 0]), // nfgenmsg: family, version, resource id
+      attr(NFTA_OBJ_TABLE, Buffer.from(`${NFT_TABLE}\0`)),
+      attr(NFTA_OBJ_TYPE, type),
+    ]),
+    answer: NFT_MSG_NEWOBJ,
+  };
+  const counters = new Map<string, CounterValue>();
+  const u64 = (b: Buffer, from: number, to: number) => (to - from >= 8 ? Number(b.readBigUInt64BE(from)) : undefined);
   try {
-    const [messages] = await socket.request(NFT_MSG_GETOBJ, request, { flags: NLM_F_REQUEST_DUMP, timeout: 2000 });
-    const counters = new Map<string, CounterValue>();
-    for (const m of messages) {
-      if (m.type !== NFT_MSG_NEWOBJ) continue;
+    await streamDump(request, (b) => {
       let name: string | undefined;
       let packets: number | undefined;
       let bytes = 0;
-      netlink.parseAttributes(m.data.subarray(4), (a) => {
-        if (a.type === NFTA_OBJ_NAME) name = a.data.toString('utf8').replace(/\0.*$/s, '');
-        if (a.type === NFTA_OBJ_DATA)
-          netlink.parseAttributes(a.data, (c) => {
-            if (c.type === NFTA_COUNTER_PACKETS && c.data.length >= 8) packets = Number(c.data.readBigUInt64BE(0));
-            if (c.type === NFTA_COUNTER_BYTES && c.data.length >= 8) bytes = Number(c.data.readBigUInt64BE(0));
+      eachAttribute(b, 4, b.length, (t, from, to) => {
+        if (t === NFTA_OBJ_NAME) {
+          const nul = b.indexOf(0, from);
+          name = b.toString('utf8', from, nul >= from && nul < to ? nul : to);
+        }
+        if (t === NFTA_OBJ_DATA)
+          eachAttribute(b, from, to, (c, f, e) => {
+            if (c === NFTA_COUNTER_PACKETS) packets = u64(b, f, e);
+            if (c === NFTA_COUNTER_BYTES) bytes = u64(b, f, e) ?? 0;
           });
       });
       if (name !== undefined && packets !== undefined) counters.set(name, { packets, bytes });
-    }
-    return counters;
+    });
   } catch (e) {
     throw new NftError(`netlink dump of the counters of table ${NFT_FAMILY} ${NFT_TABLE}`, (e as Error).message);
-  } finally {
-    socket.close();
   }
+  return counters;
 }
 
 /** Runs one nft transaction: the kernel applies all of it or none of it. */

@@ -28,6 +28,41 @@ export interface NftDiff {
   readonly summary: string[];
 }
 
+/** The two transactions as text ('' when empty): what reconcile runs, and what crosses from the planner's thread in one piece. */
+export interface NftChange {
+  readonly staged: string;
+  readonly commands: string;
+  /** One line per change; a big change in a few (see `shortSummary`). */
+  readonly summary: readonly string[];
+}
+
+/** Beyond this many lines, the summary says how many of each kind: thousands of log lines held the loop for 180 ms. */
+export const SUMMARY_LINES = 20;
+
+/** "add map d_ab (50 elements)" × 2,000 → "add 2000 maps (100000 elements)". */
+export function shortSummary(summary: readonly string[]): string[] {
+  if (summary.length <= SUMMARY_LINES) return [...summary];
+  const kinds = new Map<string, { count: number; elements: number }>();
+  for (const line of summary) {
+    const [verb, kind] = line.split(' ', 2) as [string, string];
+    const k = kinds.get(`${verb} ${kind}`) ?? { count: 0, elements: 0 };
+    k.count++;
+    k.elements += Number(/\((\d+) elements\)$/.exec(line)?.[1] ?? 0);
+    kinds.set(`${verb} ${kind}`, k);
+  }
+  return [...kinds].map(([what, k]) => {
+    const [verb, kind] = what.split(' ') as [string, string];
+    const count = k.count === 1 ? `1 ${kind}` : `${k.count} ${kind === 'table' ? 'tables' : `${kind}s`}`;
+    return `${verb} ${count}${k.elements ? ` (${k.elements} elements)` : ''}`;
+  });
+}
+
+export function nftChange(want: NftTableSpec, have: ActualTable): NftChange {
+  const d = diffTable(want, have);
+  const text = (lines: readonly string[]) => (lines.length ? `${lines.join('\n')}\n` : '');
+  return { staged: text(d.staged), commands: text(d.commands), summary: shortSummary(d.summary) };
+}
+
 const sameHook = (
   want: NftChainSpec,
   have: ActualTable['chains'] extends ReadonlyMap<string, infer C> ? C : never,

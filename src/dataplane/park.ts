@@ -2,6 +2,8 @@ import type { Config } from '../config/model.js';
 import { plan } from '../plan/desired.js';
 import { parkedOwners } from '../plan/parked.js';
 import { hostFacts } from './facts.js';
+import { readTable } from './nft.js';
+import { nftChange } from './nftdiff.js';
 import { reconcile, releaseFloatingIPs, type ReconcileOptions, type ReconcileResult } from './reconcile.js';
 
 // Parking: what a host keeps while no daemon runs on it (docs/design.md, "Stop and
@@ -38,6 +40,7 @@ export async function park(config: Config | undefined, node: string, opts: Recon
   } catch (e) {
     return asFound((e as Error).message);
   }
-  const parked = await reconcile(desired, { ...opts, noGarp: true });
+  const { nft, ...host } = desired;
+  const parked = await reconcile(host, nftChange(nft, await readTable()), { ...opts, noGarp: true });
   return { changes: [...changes, ...parked.changes], steering: 'parked' };
 }

@@ -4,13 +4,20 @@ import { isOurRulePref, isOurRouteTable, MACVLAN_PREFIX, MARK_MASK, RT_PROTOCOL 
 import { sendGratuitousArp } from './arp.js';
 import { flushConnections } from './conntrack.js';
 import { Netlink, type Link } from './netlink.js';
-import { deleteTable, readTable, runTransaction, type ActualTable } from './nft.js';
-import { diffTable } from './nftdiff.js';
+import { deleteTable, runTransaction } from './nft.js';
+import type { NftChange } from './nftdiff.js';
 import type { AppliedPlan, StateStore } from './state.js';
 import { readSysctl, writeSysctl } from './sysctl.js';
 
 // The only place that changes the host: read what the kernel has, compare with the
 // plan, change what differs and nothing else.
+
+/**
+ * The plan without its nft table: the table's difference from the kernel's comes as an
+ * NftChange, worked out where the plan was made (for a big config, on the planner's
+ * thread: 100,000 set elements rendered as text on the daemon's loop held it for 0.5 s).
+ */
+export type HostPlan = Omit<DesiredState, 'nft'>;
 
 const isOurRule = (r: { priority: number; protocol: number; table: number }): boolean =>
   r.protocol === RT_PROTOCOL && isOurRulePref(r.priority) && isOurRouteTable(r.table);
@@ -28,8 +35,6 @@ export interface ReconcileOptions {
   readonly noGarp?: boolean;
   /** Floating IPs to announce even if they were already in place (the daemon adopting them). */
   readonly announce?: ReadonlySet<string>;
-  /** Our nft table as read already (apply reads it while it plans); read here when absent. */
-  readonly table?: Promise<ActualTable>;
   /** Connection sync: installs the connections an IP's owner sent before this host takes the IP; tries clashes again after the flush. */
   readonly connections?: ConnectionInstaller;
 }
@@ -40,7 +45,7 @@ export interface ConnectionInstaller {
   afterFlush(ips: readonly string[]): Promise<void>;
 }
 
-async function reconcileSysctls(desired: DesiredState, opts: ReconcileOptions, changes: string[]): Promise<void> {
+async function reconcileSysctls(desired: HostPlan, opts: ReconcileOptions, changes: string[]): Promise<void> {
   const state = await opts.state.load();
   const originals: Record<string, string> = { ...state.sysctls };
   const wanted = new Map(desired.sysctls.map((s) => [s.path, s.value]));
@@ -70,7 +75,7 @@ async function reconcileSysctls(desired: DesiredState, opts: ReconcileOptions, c
 }
 
 /** Remembers the owners and mark indexes of `desired` before the kernel changes (what parking and the next start build on). */
-async function recordPlan(desired: DesiredState, store: StateStore): Promise<void> {
+async function recordPlan(desired: HostPlan, store: StateStore): Promise<void> {
   const applied: AppliedPlan = {
     node: desired.node,
     owners: Object.fromEntries(desired.egress.flatMap((e) => (e.owner ? [[e.ip, e.owner]] : []))),
@@ -89,7 +94,7 @@ async function deleteMacvlans(nl: Netlink, changes: string[]): Promise<void> {
 }
 
 /** Deletes macvlans the plan does not want (first: no forwarding without SNAT). */
-async function removeMacvlans(nl: Netlink, desired: DesiredState, changes: string[]): Promise<void> {
+async function removeMacvlans(nl: Netlink, desired: HostPlan, changes: string[]): Promise<void> {
   const links = await nl.links();
   const byName = new Map(links.map((l) => [l.name, l]));
   const wanted = new Map(desired.macvlans.map((m) => [m.name, m]));
@@ -104,7 +109,7 @@ async function removeMacvlans(nl: Netlink, desired: DesiredState, changes: strin
 }
 
 /** Adds the macvlans and addresses the plan wants (last: SNAT is in place before traffic can arrive). */
-async function addMacvlans(nl: Netlink, desired: DesiredState, changes: string[]): Promise<Macvlan[]> {
+async function addMacvlans(nl: Netlink, desired: HostPlan, changes: string[]): Promise<Macvlan[]> {
   const links = await nl.links();
   const present = new Map(links.map((l) => [l.name, l]));
   const added: Macvlan[] = [];
@@ -143,7 +148,7 @@ async function addMacvlans(nl: Netlink, desired: DesiredState, changes: string[]
  * one of ours still there (a table keeps its current route). It goes in before nft moves
  * marks and the rest goes after, so a marked packet always finds its route.
  */
-async function routingDuringChange(nl: Netlink, desired: DesiredState): Promise<DesiredState> {
+async function routingDuringChange(nl: Netlink, desired: HostPlan): Promise<HostPlan> {
   const links = await nl.links();
   const sameRule = (a: IpRule, b: IpRule) =>
     a.priority === b.priority && a.fwmark === b.fwmark && a.fwmask === b.fwmask && a.table === b.table;
@@ -159,7 +164,7 @@ async function routingDuringChange(nl: Netlink, desired: DesiredState): Promise<
   return { ...desired, rules, routes };
 }
 
-async function reconcileRouting(nl: Netlink, desired: DesiredState, changes: string[]): Promise<void> {
+async function reconcileRouting(nl: Netlink, desired: HostPlan, changes: string[]): Promise<void> {
   const ruleKey = (r: { priority: number; fwmark: number; fwmask: number; table: number }) =>
     `${r.priority}/${r.fwmark}/${r.fwmask}/${r.table}`;
   const have = (await nl.rules()).filter(isOurRule);
@@ -197,7 +202,7 @@ async function reconcileRouting(nl: Netlink, desired: DesiredState, changes: str
   }
 }
 
-export async function reconcile(desired: DesiredState, opts: ReconcileOptions): Promise<ReconcileResult> {
+export async function reconcile(desired: HostPlan, nft: NftChange, opts: ReconcileOptions): Promise<ReconcileResult> {
   const changes: string[] = [];
   const nl = new Netlink();
   try {
@@ -210,15 +215,34 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
     // what the plan no longer wants is removed after.
     await removeMacvlans(nl, desired, changes);
     await reconcileRouting(nl, await routingDuringChange(nl, desired), changes);
-    const diff = diffTable(desired.nft, await (opts.table ?? readTable()));
     // Two transactions (see nftdiff.ts): the new objects, then the switch to them.
-    for (const commands of [diff.staged, diff.commands])
-      if (commands.length) await runTransaction(`${commands.join('\n')}\n`);
-    changes.push(...diff.summary.map((s) => `nft: ${s}`));
-    // Make-before-break for state too: the connections the IP's owner tracked are in this
-    // kernel before the IP is (docs/datapath.md, "Order of changes").
+    for (const text of [nft.staged, nft.commands]) if (text) await runTransaction(text);
+    changes.push(...nft.summary.map((s) => `nft: ${s}`));
     const held = await heldOn(nl);
     const taking = desired.macvlans.map((m) => m.address).filter((ip) => !held.has(ip));
+    // Connections tracked while another host owned these IPs are bound to no NAT; the
+    // leak guard drops their packets, and without their entries the next packet of each
+    // (a SYN retransmitted, say) starts again and is SNATed here (docs/datapath.md). Before
+    // the synced entries go in and before the announcement: a synced connection of this
+    // host's own workload has the same original tuple as the un-NATed entry it replaces,
+    // and a server segment reaching the IP between the announcement and that entry's
+    // replacement finds no NAT and is reset by this host's stack (all 10 server-push
+    // connections of the lab died so). The nft switch above comes first: from it on, no new
+    // connection gets the mark.
+    const flushed = new Set<string>();
+    const flush = async (ip: string) => {
+      flushed.add(ip);
+      const mark = desired.egress.find((e) => e.ip === ip)!.mark;
+      // Not fatal: without the flush the guard still holds; those connections only time out.
+      await flushConnections(mark, MARK_MASK).then(
+        () => changes.push(`flush connections tracked for ${ip} elsewhere (ct mark 0x${mark.toString(16)})`),
+        (e: Error) => opts.log.warn({ err: e.message }, `connections tracked for ${ip} elsewhere not flushed`),
+      );
+    };
+    for (const ip of desired.macvlans.map((m) => m.address))
+      if (!held.has(ip) || opts.announce?.has(ip)) await flush(ip);
+    // Make-before-break for state too: the connections the IP's owner tracked are in this
+    // kernel before the IP is (docs/datapath.md, "Order of changes").
     if (opts.connections && taking.length) changes.push(...(await opts.connections.beforeTake(taking)));
     const announced = await addMacvlans(nl, desired, changes);
     // Before the announcement: what other hosts steer here is marked by the relay guard's
@@ -235,18 +259,9 @@ export async function reconcile(desired: DesiredState, opts: ReconcileOptions): 
         changes.push(`gratuitous ARP for ${m.address} on ${m.name}`);
       }
     }
-    // Connections tracked while another host owned these IPs are bound to no NAT; the
-    // leak guard drops their packets, and without their entries the next packet of each
-    // (a SYN retransmitted, say) starts again and is SNATed here (docs/datapath.md). After
-    // the announcement: the kernel walks its whole table for it.
-    for (const m of [...announced, ...extra]) {
-      const mark = desired.egress.find((e) => e.ip === m.address)!.mark;
-      // Not fatal: without the flush the guard still holds; those connections only time out.
-      await flushConnections(mark, MARK_MASK).then(
-        () => changes.push(`flush connections tracked for ${m.address} elsewhere (ct mark 0x${mark.toString(16)})`),
-        (e: Error) => opts.log.warn({ err: e.message }, `connections tracked for ${m.address} elsewhere not flushed`),
-      );
-    }
+    // An address re-added to a macvlan whose IP this host already held (a macvlan replaced
+    // by hand, say) was not flushed above.
+    for (const m of announced) if (!flushed.has(m.address)) await flush(m.address);
     if (opts.connections && taking.length) await opts.connections.afterFlush(taking);
   } finally {
     nl.close();

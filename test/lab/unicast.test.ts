@@ -41,6 +41,13 @@ t.test('unicast heartbeats; loss of carrier', async (t) => {
   t.equal(await lab.probe('c1', ECHO.inPolicy), SHOP, 'traffic flows with the same IP');
 
   await lab.setPort(owner, true);
+  // Carrier makes the node ready again before its first heartbeat reaches the others:
+  // agreement alone is not enough, every node must have heard it.
+  const everyoneHearsIt = async () => {
+    const all = await Promise.all(names.map((h) => lab.status(h)));
+    return all.every((s) => s.nodes[owner] === 'Up') || undefined;
+  };
+  await waitUntil(`every node to hear ${owner} again`, everyoneHearsIt, 10_000);
   const back = await settled(lab, names);
   t.equal(back.nodes[owner], 'Up');
   t.same(back.floatingIPs, after.floatingIPs, 'carrier back: it listened first and took nothing');

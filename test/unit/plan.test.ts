@@ -1,5 +1,5 @@
 import t from 'tap';
-import { diffTable } from '../../src/dataplane/nftdiff.js';
+import { diffTable, shortSummary, SUMMARY_LINES } from '../../src/dataplane/nftdiff.js';
 import { plan } from '../../src/plan/desired.js';
 import { ruleComment, renderTable, type NftTableSpec } from '../../src/plan/nft.js';
 import { parseAddress } from '../../src/util/ip.js';
@@ -398,4 +398,27 @@ t.test('new sets are made in a transaction before the one that starts using them
     d.staged.some((c) => base.has(c.split(' ')[4]!)),
     'no base chain is touched by the first',
   );
+});
+
+t.test('a big change is logged in a few lines, a small one line by line', async (t) => {
+  const small = ['create table inet egress_natd', 'add map d_1 (50 elements)', 'replace chain prerouting (3 rules)'];
+  t.same(shortSummary(small), small);
+  const big = [
+    'create table inet egress_natd',
+    ...Array.from({ length: 2000 }, (_, i) => `add map d_${i} (50 elements)`),
+    'add map s_1 (50002 elements)',
+    'add set n_1 (1 elements)',
+    'add chain prerouting (7 rules)',
+    'replace chain postrouting (2 rules)',
+    'delete map d_old',
+  ];
+  t.same(shortSummary(big), [
+    'create 1 table',
+    'add 2001 maps (150002 elements)',
+    'add 1 set (1 elements)',
+    'add 1 chain',
+    'replace 1 chain',
+    'delete 1 map',
+  ]);
+  t.equal(shortSummary(big.slice(0, SUMMARY_LINES)).length, SUMMARY_LINES, 'up to the limit, every line');
 });
