@@ -83,8 +83,12 @@ export async function apply(o: PlanOptions & { stateDir?: string; garp: boolean 
   table.catch(() => undefined);
   const { nft, ...desired } = planFor(loadOrExit(o.config), o);
   const started = process.hrtime.bigint();
-  const change = nftChange(nft, await table);
-  const { changes } = await reconcile(desired, change, { state: state(o.stateDir), log, noGarp: !o.garp });
+  const { changes } = await reconcile(desired, (have) => nftChange(nft, have), {
+    state: state(o.stateDir),
+    log,
+    noGarp: !o.garp,
+    table,
+  });
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   if (changes.length === 0) return out(`no change: node ${desired.node} already matches the plan`);
   // One write, not one per change: an empty host takes some 4,000 of them with a big config.

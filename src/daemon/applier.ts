@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
 import type { ClusterNode, Decision } from '../cluster/node.js';
-import { readTable } from '../dataplane/nft.js';
 import { heldAddresses, reconcile } from '../dataplane/reconcile.js';
 import type { StateStore } from '../dataplane/state.js';
 import { monotonicMs } from '../util/time.js';
@@ -67,8 +66,8 @@ export class Applier {
       const unless = mustApply ? '' : this.appliedPlan;
       const planned = await this.d.planner.plan(node.config.digest, decision.owners, unless);
       if (!planned.desired) return void node.applied(node.held, decision); // the kernel has it already
-      const nft = await this.d.planner.change(planned.fingerprint, await readTable());
-      const { changes } = await reconcile(planned.desired, nft, {
+      const { fingerprint } = planned;
+      const { changes } = await reconcile(planned.desired, (have) => this.d.planner.change(fingerprint, have), {
         state: this.d.state,
         log: this.d.log,
         announce: decision.announce,

@@ -95,7 +95,7 @@ export class PlannerCore {
   private change(req: Extract<PlannerRequest, { op: 'change' }>): NftChange {
     if (this.planned?.fingerprint !== req.fingerprint)
       throw new Error(`the plan ${req.fingerprint.slice(0, 12)} is not the last one made: plan again`);
-    const change = nftChange(this.planned.nft, req.have);
+    const change = nftChange(this.planned.nft, req.have, true);
     this.planned = undefined; // 100,000 elements: not kept once rendered
     return change;
   }

@@ -43,24 +43,32 @@ export const SUMMARY_LINES = 20;
 export function shortSummary(summary: readonly string[]): string[] {
   if (summary.length <= SUMMARY_LINES) return [...summary];
   const kinds = new Map<string, { count: number; elements: number }>();
+  const verbatim: string[] = [];
   for (const line of summary) {
     const [verb, kind] = line.split(' ', 2) as [string, string];
+    if (kind === 'table') {
+      verbatim.push(line);
+      continue;
+    }
     const k = kinds.get(`${verb} ${kind}`) ?? { count: 0, elements: 0 };
     k.count++;
     k.elements += Number(/\((\d+) elements\)$/.exec(line)?.[1] ?? 0);
     kinds.set(`${verb} ${kind}`, k);
   }
-  return [...kinds].map(([what, k]) => {
-    const [verb, kind] = what.split(' ') as [string, string];
-    const count = k.count === 1 ? `1 ${kind}` : `${k.count} ${kind === 'table' ? 'tables' : `${kind}s`}`;
-    return `${verb} ${count}${k.elements ? ` (${k.elements} elements)` : ''}`;
-  });
+  return [
+    ...verbatim,
+    ...[...kinds].map(([what, k]) => {
+      const [verb, kind] = what.split(' ') as [string, string];
+      return `${verb} ${k.count} ${kind}${k.count === 1 ? '' : 's'}${k.elements ? ` (${k.elements} elements)` : ''}`;
+    }),
+  ];
 }
 
-export function nftChange(want: NftTableSpec, have: ActualTable): NftChange {
+/** `short`: the summary in a few lines when it is long (the daemon's log; `apply` prints every line). */
+export function nftChange(want: NftTableSpec, have: ActualTable, short = false): NftChange {
   const d = diffTable(want, have);
   const text = (lines: readonly string[]) => (lines.length ? `${lines.join('\n')}\n` : '');
-  return { staged: text(d.staged), commands: text(d.commands), summary: shortSummary(d.summary) };
+  return { staged: text(d.staged), commands: text(d.commands), summary: short ? shortSummary(d.summary) : d.summary };
 }
 
 const sameHook = (

@@ -2,7 +2,6 @@ import type { Config } from '../config/model.js';
 import { plan } from '../plan/desired.js';
 import { parkedOwners } from '../plan/parked.js';
 import { hostFacts } from './facts.js';
-import { readTable } from './nft.js';
 import { nftChange } from './nftdiff.js';
 import { reconcile, releaseFloatingIPs, type ReconcileOptions, type ReconcileResult } from './reconcile.js';
 
@@ -41,6 +40,6 @@ export async function park(config: Config | undefined, node: string, opts: Recon
     return asFound((e as Error).message);
   }
   const { nft, ...host } = desired;
-  const parked = await reconcile(host, nftChange(nft, await readTable()), { ...opts, noGarp: true });
+  const parked = await reconcile(host, (have) => nftChange(nft, have), { ...opts, noGarp: true });
   return { changes: [...changes, ...parked.changes], steering: 'parked' };
 }

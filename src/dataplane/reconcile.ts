@@ -4,7 +4,7 @@ import { isOurRulePref, isOurRouteTable, MACVLAN_PREFIX, MARK_MASK, RT_PROTOCOL 
 import { sendGratuitousArp } from './arp.js';
 import { flushConnections } from './conntrack.js';
 import { Netlink, type Link } from './netlink.js';
-import { deleteTable, runTransaction } from './nft.js';
+import { deleteTable, readTable, runTransaction, type ActualTable } from './nft.js';
 import type { NftChange } from './nftdiff.js';
 import type { AppliedPlan, StateStore } from './state.js';
 import { readSysctl, writeSysctl } from './sysctl.js';
@@ -35,6 +35,8 @@ export interface ReconcileOptions {
   readonly noGarp?: boolean;
   /** Floating IPs to announce even if they were already in place (the daemon adopting them). */
   readonly announce?: ReadonlySet<string>;
+  /** Our nft table as read already (apply reads it while it plans); read here when absent. */
+  readonly table?: Promise<ActualTable>;
   /** Connection sync: installs the connections an IP's owner sent before this host takes the IP; tries clashes again after the flush. */
   readonly connections?: ConnectionInstaller;
 }
@@ -202,7 +204,14 @@ async function reconcileRouting(nl: Netlink, desired: HostPlan, changes: string[
   }
 }
 
-export async function reconcile(desired: HostPlan, nft: NftChange, opts: ReconcileOptions): Promise<ReconcileResult> {
+/** How our table as the kernel has it differs from the plan's: worked out where the plan's table is. */
+export type NftChangeFor = (have: ActualTable) => NftChange | Promise<NftChange>;
+
+export async function reconcile(
+  desired: HostPlan,
+  changeFor: NftChangeFor,
+  opts: ReconcileOptions,
+): Promise<ReconcileResult> {
   const changes: string[] = [];
   const nl = new Netlink();
   try {
@@ -215,6 +224,9 @@ export async function reconcile(desired: HostPlan, nft: NftChange, opts: Reconci
     // what the plan no longer wants is removed after.
     await removeMacvlans(nl, desired, changes);
     await reconcileRouting(nl, await routingDuringChange(nl, desired), changes);
+    // Read here, at this step: a broken nft must not keep the steps before (a macvlan
+    // removed, say) from happening.
+    const nft = await changeFor(await (opts.table ?? readTable()));
     // Two transactions (see nftdiff.ts): the new objects, then the switch to them.
     for (const text of [nft.staged, nft.commands]) if (text) await runTransaction(text);
     changes.push(...nft.summary.map((s) => `nft: ${s}`));

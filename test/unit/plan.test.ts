@@ -413,7 +413,7 @@ t.test('a big change is logged in a few lines, a small one line by line', async 
     'delete map d_old',
   ];
   t.same(shortSummary(big), [
-    'create 1 table',
+    'create table inet egress_natd',
     'add 2001 maps (150002 elements)',
     'add 1 set (1 elements)',
     'add 1 chain',
