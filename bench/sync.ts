@@ -48,6 +48,10 @@ async function survivalTrial(lab: Lab, cfg: string, move: Move): Promise<FlowRes
   s.useIdle();
   await sleep(1000);
   const results = await s.results();
+  // One line per trial on stderr: which flows died, and how, for a post-mortem.
+  const owner = (await lab.status(ALL.find((h) => h !== victim)!)).floatingIPs[SHOP];
+  const dead = results.filter((r) => !r.alive).map((r) => `${r.id} (${r.error ?? 'silent'})`);
+  process.stderr.write(`${move} ${victim}→${owner}: ${dead.length ? `dead ${dead.join(', ')}` : 'all alive'}\n`);
   if (move === 'cut') await lab.restartDaemon(victim, cfg);
   else if (move === 'SIGTERM') await lab.startDaemon(victim, cfg);
   else await lab.egress(victim, ['undrain']);

@@ -208,17 +208,16 @@ export class ConnectionSync {
       this.stats.installFailed += r.failed;
       if (r.existing.length) this.clashed.set(ip, r.existing);
       if (r.error) this.deps.log.warn({ ip, failed: r.failed, err: r.error }, 'some synced connections not installed');
-      changes.push(
-        `install ${r.inserted} synced connections for ${ip} in ${ms} ms${r.existing.length ? ` (${r.existing.length} clash with this host's own, tried again after the flush)` : ''}`,
-      );
+      const replaced = r.replaced ? `, ${r.replaced} of them in place of older entries of the same connections` : '';
+      const clash = r.existing.length ? `; ${r.existing.length} clash still, tried again after the announcement` : '';
+      changes.push(`install ${r.inserted} synced connections for ${ip} in ${ms} ms${replaced}${clash}`);
     }
     return changes;
   }
 
   /**
-   * After the connections tracked for `ips` elsewhere were flushed: a workload of this host
-   * whose connection went through the old owner had an un-NATed entry here (flushed now);
-   * the synced one can take its place.
+   * After the announcement: what clashed even after it was replaced (a packet of the same
+   * connection made a new entry in between) is tried once more.
    */
   async afterFlush(ips: readonly string[]): Promise<void> {
     for (const ip of ips) {

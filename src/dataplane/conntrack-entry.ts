@@ -138,6 +138,10 @@ const tupleAttr = (type: number, proto: number, src: string, dst: string, sport:
     ),
   );
 
+/** The original tuple of `e`: what names an entry in an IPCTNL_MSG_CT_DELETE. */
+export const origTupleAttribute = (e: SyncedEntry): Buffer =>
+  tupleAttr(CTA.TUPLE_ORIG, e.proto, e.src, e.dst, e.sport, e.dport);
+
 /**
  * The attributes of an IPCTNL_MSG_CT_NEW that recreates `e`. The reply tuple is given
  * untranslated and CTA.NAT_SRC asks for the floating IP and port: the kernel then does the
@@ -149,7 +153,7 @@ const tupleAttr = (type: number, proto: number, src: string, dst: string, sport:
 /** The attributes built one by one (what the template is made from; the tests compare the two). */
 export function buildAttributes(e: SyncedEntry): Buffer {
   const parts = [
-    tupleAttr(CTA.TUPLE_ORIG, e.proto, e.src, e.dst, e.sport, e.dport),
+    origTupleAttribute(e),
     tupleAttr(CTA.TUPLE_REPLY, e.proto, e.dst, e.src, e.dport, e.sport),
     attr(CTA.STATUS, be32((e.status & (IPS_SEEN_REPLY | IPS_ASSURED)) | IPS_CONFIRMED)),
     attr(CTA.TIMEOUT, be32(Math.max(1, e.timeout))),

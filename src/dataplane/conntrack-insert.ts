@@ -1,6 +1,6 @@
 import netlink from './netlink-lib.js';
-import { insertAttributes, type SyncedEntry } from './conntrack-entry.js';
-import { ctType, IPCTNL_MSG_CT_NEW, nfgenmsg, NLM_F, NLMSG_ERROR, nlmsg } from './ctnetlink.js';
+import { insertAttributes, origTupleAttribute, type SyncedEntry } from './conntrack-entry.js';
+import { ctType, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, nfgenmsg, NLM_F, NLMSG_ERROR, nlmsg } from './ctnetlink.js';
 
 // Installs synced connections in this host's conntrack table (what `conntrack -I` does).
 // It runs before a taken IP is announced, so it must be quick: requests go CHUNK at a
@@ -15,7 +15,9 @@ const CHUNK_TIMEOUT_MS = 5000;
 
 export interface InsertResult {
   readonly inserted: number;
-  /** An entry with the same tuple was already there (this host's own): left as it is. */
+  /** Entries with the same original tuple that were there already, replaced by the synced ones. */
+  readonly replaced: number;
+  /** An entry with the same tuple was there again after it was replaced: left as it is. */
   readonly existing: SyncedEntry[];
   readonly failed: number;
   /** The first failure's reason, for the log. */
@@ -24,12 +26,13 @@ export interface InsertResult {
 
 const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-export async function insertEntries(entries: readonly SyncedEntry[]): Promise<InsertResult> {
-  let inserted = 0;
-  let failed = 0;
-  let error: string | undefined;
-  const existing: SyncedEntry[] = [];
-  if (!entries.length) return { inserted, existing, failed };
+/** The kernel's answer (0 or an errno) to each of `requests`, sent CHUNK to a datagram; undefined: no answer in time. */
+async function send(
+  type: number,
+  flags: number,
+  requests: readonly Buffer[],
+  note: (error: string) => void,
+): Promise<(number | undefined)[]> {
   const sock = new netlink.RawNetlinkSocket(netlink.Protocol.NETFILTER, {
     recvBufferSize: 1 << 20,
     sendBufferSize: 1 << 20,
@@ -39,7 +42,7 @@ export async function insertEntries(entries: readonly SyncedEntry[]): Promise<In
   let last = -1;
   let done: (() => void) | undefined;
   sock.on('error', (e) => {
-    error ??= `socket: ${e.message}`;
+    note(`socket: ${e.message}`);
     done?.();
   });
   sock.on('message', (datagram) => {
@@ -50,24 +53,25 @@ export async function insertEntries(entries: readonly SyncedEntry[]): Promise<In
         if (m.seq === last) done?.();
       }
     } catch {
-      error ??= 'an answer could not be parsed';
+      note('an answer could not be parsed');
     }
   });
   const header = nfgenmsg();
+  const out: (number | undefined)[] = [];
   let seq = Math.floor(Math.random() * 0x7fffffff);
   try {
-    for (let i = 0; i < entries.length; i += CHUNK) {
-      const chunk = entries.slice(i, i + CHUNK);
+    for (let i = 0; i < requests.length; i += CHUNK) {
+      const chunk = requests.slice(i, i + CHUNK);
       const first = seq;
       answers = new Map();
       last = first + chunk.length - 1;
       const datagram = Buffer.concat(
-        chunk.map((e, j) =>
+        chunk.map((r, j) =>
           nlmsg(
-            ctType(IPCTNL_MSG_CT_NEW),
-            NLM_F.REQUEST | NLM_F.CREATE | NLM_F.EXCL | (j === chunk.length - 1 ? NLM_F.ACK : 0),
+            ctType(type),
+            NLM_F.REQUEST | flags | (j === chunk.length - 1 ? NLM_F.ACK : 0),
             first + j,
-            Buffer.concat([header, insertAttributes(e)]),
+            Buffer.concat([header, r]),
           ),
         ),
       );
@@ -80,27 +84,59 @@ export async function insertEntries(entries: readonly SyncedEntry[]): Promise<In
         };
         sock.send([datagram], {}, (e) => {
           if (e) {
-            error ??= `send: ${e.message}`;
+            note(`send: ${e.message}`);
             done?.();
           }
         });
       });
       done = undefined;
-      if (!answered) error ??= 'the kernel did not answer in time';
-      chunk.forEach((e, j) => {
-        const errno = answers.get(first + j) ?? 0;
-        if (!answered && !answers.has(first + j)) failed++;
-        else if (errno === 0) inserted++;
-        else if (errno === EEXIST) existing.push(e);
-        else {
-          failed++;
-          error ??= `errno ${errno}`;
-        }
-      });
+      if (!answered) note('the kernel did not answer in time');
+      chunk.forEach((_, j) => out.push(answered || answers.has(first + j) ? (answers.get(first + j) ?? 0) : undefined));
       await yieldToLoop();
     }
   } finally {
     sock.close();
   }
-  return { inserted, existing, failed, ...(error ? { error } : {}) };
+  return out;
+}
+
+/**
+ * Inserts `entries`. One whose original tuple the kernel tracks already is replaced: the
+ * synced entry is the connection as its owner has it now, and what was here is older (a
+ * connection this host tracked in an earlier tenure of the IP, say, in TIME_WAIT; the bench
+ * lost server-push connections to such leftovers, whose reused client ports matched).
+ */
+export async function insertEntries(entries: readonly SyncedEntry[]): Promise<InsertResult> {
+  let failed = 0;
+  let error: string | undefined;
+  const note = (e: string) => void (error ??= e);
+  const create = NLM_F.CREATE | NLM_F.EXCL;
+  const insert = (of: readonly SyncedEntry[]) => send(IPCTNL_MSG_CT_NEW, create, of.map(insertAttributes), note);
+  const clashing = (of: readonly SyncedEntry[], answers: readonly (number | undefined)[]) => {
+    let inserted = 0;
+    const clash: SyncedEntry[] = [];
+    answers.forEach((errno, i) => {
+      if (errno === 0) inserted++;
+      else if (errno === EEXIST) clash.push(of[i]!);
+      else {
+        failed++;
+        note(errno === undefined ? 'no answer' : `errno ${errno}`);
+      }
+    });
+    return { inserted, clash };
+  };
+  if (!entries.length) return { inserted: 0, replaced: 0, existing: [], failed };
+  const first = clashing(entries, await insert(entries));
+  if (!first.clash.length)
+    return { inserted: first.inserted, replaced: 0, existing: [], failed, ...(error ? { error } : {}) };
+  // ENOENT is fine: the old entry timed out meanwhile.
+  await send(IPCTNL_MSG_CT_DELETE, 0, first.clash.map(origTupleAttribute), note);
+  const again = clashing(first.clash, await insert(first.clash));
+  return {
+    inserted: first.inserted + again.inserted,
+    replaced: again.inserted,
+    existing: again.clash,
+    failed,
+    ...(error ? { error } : {}),
+  };
 }
