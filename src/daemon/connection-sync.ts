@@ -219,7 +219,7 @@ export class ConnectionSync {
    * After the announcement: what clashed even after it was replaced (a packet of the same
    * connection made a new entry in between) is tried once more.
    */
-  async afterFlush(ips: readonly string[]): Promise<void> {
+  async afterAnnounce(ips: readonly string[]): Promise<void> {
     for (const ip of ips) {
       const entries = this.clashed.get(ip);
       this.clashed.delete(ip);

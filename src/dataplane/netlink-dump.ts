@@ -1,6 +1,6 @@
 import { endianness } from 'node:os';
 import { getSystemErrorName } from 'node:util';
-import { NLM_F, NLMSG_DONE, NLMSG_ERROR } from './ctnetlink.js';
+import { NLM_F, NLMSG_DONE, NLMSG_ERROR, nlmsg } from './ctnetlink.js';
 import netlink from './netlink-lib.js';
 
 // A netlink dump read as it arrives, datagram by datagram, and walked by hand: the
@@ -82,10 +82,8 @@ export function streamDump(req: DumpRequest, each: (payload: Buffer) => void): P
         finish(e as Error);
       }
     });
-    socket.send(
-      netlink.formatMessage({ type: req.type, flags: NLM_F.REQUEST | NLM_F.DUMP, seq, port: 0, data: req.payload }),
-      {},
-      (err) => (err ? finish(err) : undefined),
+    socket.send(nlmsg(req.type, NLM_F.REQUEST | NLM_F.DUMP, seq, req.payload), {}, (err) =>
+      err ? finish(err) : undefined,
     );
     waitMore();
   });

@@ -8,7 +8,6 @@ type Lib = typeof import('netlink');
 type Used =
   | 'createNetlink'
   | 'createRtNetlink'
-  | 'formatMessage'
   | 'ifla'
   | 'parseAttributes'
   | 'parseMessages'

@@ -42,7 +42,7 @@ export const SUMMARY_LINES = 20;
 /** "add map d_ab (50 elements)" × 2,000 → "add 2000 maps (100000 elements)". */
 export function shortSummary(summary: readonly string[]): string[] {
   if (summary.length <= SUMMARY_LINES) return [...summary];
-  const kinds = new Map<string, { count: number; elements: number }>();
+  const kinds = new Map<string, { verb: string; kind: string; count: number; elements: number }>();
   const verbatim: string[] = [];
   for (const line of summary) {
     const [verb, kind] = line.split(' ', 2) as [string, string];
@@ -50,18 +50,15 @@ export function shortSummary(summary: readonly string[]): string[] {
       verbatim.push(line);
       continue;
     }
-    const k = kinds.get(`${verb} ${kind}`) ?? { count: 0, elements: 0 };
+    const k = kinds.get(`${verb} ${kind}`) ?? { verb, kind, count: 0, elements: 0 };
     k.count++;
     k.elements += Number(/\((\d+) elements\)$/.exec(line)?.[1] ?? 0);
     kinds.set(`${verb} ${kind}`, k);
   }
-  return [
-    ...verbatim,
-    ...[...kinds].map(([what, k]) => {
-      const [verb, kind] = what.split(' ') as [string, string];
-      return `${verb} ${k.count} ${kind}${k.count === 1 ? '' : 's'}${k.elements ? ` (${k.elements} elements)` : ''}`;
-    }),
-  ];
+  const counted = [...kinds.values()].map(
+    (k) => `${k.verb} ${k.count} ${k.kind}${k.count === 1 ? '' : 's'}${k.elements ? ` (${k.elements} elements)` : ''}`,
+  );
+  return [...verbatim, ...counted];
 }
 
 /** `short`: the summary in a few lines when it is long (the daemon's log; `apply` prints every line). */

@@ -37,14 +37,14 @@ export interface ReconcileOptions {
   readonly announce?: ReadonlySet<string>;
   /** Our nft table as read already (apply reads it while it plans); read here when absent. */
   readonly table?: Promise<ActualTable>;
-  /** Connection sync: installs the connections an IP's owner sent before this host takes the IP; tries clashes again after the flush. */
+  /** Connection sync: installs the connections an IP's owner sent before this host takes the IP; tries clashes again after the announcement. */
   readonly connections?: ConnectionInstaller;
 }
 
 export interface ConnectionInstaller {
   /** Returns one line per change made. */
   beforeTake(ips: readonly string[]): Promise<string[]>;
-  afterFlush(ips: readonly string[]): Promise<void>;
+  afterAnnounce(ips: readonly string[]): Promise<void>;
 }
 
 async function reconcileSysctls(desired: HostPlan, opts: ReconcileOptions, changes: string[]): Promise<void> {
@@ -204,6 +204,16 @@ async function reconcileRouting(nl: Netlink, desired: HostPlan, changes: string[
   }
 }
 
+/** Deletes the connections this host tracked for `ip` while another host owned it (their conntrack mark names the IP). */
+async function flushTrackedElsewhere(desired: HostPlan, ip: string, log: Logger, changes: string[]): Promise<void> {
+  const mark = desired.egress.find((e) => e.ip === ip)!.mark;
+  // Not fatal: without the flush the guard still holds; those connections only time out.
+  await flushConnections(mark, MARK_MASK).then(
+    () => changes.push(`flush connections tracked for ${ip} elsewhere (ct mark 0x${mark.toString(16)})`),
+    (e: Error) => log.warn({ err: e.message }, `connections tracked for ${ip} elsewhere not flushed`),
+  );
+}
+
 /** How our table as the kernel has it differs from the plan's: worked out where the plan's table is. */
 export type NftChangeFor = (have: ActualTable) => NftChange | Promise<NftChange>;
 
@@ -241,18 +251,9 @@ export async function reconcile(
     // replacement finds no NAT and is reset by this host's stack (all 10 server-push
     // connections of the lab died so). The nft switch above comes first: from it on, no new
     // connection gets the mark.
-    const flushed = new Set<string>();
-    const flush = async (ip: string) => {
-      flushed.add(ip);
-      const mark = desired.egress.find((e) => e.ip === ip)!.mark;
-      // Not fatal: without the flush the guard still holds; those connections only time out.
-      await flushConnections(mark, MARK_MASK).then(
-        () => changes.push(`flush connections tracked for ${ip} elsewhere (ct mark 0x${mark.toString(16)})`),
-        (e: Error) => opts.log.warn({ err: e.message }, `connections tracked for ${ip} elsewhere not flushed`),
-      );
-    };
-    for (const ip of desired.macvlans.map((m) => m.address))
-      if (!held.has(ip) || opts.announce?.has(ip)) await flush(ip);
+    const flushedFirst = (ip: string) => !held.has(ip) || !!opts.announce?.has(ip);
+    for (const m of desired.macvlans)
+      if (flushedFirst(m.address)) await flushTrackedElsewhere(desired, m.address, opts.log, changes);
     // Make-before-break for state too: the connections the IP's owner tracked are in this
     // kernel before the IP is (docs/datapath.md, "Order of changes").
     if (opts.connections && taking.length) changes.push(...(await opts.connections.beforeTake(taking)));
@@ -273,8 +274,9 @@ export async function reconcile(
     }
     // An address re-added to a macvlan whose IP this host already held (a macvlan replaced
     // by hand, say) was not flushed above.
-    for (const m of announced) if (!flushed.has(m.address)) await flush(m.address);
-    if (opts.connections && taking.length) await opts.connections.afterFlush(taking);
+    for (const m of announced)
+      if (!flushedFirst(m.address)) await flushTrackedElsewhere(desired, m.address, opts.log, changes);
+    if (opts.connections && taking.length) await opts.connections.afterAnnounce(taking);
   } finally {
     nl.close();
   }
