@@ -5,6 +5,7 @@ import { nodeNamed, UnknownNodeError } from '../config/model.js';
 import { Daemon } from '../daemon/daemon.js';
 import { bootIncarnation } from '../daemon/incarnation.js';
 import { systemdNotifier } from '../daemon/sdnotify.js';
+import { raiseLoopPriority } from '../dataplane/priority.js';
 import { StateStore } from '../dataplane/state.js';
 import { EXIT_RUNTIME, InputError } from './errors.js';
 import { loadOrExit } from './host-commands.js';
@@ -19,6 +20,14 @@ export async function run(o: { config: string; node?: string; stateDir?: string;
     throw e instanceof UnknownNodeError ? new InputError(`${e.message}; use --node`) : e;
   }
   const log = pino({ base: { svc: 'egress-natd' } }, pino.destination(1));
+  // Before any thread or child exists: they run at normal priority (priority.ts).
+  const raised = raiseLoopPriority();
+  if ('error' in raised)
+    log.warn(
+      { node, nice: raised.from, err: raised.error },
+      "heartbeats run at normal priority (the unit's Nice=-10, or CAP_SYS_NICE, lets them run higher)",
+    );
+  else log.info({ node, from: raised.from, to: raised.to }, `heartbeats run at nice ${raised.to}`);
   const notifier = await systemdNotifier(process.env, (e) => log.warn({ err: e.message }, 'sd_notify'));
   // Before the daemon exists, so before its first heartbeat.
   const boot = bootIncarnation(o.incarnationFile, BigInt(Date.now()) * 1000n);

@@ -31,16 +31,19 @@ const DRAIN_GRACE_MS = 500;
 export function controlHandler(t: ControlTarget): (r: Request) => Promise<unknown> {
   return async (r) => {
     switch (r.cmd) {
-      case 'status':
+      case 'status': {
+        // Two dumps from the kernel (nft counters, conntrack): at once, not one after the other.
+        const [traffic, snatPorts] = await Promise.all([t.traffic(), t.snatPorts()]);
         return {
           ...status(t.node.config, viewOf(t.node)),
           history: t.history.list(),
-          traffic: (await t.traffic()) ?? null,
-          snatPorts: (await t.snatPorts()) ?? null,
+          traffic: traffic ?? null,
+          snatPorts: snatPorts ?? null,
           connectionSync: t.connectionSync?.() ?? null,
           counters: t.counters,
           ready: t.node.condition.listened,
         };
+      }
       case 'egress-list':
         return egressList(t.node.config, viewOf(t.node), await t.traffic());
       case 'drain':

@@ -1,10 +1,14 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { PlannerCore, type PlannerRequest, type PlannerState } from './planner-core.js';
-import type { PlannerReply } from './planner.js';
+import { lowerThisThread } from '../dataplane/priority.js';
+import { PlannerCore, type PlannerRequest } from './planner-core.js';
+import type { PlannerReply, PlannerWorkerData } from './planner.js';
 
-// The planner's own thread (see planner.ts): requests in order, one answer each.
+// The planner's own thread (see planner.ts): requests in order, one answer each. It plans
+// at the process's own priority, below the loop's (priority.ts).
 
-const core = new PlannerCore(workerData as PlannerState);
+const data = workerData as PlannerWorkerData;
+lowerThisThread(data.nice);
+const core = new PlannerCore(data.state);
 
 parentPort!.on('message', (req: PlannerRequest & { readonly id: number }) => {
   let reply: PlannerReply;

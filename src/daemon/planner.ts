@@ -4,7 +4,14 @@ import type { ClusterKeys } from '../config/key.js';
 import type { Config } from '../config/model.js';
 import type { ActualTable } from '../dataplane/nft.js';
 import type { NftChange } from '../dataplane/nftdiff.js';
-import { PlannerCore, type LoadResult, type PlannerRequest, type PlanResult } from './planner-core.js';
+import { startedPriority } from '../dataplane/priority.js';
+import {
+  PlannerCore,
+  type LoadResult,
+  type PlannerRequest,
+  type PlannerState,
+  type PlanResult,
+} from './planner-core.js';
 
 // Reading, validating and planning a config of 100,000 CIDRs takes seconds, longer than a
 // node may go without sending a heartbeat; then the planner runs on a thread of its own
@@ -14,6 +21,12 @@ import { PlannerCore, type LoadResult, type PlannerRequest, type PlanResult } fr
 /** A config this big (CIDRs of policies and workloads), or a file this big, is planned on the thread. */
 export const THREAD_CIDRS = 5_000;
 export const THREAD_FILE_BYTES = 64 * 1024;
+
+/** What the planner's thread starts from: the planner's state, and the priority to plan at. */
+export interface PlannerWorkerData {
+  readonly state: PlannerState;
+  readonly nice: number | undefined;
+}
 
 export type PlannerReply = { readonly id: number } & (
   | { readonly ok: true; readonly result: LoadResult | PlanResult | NftChange | undefined }
@@ -66,7 +79,9 @@ export class Planner {
   /** Once on its thread, the planner stays there: a big config tends to come back. */
   private moveToThread(): void {
     if (!this.inline) return;
-    const worker = new Worker(new URL('./planner-worker.js', import.meta.url), { workerData: this.inline.state() });
+    const worker = new Worker(new URL('./planner-worker.js', import.meta.url), {
+      workerData: { state: this.inline.state(), nice: startedPriority() } satisfies PlannerWorkerData,
+    });
     this.inline = undefined;
     this.worker = worker;
     worker.on('message', (reply: PlannerReply) => {

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { lowerStarted } from './priority.js';
 import { CANNOT_EXEC, tiedToUs } from './tied.js';
 
 // Gratuitous ARP through iputils' arping (Node has no AF_PACKET sockets). The kernel
@@ -22,6 +23,7 @@ function announceOnce(dev: string, ip: string): Promise<void> {
   return new Promise((resolve, reject) => {
     // Tied to the daemon: a killed daemon must not leave one behind (tied.ts).
     const child = spawn(...tiedToUs([ARPING, ...args]), { stdio: ['ignore', 'ignore', 'pipe'] });
+    lowerStarted(child.pid);
     let stderr = '';
     let stopped = false;
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

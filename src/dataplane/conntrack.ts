@@ -1,4 +1,6 @@
-import { AF_INET, CTA, ctType, IPCTNL_MSG_CT_DELETE, openCtnetlink } from './ctnetlink.js';
+import { ctRequests } from './conntrack-requests.js';
+import { AF_INET, CTA, IPCTNL_MSG_CT_DELETE } from './ctnetlink.js';
+import { errnoName } from './netlink-dump.js';
 import { attr, NetlinkError } from './netlink.js';
 
 // A thin adapter over ctnetlink (NETLINK_NETFILTER) for one request: a flush of the
@@ -17,19 +19,15 @@ const be32 = (n: number): Buffer => {
 
 /** Deletes every IPv4 conntrack entry whose mark has `mark` under `mask`. */
 export async function flushConnections(mark: number, mask: number): Promise<void> {
-  // A socket error ends in the request's timeout: reported like any failure.
-  const sock = openCtnetlink(() => undefined);
-  try {
-    // struct nfgenmsg: family, version, resource id (big endian, 0).
-    const header = Buffer.from([AF_INET, NFNETLINK_V1, 0, 0]);
-    await sock.request(
-      ctType(IPCTNL_MSG_CT_DELETE),
-      [header, attr(CTA.MARK, be32(mark)), attr(CTA.MARK_MASK, be32(mask))],
-      { timeout: 2000 },
+  let problem: string | undefined;
+  // struct nfgenmsg: family, version, resource id (big endian, 0).
+  const header = Buffer.from([AF_INET, NFNETLINK_V1, 0, 0]);
+  const filter = Buffer.concat([attr(CTA.MARK, be32(mark)), attr(CTA.MARK_MASK, be32(mask))]);
+  const [errno] = await ctRequests(IPCTNL_MSG_CT_DELETE, 0, [filter], (e) => (problem ??= e), header);
+  const why = errno === undefined ? (problem ?? 'no answer') : errno !== 0 ? errnoName(errno) : undefined;
+  if (why !== undefined)
+    throw new NetlinkError(
+      `flush conntrack entries with mark 0x${mark.toString(16)}/0x${mask.toString(16)}`,
+      new Error(why),
     );
-  } catch (e) {
-    throw new NetlinkError(`flush conntrack entries with mark 0x${mark.toString(16)}/0x${mask.toString(16)}`, e);
-  } finally {
-    sock.socket.close();
-  }
 }

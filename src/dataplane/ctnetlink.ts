@@ -1,5 +1,3 @@
-import netlink, { type NetlinkSocket } from './netlink-lib.js';
-
 // ctnetlink's numbers (linux/netfilter/nfnetlink_conntrack.h), for every module that
 // talks to the kernel's connection tracking: flush (conntrack.ts), dump, events, insert.
 
@@ -44,14 +42,3 @@ export const CTA = {
 export const CTA_TUPLE = { IP: 1, PROTO: 2 } as const;
 export const CTA_IP = { V4_SRC: 1, V4_DST: 2 } as const;
 export const CTA_PROTO = { NUM: 1, SRC_PORT: 2, DST_PORT: 3 } as const;
-
-/**
- * A NETLINK_NETFILTER socket for requests. Its errors (ENOBUFS when answers overflow the
- * receive buffer, say) go to `onError`: without a listener the socket would throw them
- * from its native callback, and that ends the process.
- */
-export function openCtnetlink(onError: (e: Error) => void): NetlinkSocket {
-  const sock = netlink.createNetlink(netlink.Protocol.NETFILTER, { recvBufferSize: 4 << 20, sendBufferSize: 1 << 20 });
-  sock.on('error', onError);
-  return sock;
-}

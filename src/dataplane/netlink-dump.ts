@@ -1,7 +1,7 @@
 import { endianness } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import { NLM_F, NLMSG_DONE, NLMSG_ERROR, nlmsg } from './ctnetlink.js';
-import netlink from './netlink-lib.js';
+import { takeSeqs, withNetlinkSocket } from './netlink-pool.js';
 
 // A netlink dump read as it arrives, datagram by datagram, and walked by hand: the
 // library's request() gathers the whole dump and parses it in one turn of the loop, with
@@ -45,51 +45,57 @@ export interface DumpRequest {
 
 /** Sends a dump request and hands `each` the payload of every answer message, as datagrams arrive. */
 export function streamDump(req: DumpRequest, each: (payload: Buffer) => void): Promise<void> {
-  // A big receive buffer: the kernel fills it while the loop is busy elsewhere.
-  const socket = new netlink.RawNetlinkSocket(req.protocol, { recvBufferSize: 4 << 20, sendBufferSize: 65536 });
-  const seq = 1;
-  return new Promise<void>((resolve, reject) => {
-    let idle: NodeJS.Timeout | undefined;
-    const finish = (err?: Error) => {
-      clearTimeout(idle);
-      socket.close();
-      if (err) reject(new Error(`netlink dump of ${req.what} failed: ${err.message}`, { cause: err }));
-      else resolve();
-    };
-    const waitMore = () => {
-      clearTimeout(idle);
-      idle = setTimeout(() => finish(new Error(`no answer for ${IDLE_TIMEOUT_MS} ms`)), IDLE_TIMEOUT_MS);
-    };
-    socket.on('error', finish);
-    socket.on('message', (datagram) => {
-      try {
-        // struct nlmsghdr: length u32, type u16, flags u16, seq u32, port u32 (host order).
-        for (let at = 0; at + 16 <= datagram.length;) {
-          const len = u32(datagram, at);
-          if (len < 16 || at + len > datagram.length) throw new Error(`a message of ${len} bytes at ${at}: truncated`);
-          const type = u16(datagram, at + 4);
-          if (u32(datagram, at + 8) === seq) {
-            if (type === NLMSG_DONE) return finish();
-            if (type === NLMSG_ERROR) {
-              const errno = LE ? datagram.readInt32LE(at + 16) : datagram.readInt32BE(at + 16);
-              if (errno !== 0) return finish(new Error(`the kernel refused it: ${errnoName(errno)}`));
-            } else if (type === req.answer) each(datagram.subarray(at + 16, at + len));
+  return withNetlinkSocket(req.protocol, (socket, spoil) => {
+    const seq = takeSeqs();
+    return new Promise<void>((resolve, reject) => {
+      let idle: NodeJS.Timeout | undefined;
+      let ended = false;
+      // `complete`: the kernel ended the dump (done, or refused it), so the socket is clean.
+      const finish = (err?: Error, complete = false) => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(idle);
+        if (!complete) spoil();
+        if (err) reject(new Error(`netlink dump of ${req.what} failed: ${err.message}`, { cause: err }));
+        else resolve();
+      };
+      const waitMore = () => {
+        clearTimeout(idle);
+        idle = setTimeout(() => finish(new Error(`no answer for ${IDLE_TIMEOUT_MS} ms`)), IDLE_TIMEOUT_MS);
+      };
+      socket.on('error', (e) => finish(e));
+      socket.on('message', (datagram) => {
+        try {
+          // struct nlmsghdr: length u32, type u16, flags u16, seq u32, port u32 (host order).
+          for (let at = 0; at + 16 <= datagram.length;) {
+            const len = u32(datagram, at);
+            if (len < 16 || at + len > datagram.length)
+              throw new Error(`a message of ${len} bytes at ${at}: truncated`);
+            const type = u16(datagram, at + 4);
+            if (u32(datagram, at + 8) === seq) {
+              if (type === NLMSG_DONE) return finish(undefined, true);
+              if (type === NLMSG_ERROR) {
+                const errno = LE ? datagram.readInt32LE(at + 16) : datagram.readInt32BE(at + 16);
+                if (errno !== 0) return finish(new Error(`the kernel refused it: ${errnoName(errno)}`), true);
+              } else if (type === req.answer) each(datagram.subarray(at + 16, at + len));
+            }
+            at += (len + 3) & ~3;
           }
-          at += (len + 3) & ~3;
+          waitMore();
+        } catch (e) {
+          finish(e as Error);
         }
-        waitMore();
-      } catch (e) {
-        finish(e as Error);
-      }
+      });
+      socket.send(nlmsg(req.type, NLM_F.REQUEST | NLM_F.DUMP, seq, req.payload), {}, (err) =>
+        err ? finish(err) : undefined,
+      );
+      waitMore();
     });
-    socket.send(nlmsg(req.type, NLM_F.REQUEST | NLM_F.DUMP, seq, req.payload), {}, (err) =>
-      err ? finish(err) : undefined,
-    );
-    waitMore();
   });
 }
 
-function errnoName(errno: number): string {
+/** "ENOENT" for 2; the number if Node does not know it. */
+export function errnoName(errno: number): string {
   try {
     return getSystemErrorName(errno);
   } catch {

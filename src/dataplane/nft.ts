@@ -8,6 +8,7 @@ import { NFT_FAMILY, NFT_TABLE } from '../plan/naming.js';
 import type { NftSetSpec } from '../plan/nft.js';
 import { attr } from './netlink.js';
 import { eachAttribute, streamDump } from './netlink-dump.js';
+import { lowerStarted } from './priority.js';
 
 const exec = promisify(execFile);
 
@@ -37,8 +38,9 @@ const NFT = process.env['EGRESS_NATD_NFT'] ?? 'nft';
 
 async function nft(args: string[]): Promise<string> {
   try {
-    const { stdout } = await exec(NFT, args, { maxBuffer: 512 * 1024 * 1024 });
-    return stdout;
+    const run = exec(NFT, args, { maxBuffer: 512 * 1024 * 1024 });
+    lowerStarted(run.child.pid);
+    return (await run).stdout;
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: string };
     if (err.code === 'ENOENT')

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { lowerStarted } from './priority.js';
 import { SETPRIV, tiedToUs } from './tied.js';
 
 // Kernel change notifications, from rtnetlink (`ip monitor`) and nf_tables (`nft
@@ -45,6 +46,7 @@ export function watchKernel(onEvent: (e: KernelEvent) => void, onError: (e: Erro
     const what = argv.join(' ');
     const keep = source === 'nft' && nftReadsAll ? isNftDeletion : () => true;
     const child = spawn(...tiedToUs(argv), { stdio: ['ignore', 'pipe', 'pipe'] });
+    lowerStarted(child.pid);
     children.set(source, child);
     createInterface({ input: child.stdout }).on('line', (line) => keep(line) && onEvent({ source, line }));
     let stderr = ''; // why it ended, reported with its exit; the first few KiB are enough

@@ -124,6 +124,29 @@ t.test('machines', async (t) => {
     t.match(write.stderr, /Read-only file system/, write.stderr.trim());
   });
 
+  await t.test('Nice=-10: the loop thread at -10, the processes it starts at 0', async (t) => {
+    const h1 = m('h1');
+    const { pid } = await mainPid(h1);
+    // /proc/PID/stat: "pid (comm) state ..."; the nice value is the 19th field.
+    const nices = async (script: string) =>
+      (await h1.exec(['sh', '-c', script])).stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => {
+          const fields = l.slice(l.lastIndexOf(')') + 2).split(' '); // from the 3rd field on
+          return { id: Number(l.split(' ')[0]), nice: Number(fields[16]) };
+        });
+    const threads = await nices(`cat /proc/${pid}/task/*/stat`);
+    const said = (await daemonLines(h1)).find((l) => String(l['msg']).startsWith('heartbeats run at'));
+    t.same(
+      threads.filter((x) => x.id === pid).map((x) => x.nice),
+      [-10],
+      `the loop thread; the daemon said: ${String(said?.['msg'])}`,
+    );
+    const children = await nices(`for c in $(cat /proc/${pid}/task/*/children); do cat /proc/$c/stat; done`);
+    t.ok(children.length >= 2 && children.every((x) => x.nice === 0), `${children.length} children at 0`);
+  });
+
   /** The shop IP's owner now, after the cluster settled on `running`. */
   let running = [...NAMES];
   const shopOwner = async () => m((await settledMachines(ml, running))[SHOP]!);
