@@ -20,7 +20,8 @@ export async function run(o: { config: string; node?: string; stateDir?: string;
     throw e instanceof UnknownNodeError ? new InputError(`${e.message}; use --node`) : e;
   }
   const log = pino({ base: { svc: 'egress-natd' } }, pino.destination(1));
-  // Before any thread or child exists: they run at normal priority (priority.ts).
+  // Before the daemon makes its threads and children: they run at nice 0 (priority.ts).
+  // The runtime's own threads (V8's, the libuv pool) keep the loop's when the unit sets it.
   const raised = raiseLoopPriority();
   if ('error' in raised)
     log.warn(

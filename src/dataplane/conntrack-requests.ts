@@ -15,7 +15,9 @@ const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 /**
  * The kernel's answer (0 or an errno) to each of `requests` (attributes, after `header`),
- * sent CHUNK to a datagram; undefined: no answer in time.
+ * sent CHUNK to a datagram; undefined: not answered. After a chunk that failed (no answer
+ * in time, a socket error) the rest is not sent: each would wait as long, before a
+ * take-over's announcement.
  */
 export function ctRequests(
   type: number,
@@ -24,22 +26,22 @@ export function ctRequests(
   note: (error: string) => void,
   header = nfgenmsg(),
 ): Promise<(number | undefined)[]> {
-  return withNetlinkSocket(netlink.Protocol.NETFILTER, async (sock, spoil) => {
-    // Each chunk's answers: errno by sequence number; `done` when the last one's came.
+  // A socket error (ENOBUFS, say) leaves no request state behind: the socket is lent again.
+  return withNetlinkSocket(netlink.Protocol.NETFILTER, async (sock) => {
+    // Each chunk's answers: errno by sequence number; `done` when the last one's came, or it failed.
     let answers = new Map<number, number>();
     let last = -1;
-    let done: (() => void) | undefined;
+    let done: ((answered: boolean) => void) | undefined;
     sock.on('error', (e) => {
       note(`socket: ${e.message}`);
-      spoil();
-      done?.();
+      done?.(false);
     });
     sock.on('message', (datagram) => {
       try {
         for (const m of netlink.parseMessages(datagram)) {
           if (m.type !== NLMSG_ERROR || m.data.length < 4) continue;
           answers.set(m.seq, -m.data.readInt32LE(0));
-          if (m.seq === last) done?.();
+          if (m.seq === last) done?.(true);
         }
       } catch {
         note('an answer could not be parsed');
@@ -62,23 +64,28 @@ export function ctRequests(
         ),
       );
       const answered = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), CHUNK_TIMEOUT_MS);
-        done = () => {
+        const timer = setTimeout(() => {
+          note('the kernel did not answer in time');
+          resolve(false);
+        }, CHUNK_TIMEOUT_MS);
+        done = (ok) => {
           clearTimeout(timer);
-          resolve(true);
+          resolve(ok);
         };
         sock.send([datagram], {}, (e) => {
           if (e) {
             note(`send: ${e.message}`);
-            done?.();
+            done?.(false);
           }
         });
       });
       done = undefined;
-      if (!answered) note('the kernel did not answer in time');
-      chunk.forEach((_, j) => out.push(answered || answers.has(first + j) ? (answers.get(first + j) ?? 0) : undefined));
+      // Answered: the kernel reports only failures, so silence is success. Not: only what it said.
+      chunk.forEach((_, j) => out.push(answered ? (answers.get(first + j) ?? 0) : answers.get(first + j)));
+      if (!answered) break;
       await yieldToLoop();
     }
+    while (out.length < requests.length) out.push(undefined);
     return out;
   });
 }

@@ -5,16 +5,18 @@ import netlink from './netlink-lib.js';
 // runs in its network namespace (nf_tables' release notifier takes the commit mutex), and a
 // transaction of 100,000 set elements (ours, or anyone's on the host) runs for seconds:
 // a close after each conntrack request or counter dump held the event loop, and with it
-// the heartbeats, for up to a second. A pooled socket is closed only when it is spoiled
-// (a dump abandoned half-way, a socket error), or by the process's exit.
+// the heartbeats, for up to a second. A socket a request left unfit (a dump given up
+// half-way) is retired, not closed: a few are kept aside, unused, until the process exits.
 
 export type RawSocket = InstanceType<typeof netlink.RawNetlinkSocket>;
 
-/** Idle sockets kept per protocol; more are closed (only after that many requests ran at once). */
-const MAX_IDLE = 4;
 const BUFFERS = { recvBufferSize: 4 << 20, sendBufferSize: 1 << 20 };
+/** Retired sockets kept open; beyond that the oldest is closed (a dump given up that often means worse trouble). */
+const MAX_RETIRED = 8;
 
+/** Idle sockets per protocol: as many as requests ever ran at once. */
 const idle = new Map<number, RawSocket[]>();
+const retired: RawSocket[] = [];
 let lastSeq = 0;
 
 /**
@@ -37,10 +39,28 @@ function open(protocol: number): RawSocket {
   return sock;
 }
 
+/** An idle socket, referenced; one the library closed under us (its poll failed) is dropped. */
+function lend(protocol: number, pool: RawSocket[]): RawSocket {
+  for (let sock = pool.pop(); sock; sock = pool.pop()) {
+    try {
+      sock.ref();
+      return sock;
+    } catch {
+      // "Netlink socket is closed": forget it.
+    }
+  }
+  return open(protocol);
+}
+
+function retire(sock: RawSocket): void {
+  retired.push(sock);
+  if (retired.length > MAX_RETIRED) retired.shift()?.close();
+}
+
 /**
  * Runs `use` with a socket of `protocol` of its own. `use` adds its listeners, which are
  * removed when it ends; it calls `spoil()` when the socket may still hold a request's state
- * (a dump that did not finish, a socket error): such a socket is closed, not lent again.
+ * (a dump that did not finish): such a socket is not lent again.
  */
 export async function withNetlinkSocket<T>(
   protocol: number,
@@ -48,8 +68,7 @@ export async function withNetlinkSocket<T>(
 ): Promise<T> {
   const pool = idle.get(protocol) ?? [];
   idle.set(protocol, pool);
-  const sock = pool.pop() ?? open(protocol);
-  sock.ref();
+  const sock = lend(protocol, pool);
   let spoiled = false;
   try {
     return await use(sock, () => (spoiled = true));
@@ -57,8 +76,12 @@ export async function withNetlinkSocket<T>(
     sock.removeAllListeners('message');
     sock.removeAllListeners('error');
     sock.on('error', ignore);
-    sock.unref();
-    if (spoiled || pool.length >= MAX_IDLE) sock.close();
-    else pool.push(sock);
+    try {
+      sock.unref();
+      if (spoiled) retire(sock);
+      else pool.push(sock);
+    } catch {
+      // Closed under us: nothing to keep.
+    }
   }
 }

@@ -64,7 +64,7 @@ t.test('make install into a DESTDIR, with a PREFIX; again; make uninstall', asyn
   t.match(unitText, 'ExecStart=/opt/enat/bin/egress-natd run --config /etc/egress-natd/config.yaml');
   t.match(
     unitText,
-    'ExecStopPost=/opt/enat/bin/egress-natd release --keep-steering --config /etc/egress-natd/config.yaml',
+    'ExecStopPost=/usr/bin/nice -n 10 /opt/enat/bin/egress-natd release --keep-steering --config /etc/egress-natd/config.yaml',
   );
   t.equal(mode(join(etc, 'config.yaml')), 0o644);
   t.equal(mode(join(etc, 'cluster.key')), 0o600, 'a key, 0600');
