@@ -1,8 +1,7 @@
 import { spawn } from 'node:child_process';
 import { networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { lowerStarted } from './priority.js';
-import { CANNOT_EXEC, tiedToUs } from './tied.js';
+import { CANNOT_EXEC, startTied } from './tied.js';
 
 // Gratuitous ARP through iputils' arping (Node has no AF_PACKET sockets). The kernel
 // sends one on link-up (arp_notify=1); these repeat it, spaced, like keepalived's
@@ -22,8 +21,7 @@ function announceOnce(dev: string, ip: string): Promise<void> {
   const args = ['-U', '-q', '-c', '1', '-I', dev, '-s', ip, ip];
   return new Promise((resolve, reject) => {
     // Tied to the daemon: a killed daemon must not leave one behind (tied.ts).
-    const child = spawn(...tiedToUs([ARPING, ...args]), { stdio: ['ignore', 'ignore', 'pipe'] });
-    lowerStarted(child.pid);
+    const child = startTied([ARPING, ...args], (c, a) => spawn(c, a, { stdio: ['ignore', 'ignore', 'pipe'] }));
     let stderr = '';
     let stopped = false;
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

@@ -57,7 +57,8 @@ const be16 = (n: number): Buffer => {
   b.writeUInt16BE(n);
   return b;
 };
-const be32 = (n: number): Buffer => {
+/** A 32-bit big-endian attribute value (ctnetlink's marks, status, timeout). */
+export const be32 = (n: number): Buffer => {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(n >>> 0);
   return b;

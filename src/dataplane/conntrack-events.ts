@@ -3,8 +3,7 @@ import { fileURLToPath } from 'node:url';
 import netlink from './netlink-lib.js';
 import { parseEntry, type RawEntry } from './conntrack-entry.js';
 import { AF_INET, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, NFNL_SUBSYS_CTNETLINK } from './ctnetlink.js';
-import { lowerStarted } from './priority.js';
-import { tiedToUs } from './tied.js';
+import { startTied } from './tied.js';
 
 // The kernel's conntrack events (what `conntrack -E` shows): new, updated and destroyed
 // entries, from the ctnetlink multicast groups, read by a child process
@@ -79,8 +78,7 @@ export async function subscribeConntrack(h: EventHandlers): Promise<ConntrackEve
   const start = (): Promise<void> =>
     new Promise((ok, fail) => {
       const reader = new FrameReader();
-      const c = spawn(...tiedToUs([process.execPath, CHILD]), { stdio: ['ignore', 'pipe', 'pipe'] });
-      lowerStarted(c.pid);
+      const c = startTied([process.execPath, CHILD], (cmd, a) => spawn(cmd, a, { stdio: ['ignore', 'pipe', 'pipe'] }));
       child = c;
       let stderr = '';
       c.stderr.on('data', (d: Buffer) => (stderr = `${stderr}${d.toString()}`.slice(-2048)));

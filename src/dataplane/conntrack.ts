@@ -1,3 +1,4 @@
+import { be32 } from './conntrack-entry.js';
 import { ctRequests } from './conntrack-requests.js';
 import { AF_INET, CTA, IPCTNL_MSG_CT_DELETE } from './ctnetlink.js';
 import { errnoName } from './netlink-dump.js';
@@ -10,12 +11,6 @@ import { attr, NetlinkError } from './netlink.js';
 
 // Version 1: the kernel then honours the family (IPv4 only); with 0 it flushes every family.
 const NFNETLINK_V1 = 1;
-
-const be32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-};
 
 /** Deletes every IPv4 conntrack entry whose mark has `mark` under `mask`. */
 export async function flushConnections(mark: number, mask: number): Promise<void> {

@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { lowerStarted } from './priority.js';
-import { SETPRIV, tiedToUs } from './tied.js';
+import { SETPRIV, startTied } from './tied.js';
 
 // Kernel change notifications, from rtnetlink (`ip monitor`) and nf_tables (`nft
 // monitor`): the daemon repairs what someone else deleted. Both are long-lived
@@ -45,8 +44,7 @@ export function watchKernel(onEvent: (e: KernelEvent) => void, onError: (e: Erro
     const argv = command(source);
     const what = argv.join(' ');
     const keep = source === 'nft' && nftReadsAll ? isNftDeletion : () => true;
-    const child = spawn(...tiedToUs(argv), { stdio: ['ignore', 'pipe', 'pipe'] });
-    lowerStarted(child.pid);
+    const child = startTied(argv, (c, a) => spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'] }));
     children.set(source, child);
     createInterface({ input: child.stdout }).on('line', (line) => keep(line) && onEvent({ source, line }));
     let stderr = ''; // why it ended, reported with its exit; the first few KiB are enough
