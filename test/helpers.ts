@@ -1,4 +1,5 @@
 import type { SyncStats } from '../src/daemon/connection-sync.js';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -52,3 +53,24 @@ export const syncStats: SyncStats = {
   eventsLost: 1,
   lagMs: 42.4,
 };
+
+/**
+ * A network namespace of its own (removed at teardown) with conntrack over netlink and a
+ * NAT chain: the kernel sets up NAT for inserted entries only where NAT hooks are registered.
+ */
+export async function natNamespace(t: { teardown(fn: () => unknown): void }, prefix: string): Promise<string> {
+  const { run } = await import('../lab/lab.js');
+  const ns = `${prefix}${randomBytes(3).toString('hex')}`;
+  await run(['modprobe', '-a', 'nf_conntrack_netlink', 'nf_nat'], { allowFail: true });
+  await run(['ip', 'netns', 'add', ns]);
+  t.teardown(() => run(['ip', 'netns', 'del', ns], { allowFail: true }));
+  await run([
+    'ip',
+    'netns',
+    'exec',
+    ns,
+    'nft',
+    'add table ip t; add chain ip t post { type nat hook postrouting priority 100; }',
+  ]);
+  return ns;
+}

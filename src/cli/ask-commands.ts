@@ -1,5 +1,6 @@
 import { askDaemon, type Request } from '../daemon/control.js';
 import { StateStore } from '../dataplane/state.js';
+import type { Plain } from '../util/yaml-dump.js';
 import { out } from './errors.js';
 
 // The commands that ask the running daemon over its control socket: status, egress list,
@@ -15,9 +16,8 @@ export async function status(o: { stateDir?: string; output: 'yaml' | 'json' | '
     const { formatStatus } = await import('../daemon/status-text.js');
     return void process.stdout.write(formatStatus(s as Parameters<typeof formatStatus>[0]));
   }
-  // js-yaml: a tenth of the load time of the positions-tracking parser, for a plain dump.
-  const { dump } = await import('js-yaml');
-  process.stdout.write(dump(s, { lineWidth: -1, noRefs: true, quotingType: '"' }));
+  const { dumpYaml } = await import('../util/yaml-dump.js');
+  process.stdout.write(dumpYaml(s as Plain));
 }
 
 export async function egressList(o: { stateDir?: string }): Promise<void> {

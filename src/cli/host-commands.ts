@@ -6,19 +6,15 @@ import { hostFacts } from '../dataplane/facts.js';
 import { missingCgroups, plan, type Owners } from '../plan/desired.js';
 import { renderTable } from '../plan/nft.js';
 import { formatAddress, parseAddress } from '../util/ip.js';
-import { err, EXIT_INPUT, InputError, out } from './errors.js';
+import { err, InputError, out } from './errors.js';
+import { loadedOrExit } from './loaded-or-exit.js';
 
 // The commands that read the config and change this host (or say how they would):
 // check, plan, apply, release. Loaded only when one of them runs; what changes the host
 // (netlink, nft, the logger) only when apply or release runs: check and plan skip its start-up.
 
 /** Loads and validates; prints every diagnostic; exits 2 on errors. */
-export function loadOrExit(file: string): Config {
-  const { config, diagnostics } = loadConfig(file);
-  for (const d of sortDiagnostics(diagnostics)) err(formatDiagnostic(d));
-  if (!config || hasErrors(diagnostics)) process.exit(EXIT_INPUT);
-  return config;
-}
+export const loadOrExit = (file: string): Config => loadedOrExit(loadConfig(file));
 
 function parseOwners(values: readonly string[]): Owners {
   const owners = new Map<string, string>();

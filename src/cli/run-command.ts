@@ -3,16 +3,18 @@ import { pino } from 'pino';
 import { readKeys } from '../config/key.js';
 import { nodeNamed, UnknownNodeError } from '../config/model.js';
 import { Daemon } from '../daemon/daemon.js';
+import { readConfigApart } from '../daemon/config-reader.js';
 import { bootIncarnation } from '../daemon/incarnation.js';
 import { systemdNotifier } from '../daemon/sdnotify.js';
 import { raiseLoopPriority } from '../dataplane/priority.js';
 import { StateStore } from '../dataplane/state.js';
 import { EXIT_RUNTIME, InputError } from './errors.js';
-import { loadOrExit } from './host-commands.js';
+import { loadedOrExit } from './loaded-or-exit.js';
 
 /** `egress-natd run`: the daemon, with its signals. */
 export async function run(o: { config: string; node?: string; stateDir?: string; incarnationFile: string }) {
-  const config = loadOrExit(o.config);
+  // Read in a process of its own: the parsers never enter the daemon's heap (config-reader.ts).
+  const config = loadedOrExit(await readConfigApart(o.config));
   const node = o.node ?? hostname();
   try {
     nodeNamed(config, node);

@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { DropReason } from '../cluster/protocol.js';
 import { POLICY_STATES, type PolicyStateName } from './policy-state.js';
 import type { SyncStats } from './connection-sync.js';
@@ -348,7 +348,9 @@ export class Metrics {
   }
 
   /** GET /metrics on 127.0.0.1:port only: metrics name the cluster's nodes and addresses. */
-  serve(port: number, onError: (e: Error) => void, limits = METRICS_LIMITS): Promise<Server> {
+  async serve(port: number, onError: (e: Error) => void, limits = METRICS_LIMITS): Promise<Server> {
+    // Loaded here: a daemon without metrics does not carry the HTTP server (about 1 MB).
+    const { createServer } = await import('node:http');
     const options = {
       headersTimeout: limits.headersTimeoutMs,
       requestTimeout: limits.requestTimeoutMs,

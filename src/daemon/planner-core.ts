@@ -5,10 +5,13 @@ import type { ActualTable } from '../dataplane/nft.js';
 import { nftChange, type NftChange } from '../dataplane/nftdiff.js';
 import type { HostPlan } from '../dataplane/reconcile.js';
 import { plan, type DesiredState } from '../plan/desired.js';
-import { readReload, reloadSummary, type ReloadCandidate } from './reload.js';
+import type { LoadResult as LoadedConfig } from '../config/load.js';
+import { judgeReload, reloadSummary, type ReloadCandidate } from './reload.js';
 
 // What the planner does, wherever it runs (inline, or on its thread: planner.ts):
-// hold the config, read and validate new ones, and plan.
+// hold the config, take new ones, and plan. It reads and validates them with `read`
+// (on its thread), or is handed them read (inline: the daemon's loop never loads the
+// parsers, see config-reader.ts).
 
 export interface PlannerState {
   /** Every config the daemon may still plan with, oldest first: the one it planned with last, and any loaded since. */
@@ -63,7 +66,11 @@ export class PlannerCore {
   /** The nft table of the last plan that came back with its desired state. */
   private planned?: { readonly fingerprint: string; readonly nft: DesiredState['nft'] };
 
-  constructor(state: PlannerState) {
+  constructor(
+    state: PlannerState,
+    /** loadConfig, where this core may read files itself (its own thread). */
+    private readonly read?: (file: string) => LoadedConfig,
+  ) {
     for (const c of state.configs) this.configs.set(c.digest, c);
     this.node = state.node;
     this.indexes = state.indexes;
@@ -76,8 +83,10 @@ export class PlannerCore {
   handle(req: PlannerRequest): LoadResult | PlanResult | NftChange | undefined {
     switch (req.op) {
       case 'load':
+        if (!this.read) throw new Error('this planner reads no files: take() what was read elsewhere');
         // Keys that crossed a thread arrive as bytes: Buffers again.
-        return this.load(
+        return this.take(
+          this.read(req.file),
           req.file,
           req.keys.map((k) => Buffer.from(k)),
           req.current,
@@ -100,8 +109,9 @@ export class PlannerCore {
     return change;
   }
 
-  private load(file: string, hmacKey: ClusterKeys, current: string): LoadResult {
-    const r = readReload(file, this.node, { digest: current, hmacKey });
+  /** A new config, read and validated from `file`, judged against the one the daemon runs (`current`). */
+  take(loaded: LoadedConfig, file: string, hmacKey: ClusterKeys, current: string): LoadResult {
+    const r = judgeReload(loaded, file, this.node, { digest: current, hmacKey });
     if (!r.ok || r.unchanged) return r;
     const running = this.configs.get(current);
     this.configs.delete(r.config.digest); // a config loaded again is the newest

@@ -1,4 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
+import { loadConfig } from '../config/load.js';
 import { lowerThisThread } from '../dataplane/priority.js';
 import { PlannerCore, type PlannerRequest } from './planner-core.js';
 import type { PlannerReply, PlannerWorkerData } from './planner.js';
@@ -8,7 +9,7 @@ import type { PlannerReply, PlannerWorkerData } from './planner.js';
 
 const data = workerData as PlannerWorkerData;
 lowerThisThread(data.nice);
-const core = new PlannerCore(data.state);
+const core = new PlannerCore(data.state, loadConfig);
 
 parentPort!.on('message', (req: PlannerRequest & { readonly id: number }) => {
   let reply: PlannerReply;

@@ -5,6 +5,7 @@ import type { Config } from '../config/model.js';
 import type { ActualTable } from '../dataplane/nft.js';
 import type { NftChange } from '../dataplane/nftdiff.js';
 import { startedPriority } from '../dataplane/priority.js';
+import { readConfigApart } from './config-reader.js';
 import {
   PlannerCore,
   type LoadResult,
@@ -110,9 +111,13 @@ export class Planner {
   }
 
   /** Reads and validates `file` against the config the daemon runs (`current`); plans go on with theirs until one names the new digest. */
-  load(file: string, keys: ClusterKeys, current: string): Promise<LoadResult> {
+  async load(file: string, keys: ClusterKeys, current: string): Promise<LoadResult> {
     if (fileSize(file) >= THREAD_FILE_BYTES) this.moveToThread();
-    return this.ask({ op: 'load', file, keys, current }) as Promise<LoadResult>;
+    if (!this.inline) return this.ask({ op: 'load', file, keys, current }) as Promise<LoadResult>;
+    const loaded = await readConfigApart(file);
+    // The thread may have been started meanwhile (a plan needs the configs it holds).
+    if (!this.inline) return this.ask({ op: 'load', file, keys, current }) as Promise<LoadResult>;
+    return this.inline.take(loaded, file, keys, current);
   }
 
   /** Mark indexes an earlier daemon used on this host: IPs that stay keep them (HostFacts.indexes). */

@@ -1,12 +1,12 @@
 import { formatDiagnostic, hasErrors, sortDiagnostics } from '../config/diagnostics.js';
 import { readKeys, type ClusterKeys } from '../config/key.js';
-import { loadConfig } from '../config/load.js';
+import type { LoadResult as LoadedConfig } from '../config/load.js';
 import { nodeNamed, type Config, type NodeSpec, type Policy } from '../config/model.js';
 import { encode } from '../cluster/protocol.js';
 import { floatingIPs } from '../plan/desired.js';
 
-// SIGHUP, the part that changes nothing: read and validate the file, read the key, and
-// check that this node can run it. The daemon commits the result, or logs the errors
+// SIGHUP, the part that changes nothing: judge the file as read and validated, read the
+// key, and check that this node can run it. The daemon commits the result, or logs the errors
 // and runs on with the config it has.
 
 export type ReloadCandidate =
@@ -20,12 +20,17 @@ export type ReloadCandidate =
       readonly warnings: readonly string[];
     };
 
-export function readReload(
+/**
+ * Judges a loaded (read and validated) `file`: its diagnostics, this node in it, its key.
+ * The loading is the caller's (in a process of its own: config-reader.ts).
+ */
+export function judgeReload(
+  loaded: LoadedConfig,
   file: string,
   nodeName: string,
   current: { readonly digest: string; readonly hmacKey: ClusterKeys },
 ): ReloadCandidate {
-  const { config, diagnostics } = loadConfig(file);
+  const { config, diagnostics } = loaded;
   const sorted = sortDiagnostics(diagnostics);
   const warnings = sorted.filter((d) => d.severity !== 'error').map(formatDiagnostic);
   if (!config || hasErrors(diagnostics))

@@ -157,5 +157,5 @@ export function configDrift(view: View): { node: string; digest: string }[] {
   return [...view.nodes]
     .filter(([name, s]) => name !== view.self && s.state === 'Up' && s.digest !== undefined && s.digest !== own)
     .map(([node, s]) => ({ node, digest: s.digest! }))
-    .sort((a, b) => a.node.localeCompare(b.node));
+    .sort((a, b) => (a.node < b.node ? -1 : 1)); // not localeCompare: the same order everywhere, and no ICU data
 }

@@ -1,4 +1,3 @@
-import { endianness } from 'node:os';
 import {
   CTA,
   CTA_IP,
@@ -7,29 +6,17 @@ import {
   ctType,
   IPCTNL_MSG_CT_GET,
   IPCTNL_MSG_CT_NEW,
-  NLA_F_NESTED,
   nfgenmsg,
 } from './ctnetlink.js';
 import netlink from './netlink-lib.js';
 import { attr } from './netlink.js';
+import { be32, IPS_SRC_NAT } from './conntrack-entry.js';
 import { eachAttribute, streamDump } from './netlink-dump.js';
 
 // Reads the IPv4 conntrack table over ctnetlink (a dump, like `conntrack -L -f ipv4`):
 // what SNAT port pressure needs. It walks the whole table, so it runs on demand and on a
 // slow timer, never per packet or per scrape; and it streams, so that a big table never
 // holds up the event loop.
-
-const CTA_FILTER_ORIG_FLAGS = 1;
-const CTA_FILTER_REPLY_FLAGS = 2;
-const CTA_FILTER_FLAG_CTA_IP_DST = 1 << 1;
-
-/** CTA_FILTER's flags are NLA_U32: host byte order (unlike addresses and ports). */
-const u32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  if (endianness() === 'LE') b.writeUInt32LE(n >>> 0);
-  else b.writeUInt32BE(n >>> 0);
-  return b;
-};
 
 export interface Tuple {
   readonly src: string;
@@ -74,24 +61,6 @@ function tupleAt(b: Buffer, start: number, end: number): Tuple {
 /** A CTA.TUPLE_ORIG or CTA.TUPLE_REPLY attribute's contents. */
 export const tuple = (data: Buffer): Tuple => tupleAt(data, 0, data.length);
 
-/**
- * The kernel's filter (CTA_FILTER, Linux 5.9+): only entries whose reply goes to `ip`,
- * i.e. connections SNATed to it, cross to user space; the kernel still walks the table.
- */
-function replyDestinationFilter(ip: string): Buffer {
-  const address = Buffer.from(ip.split('.').map(Number));
-  return Buffer.concat([
-    attr(CTA.TUPLE_REPLY, attr(CTA_TUPLE.IP, attr(CTA_IP.V4_DST, address))),
-    attr(
-      CTA.FILTER | NLA_F_NESTED,
-      Buffer.concat([
-        attr(CTA_FILTER_ORIG_FLAGS, u32(0)),
-        attr(CTA_FILTER_REPLY_FLAGS, u32(CTA_FILTER_FLAG_CTA_IP_DST)),
-      ]),
-    ),
-  ]);
-}
-
 /** The connection in a message's payload b[start, end) (after the nfgenmsg header). */
 function connection(b: Buffer, start: number, end: number): Connection | undefined {
   let orig: Tuple | undefined;
@@ -105,30 +74,43 @@ function connection(b: Buffer, start: number, end: number): Connection | undefin
 
 /**
  * Hands `each` the payload (after nfgenmsg) of every IPv4 entry the kernel tracks in this
- * network namespace: those whose reply goes to `replyDestination` if given (filtered in
- * the kernel where it can), else all. Callers filter again: an older kernel may ignore
- * the filter.
+ * network namespace, or those `filter` passes. Callers filter again: an older kernel may
+ * ignore the filter.
  *
  * Streamed (netlink-dump.ts): a big table never holds up the event loop.
  */
-export function streamEntries(replyDestination: string | undefined, each: (payload: Buffer) => void): Promise<void> {
+export function streamEntries(
+  each: (payload: Buffer) => void,
+  /** Attributes that filter the dump in the kernel (one that ignores them sends every entry). */
+  filter?: Buffer,
+): Promise<void> {
   const header = nfgenmsg();
   return streamDump(
     {
       what: 'the conntrack table',
       protocol: netlink.Protocol.NETFILTER,
       type: ctType(IPCTNL_MSG_CT_GET),
-      payload: replyDestination ? Buffer.concat([header, replyDestinationFilter(replyDestination)]) : header,
+      payload: filter ? Buffer.concat([header, filter]) : header,
       answer: ctType(IPCTNL_MSG_CT_NEW),
     },
     (payload) => each(payload.subarray(header.length)),
   );
 }
 
-/** Calls `visit` with each IPv4 connection the kernel tracks (see streamEntries): its tuples. */
-export function eachConnection(visit: (c: Connection) => void, replyDestination?: string): Promise<void> {
-  return streamEntries(replyDestination, (payload) => {
+/** CTA_STATUS under CTA_STATUS_MASK (big-endian, like the status itself): source-NATed entries only. */
+const snatFilter = (): Buffer =>
+  Buffer.concat([attr(CTA.STATUS, be32(IPS_SRC_NAT)), attr(CTA.STATUS_MASK, be32(IPS_SRC_NAT))]);
+
+/**
+ * Calls `visit` with each source-NATed IPv4 connection the kernel tracks (see
+ * streamEntries): its tuples. One walk of the table for all the floating IPs a node holds.
+ */
+export function eachSnatConnection(visit: (c: Connection) => void): Promise<void> {
+  return streamSnatEntries((payload) => {
     const c = connection(payload, 0, payload.length);
     if (c) visit(c);
   });
 }
+
+/** streamEntries of the source-NATed entries only, whatever their address (see eachSnatConnection). */
+export const streamSnatEntries = (each: (payload: Buffer) => void): Promise<void> => streamEntries(each, snatFilter());

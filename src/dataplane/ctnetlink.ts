@@ -38,6 +38,7 @@ export const CTA = {
   MARK: 8,
   MARK_MASK: 21,
   FILTER: 25,
+  STATUS_MASK: 26,
 } as const;
 export const CTA_TUPLE = { IP: 1, PROTO: 2 } as const;
 export const CTA_IP = { V4_SRC: 1, V4_DST: 2 } as const;

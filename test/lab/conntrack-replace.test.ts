@@ -1,8 +1,8 @@
 import t from 'tap';
-import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { run } from '../../lab/lab.js';
 import { NODE } from '../../lab/paths.js';
+import { natNamespace } from '../helpers.js';
 
 // A synced connection whose original tuple the new owner still tracks from an earlier
 // tenure (a client port reused; the old entry in TIME_WAIT, NATed to another port)
@@ -21,7 +21,7 @@ const base = { proto: 6, src: '10.1.0.2', dst: '10.9.0.1', sport: 40000, dport: 
 const stale = await insertEntries([{ ...base, natPort: 40000, timeout: 120, tcpState: ${TIME_WAIT} }]);
 const synced = await insertEntries([{ ...base, natPort: 40001, timeout: 3600, tcpState: ${ESTABLISHED} }]);
 const found = [];
-await streamEntries(undefined, (p) => {
+await streamEntries((p) => {
   const e = parseEntry(p);
   if (e && e.orig.src === base.src) found.push({ tcpState: e.tcpState, natPort: e.reply.dport });
 });
@@ -29,19 +29,7 @@ console.log(JSON.stringify({ stale, synced, found }));
 `;
 
 t.test("a synced connection replaces this host's older entry of the same tuple", async (t) => {
-  const ns = `enct${randomBytes(3).toString('hex')}`;
-  await run(['modprobe', '-a', 'nf_conntrack_netlink', 'nf_nat'], { allowFail: true });
-  await run(['ip', 'netns', 'add', ns]);
-  t.teardown(() => run(['ip', 'netns', 'del', ns], { allowFail: true }));
-  // A NAT chain in the namespace: the kernel sets up NAT for inserted entries only where NAT hooks are registered.
-  await run([
-    'ip',
-    'netns',
-    'exec',
-    ns,
-    'nft',
-    'add table ip t; add chain ip t post { type nat hook postrouting priority 100; }',
-  ]);
+  const ns = await natNamespace(t, 'enct');
   const out = await run(['ip', 'netns', 'exec', ns, ...NODE, '--input-type=module', '-e', script]);
   const r = JSON.parse(out.stdout) as {
     stale: { inserted: number };

@@ -32,7 +32,7 @@ process.stdin.on('data', () => (stop = true));
 while (!stop) {
   await readCounters();
   await flushConnections(0x10000, 0xff0000);
-  await streamEntries(undefined, () => undefined);
+  await streamEntries(() => undefined);
   ops++;
   await new Promise((r) => setTimeout(r, 10));
 }
