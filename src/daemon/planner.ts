@@ -1,6 +1,7 @@
 import { statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { ClusterKeys } from '../config/key.js';
+import type { LoadResult as LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/model.js';
 import type { ActualTable } from '../dataplane/nft.js';
 import type { NftChange } from '../dataplane/nftdiff.js';
@@ -67,6 +68,8 @@ export class Planner {
     config: Config,
     node: string,
     private readonly onFailure: (e: Error) => void,
+    /** How an inline planner has a file read (config-reader.ts; replaceable in tests). */
+    private readonly read: (file: string) => Promise<LoadedConfig> = readConfigApart,
   ) {
     this.inline = new PlannerCore({ configs: [config], node, indexes: new Map() });
     if (cidrCount(config) >= THREAD_CIDRS) this.moveToThread();
@@ -114,7 +117,13 @@ export class Planner {
   async load(file: string, keys: ClusterKeys, current: string): Promise<LoadResult> {
     if (fileSize(file) >= THREAD_FILE_BYTES) this.moveToThread();
     if (!this.inline) return this.ask({ op: 'load', file, keys, current }) as Promise<LoadResult>;
-    const loaded = await readConfigApart(file);
+    let loaded: LoadedConfig;
+    try {
+      loaded = await this.read(file);
+    } catch (e) {
+      // The reader could not run (no memory to fork, say): a failed reload, not a daemon's end.
+      return { ok: false, errors: [`${file}: error: ${(e as Error).message}`], warnings: [] };
+    }
     // The thread may have been started meanwhile (a plan needs the configs it holds).
     if (!this.inline) return this.ask({ op: 'load', file, keys, current }) as Promise<LoadResult>;
     return this.inline.take(loaded, file, keys, current);

@@ -90,6 +90,20 @@ t.test('reload: errors change nothing; a good file is planned once a plan names 
   await t.rejects(p.plan(config.digest, OWNERS, ''), /no config with digest/, 'and the old one is gone');
 });
 
+t.test('a reader that cannot run fails the reload, and the planner plans on', async (t) => {
+  const { file, config } = site(t);
+  const p = new Planner(
+    config,
+    'worker1',
+    (e) => t.fail(e.message),
+    () => Promise.reject(new Error('spawn node: ENOMEM')),
+  );
+  t.teardown(() => p.close());
+  const r = await p.load(file, [KEY], config.digest);
+  t.same(r, { ok: false, errors: [`${file}: error: spawn node: ENOMEM`], warnings: [] }, 'a failed reload, said');
+  t.ok((await p.plan(config.digest, OWNERS, '')).desired, 'still plans with the running config');
+});
+
 t.test('a big file moves a reload to the thread', async (t) => {
   const { file, write, config } = site(t);
   const p = newPlanner(config);
