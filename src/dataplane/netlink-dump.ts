@@ -14,6 +14,20 @@ const u32 = (b: Buffer, at: number): number => (LE ? b.readUInt32LE(at) : b.read
 /** Attribute types carry NLA_F_NESTED / NLA_F_NET_BYTEORDER in their top bits. */
 const NLA_TYPE_MASK = 0x3fff;
 
+/**
+ * Calls `fn(type, seq, start, end)` for each message in a datagram, its payload being
+ * b[start, end). struct nlmsghdr: length u32, type u16, flags u16, seq u32, port u32 (host
+ * order). Throws on a message that does not fit.
+ */
+export function eachMessage(b: Buffer, fn: (type: number, seq: number, start: number, end: number) => void): void {
+  for (let at = 0; at + 16 <= b.length;) {
+    const len = u32(b, at);
+    if (len < 16 || at + len > b.length) throw new Error(`a message of ${len} bytes at ${at}: truncated`);
+    fn(u16(b, at + 4), u32(b, at + 8), at + 16, at + len);
+    at += (len + 3) & ~3;
+  }
+}
+
 /** Calls `fn(type, start, end)` for each attribute in b[start, end). */
 export function eachAttribute(
   b: Buffer,
@@ -66,22 +80,15 @@ export function streamDump(req: DumpRequest, each: (payload: Buffer) => void): P
       socket.on('error', (e) => finish(e));
       socket.on('message', (datagram) => {
         try {
-          // struct nlmsghdr: length u32, type u16, flags u16, seq u32, port u32 (host order).
-          for (let at = 0; at + 16 <= datagram.length;) {
-            const len = u32(datagram, at);
-            if (len < 16 || at + len > datagram.length)
-              throw new Error(`a message of ${len} bytes at ${at}: truncated`);
-            const type = u16(datagram, at + 4);
-            if (u32(datagram, at + 8) === seq) {
-              if (type === NLMSG_DONE) return finish(undefined, true);
-              if (type === NLMSG_ERROR) {
-                const errno = LE ? datagram.readInt32LE(at + 16) : datagram.readInt32BE(at + 16);
-                if (errno !== 0) return finish(new Error(`the kernel refused it: ${errnoName(errno)}`), true);
-              } else if (type === req.answer) each(datagram.subarray(at + 16, at + len));
-            }
-            at += (len + 3) & ~3;
-          }
-          waitMore();
+          eachMessage(datagram, (type, msgSeq, start, end) => {
+            if (ended || msgSeq !== seq) return;
+            if (type === NLMSG_DONE) return finish(undefined, true);
+            if (type === NLMSG_ERROR) {
+              const errno = LE ? datagram.readInt32LE(start) : datagram.readInt32BE(start);
+              if (errno !== 0) finish(new Error(`the kernel refused it: ${errnoName(errno)}`), true);
+            } else if (type === req.answer) each(datagram.subarray(start, end));
+          });
+          if (!ended) waitMore();
         } catch (e) {
           finish(e as Error);
         }

@@ -8,6 +8,7 @@ import { NFT_FAMILY, NFT_TABLE } from '../plan/naming.js';
 import type { NftSetSpec } from '../plan/nft.js';
 import { attr } from './netlink.js';
 import { eachAttribute, streamDump } from './netlink-dump.js';
+import { awaitCommit, type CommitWait } from './nft-commit.js';
 import { lowerStarted } from './priority.js';
 
 const exec = promisify(execFile);
@@ -36,11 +37,15 @@ export interface ActualTable {
 
 const NFT = process.env['EGRESS_NATD_NFT'] ?? 'nft';
 
-async function nft(args: string[]): Promise<string> {
+/** nft's output; with `commit`, as soon as its transaction commits, not when it exits (nft-commit.ts). */
+async function nft(args: string[], commit?: CommitWait): Promise<string> {
   try {
     const run = exec(NFT, args, { maxBuffer: 512 * 1024 * 1024 });
     lowerStarted(run.child.pid);
-    return (await run).stdout;
+    if (!commit) return (await run).stdout;
+    // Once committed, its exit (and any error it still reports) can no longer undo it.
+    run.catch(() => undefined);
+    return await Promise.race([run.then((r) => r.stdout), commit.of(run.child.pid).then(() => '')]);
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: string };
     if (err.code === 'ENOENT')
@@ -146,14 +151,23 @@ export async function readCounters(): Promise<Map<string, CounterValue>> {
 }
 
 /** Runs one nft transaction: the kernel applies all of it or none of it. */
+/**
+ * Above this size a transaction is told done by nft's exit only: listening for its commit
+ * would have the kernel build an event per set element for our socket too.
+ */
+export const HEARD_COMMIT_BYTES = 64 * 1024;
+
+/** Runs `commands` as one transaction; resolves once it committed (nft may still be exiting). */
 export async function runTransaction(commands: string): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'egress-natd-'));
   const file = join(dir, 'transaction.nft');
+  const commit = commands.length <= HEARD_COMMIT_BYTES ? awaitCommit() : undefined;
   try {
-    // nft cannot read Node's stdin (a socket), so the batch goes through a file.
+    // nft cannot read Node's stdin (a socket), so the batch goes through a file (read before it commits).
     await writeFile(file, commands, { mode: 0o600 });
-    await nft(['-f', file]);
+    await nft(['-f', file], commit);
   } finally {
+    commit?.end();
     await rm(dir, { recursive: true, force: true });
   }
 }
