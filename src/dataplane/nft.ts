@@ -150,14 +150,16 @@ export async function readCounters(): Promise<Map<string, CounterValue>> {
   return counters;
 }
 
-/** Runs one nft transaction: the kernel applies all of it or none of it. */
 /**
  * Above this size a transaction is told done by nft's exit only: listening for its commit
  * would have the kernel build an event per set element for our socket too.
  */
 export const HEARD_COMMIT_BYTES = 64 * 1024;
 
-/** Runs `commands` as one transaction; resolves once it committed (nft may still be exiting). */
+/**
+ * Runs `commands` as one nft transaction (the kernel applies all of it or none of it);
+ * resolves once it committed (nft may still be exiting).
+ */
 export async function runTransaction(commands: string): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'egress-natd-'));
   const file = join(dir, 'transaction.nft');
