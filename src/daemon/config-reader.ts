@@ -6,8 +6,8 @@ import { startTied } from '../dataplane/tied.js';
 
 // The daemon reads and validates its config in a process of its own (config-reader-main.ts):
 // the YAML parsers and the schema library never enter the daemon's heap, which runs for
-// months (they cost it about 10 MB, and a thread that loaded them left half of that
-// behind). Once per start or reload; the answer crosses as V8's serialization (the
+// months (about 5 MB of its steady RSS; a thread that loaded them and ended left most of
+// that behind). Once per start or reload; the answer crosses as V8's serialization (the
 // structured clone: bigints and all). A config big enough for the planner's thread is
 // read there instead (planner.ts), where it is needed.
 

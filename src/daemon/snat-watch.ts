@@ -13,7 +13,7 @@ const CHECK_MS = 30_000;
 /**
  * Of the connections SNATed to `ips`: one walk of the table for all of them, the kernel
  * passing only source-NATed entries (the walk, not what it passes, is most of the cost:
- * 10 ms for 262,144 empty buckets). A kernel without that filter (before 5.19) passes
+ * 10 ms for 262,144 empty buckets). A kernel without that filter (an older one) passes
  * them all; PortTally keeps only SNATs to `ips`.
  */
 async function pressureOn(ips: readonly string[]): Promise<Record<string, PortPressure>> {
