@@ -12,15 +12,9 @@ import {
   type SyncRecord,
   type SyncType,
 } from '../cluster/sync-protocol.js';
-import {
-  IPS_ASSURED,
-  parseEntry,
-  PROTO_TCP,
-  PROTO_UDP,
-  snatEntry,
-  type SyncedEntry,
-} from '../dataplane/conntrack-entry.js';
+import { parseEntry, PROTO_TCP, PROTO_UDP, snatEntry, type SyncedEntry } from '../dataplane/conntrack-entry.js';
 import { streamSnatEntries } from '../dataplane/conntrack-dump.js';
+import { IPS_ASSURED } from '../dataplane/ctnetlink.js';
 import { subscribeConntrack, type ConntrackEvent, type ConntrackEvents } from '../dataplane/conntrack-events.js';
 import { insertEntries } from '../dataplane/conntrack-insert.js';
 import { candidates, floatingIPs } from '../plan/desired.js';

@@ -1,4 +1,5 @@
 import {
+  be32,
   CTA,
   CTA_IP,
   CTA_PROTO,
@@ -6,11 +7,11 @@ import {
   ctType,
   IPCTNL_MSG_CT_GET,
   IPCTNL_MSG_CT_NEW,
+  IPS_SRC_NAT,
   nfgenmsg,
 } from './ctnetlink.js';
 import netlink from './netlink-lib.js';
 import { attr } from './netlink.js';
-import { be32, IPS_SRC_NAT } from './conntrack-entry.js';
 import { eachAttribute, streamDump } from './netlink-dump.js';
 
 // Reads the IPv4 conntrack table over ctnetlink (a dump, like `conntrack -L -f ipv4`):
@@ -98,8 +99,7 @@ export function streamEntries(
 }
 
 /** CTA_STATUS under CTA_STATUS_MASK (big-endian, like the status itself): source-NATed entries only. */
-const snatFilter = (): Buffer =>
-  Buffer.concat([attr(CTA.STATUS, be32(IPS_SRC_NAT)), attr(CTA.STATUS_MASK, be32(IPS_SRC_NAT))]);
+const SNAT_FILTER = Buffer.concat([attr(CTA.STATUS, be32(IPS_SRC_NAT)), attr(CTA.STATUS_MASK, be32(IPS_SRC_NAT))]);
 
 /**
  * Calls `visit` with each source-NATed IPv4 connection the kernel tracks (see
@@ -113,4 +113,4 @@ export function eachSnatConnection(visit: (c: Connection) => void): Promise<void
 }
 
 /** streamEntries of the source-NATed entries only, whatever their address (see eachSnatConnection). */
-export const streamSnatEntries = (each: (payload: Buffer) => void): Promise<void> => streamEntries(each, snatFilter());
+export const streamSnatEntries = (each: (payload: Buffer) => void): Promise<void> => streamEntries(each, SNAT_FILTER);

@@ -1,6 +1,17 @@
 import netlink from './netlink-lib.js';
 import { tuple, type Tuple } from './conntrack-dump.js';
-import { CTA, CTA_IP, CTA_PROTO, CTA_TUPLE, NLA_F_NESTED } from './ctnetlink.js';
+import {
+  be32,
+  CTA,
+  CTA_IP,
+  CTA_PROTO,
+  CTA_TUPLE,
+  IPS_ASSURED,
+  IPS_CONFIRMED,
+  IPS_DST_NAT,
+  IPS_SEEN_REPLY,
+  NLA_F_NESTED,
+} from './ctnetlink.js';
 import { attr } from './netlink.js';
 
 // One conntrack entry as connection sync sees it: a connection SNATed to a floating IP,
@@ -17,13 +28,6 @@ const CTA_NAT_PROTO = 3;
 const CTA_PROTONAT_PORT_MIN = 1;
 const CTA_PROTONAT_PORT_MAX = 2;
 
-/** Status bits (enum ip_conntrack_status) a synced entry carries; NAT bits are the kernel's to set. */
-export const IPS_SEEN_REPLY = 1 << 1;
-export const IPS_ASSURED = 1 << 2;
-/** The kernel creates an entry asked for over ctnetlink already confirmed, and refuses (EBUSY) a status that would clear the bit. */
-const IPS_CONFIRMED = 1 << 3;
-export const IPS_SRC_NAT = 1 << 4;
-export const IPS_DST_NAT = 1 << 5;
 /** The window of a synced TCP entry is not tracked (it starts mid-stream on the new owner), as conntrackd does. */
 const IP_CT_TCP_FLAG_BE_LIBERAL = 0x08;
 
@@ -55,12 +59,6 @@ export const entryKey = (e: Pick<SyncedEntry, 'proto' | 'src' | 'dst' | 'sport' 
 const be16 = (n: number): Buffer => {
   const b = Buffer.alloc(2);
   b.writeUInt16BE(n);
-  return b;
-};
-/** A 32-bit big-endian attribute value (ctnetlink's marks, status, timeout). */
-export const be32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
   return b;
 };
 const ip4 = (s: string): Buffer => Buffer.from(s.split('.').map(Number));

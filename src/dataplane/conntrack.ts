@@ -1,6 +1,5 @@
-import { be32 } from './conntrack-entry.js';
 import { ctRequests } from './conntrack-requests.js';
-import { AF_INET, CTA, IPCTNL_MSG_CT_DELETE } from './ctnetlink.js';
+import { AF_INET, be32, CTA, IPCTNL_MSG_CT_DELETE } from './ctnetlink.js';
 import { errnoName } from './netlink-dump.js';
 import { attr, NetlinkError } from './netlink.js';
 

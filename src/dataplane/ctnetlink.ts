@@ -25,6 +25,21 @@ export function nlmsg(type: number, flags: number, seq: number, payload: Buffer)
   return Buffer.concat([h, payload]);
 }
 
+/** Status bits (enum ip_conntrack_status): a synced entry carries SEEN_REPLY and ASSURED; NAT bits are the kernel's to set. */
+export const IPS_SEEN_REPLY = 1 << 1;
+export const IPS_ASSURED = 1 << 2;
+/** The kernel creates an entry asked for over ctnetlink already confirmed, and refuses (EBUSY) a status that would clear the bit. */
+export const IPS_CONFIRMED = 1 << 3;
+export const IPS_SRC_NAT = 1 << 4;
+export const IPS_DST_NAT = 1 << 5;
+
+/** A 32-bit big-endian attribute value (marks, status, timeout). */
+export const be32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
+
 /** The kernel parses some nested attributes strictly: a nested attribute must say so. */
 export const NLA_F_NESTED = 0x8000;
 

@@ -2,15 +2,12 @@ import t from 'tap';
 import {
   buildAttributes,
   insertAttributes,
-  IPS_ASSURED,
-  IPS_DST_NAT,
-  IPS_SEEN_REPLY,
-  IPS_SRC_NAT,
   parseEntry,
   snatEntry,
   type RawEntry,
   type SyncedEntry,
 } from '../../src/dataplane/conntrack-entry.js';
+import { IPS_ASSURED, IPS_DST_NAT, IPS_SEEN_REPLY, IPS_SRC_NAT } from '../../src/dataplane/ctnetlink.js';
 import { FrameReader, parseEvents } from '../../src/dataplane/conntrack-events.js';
 import { rng } from '../helpers.js';
 
