@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bigConfig } from '../../bench/plan-apply.js';
 import { loadConfigText } from '../../src/config/load.js';
-import { fastParse } from '../../src/config/fast-parse.js';
+import { fastParse, withFlowLists } from '../../src/config/fast-parse.js';
 import { ConfigSource } from '../../src/config/source.js';
 import { mutate } from '../config-mutate.js';
 import { CONFIG_DIR, fakeKeyFile, rng, validText } from '../helpers.js';
@@ -23,7 +23,10 @@ const sameBothWays = (t: Test, text: string, what: string) => t.equal(shown(text
 t.test('the big config of the benchmarks takes the fast path', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'egress-fast-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  t.ok(fastParse(readFileSync(bigConfig(dir), 'utf8')), '1,000 policies, 100,000 CIDRs');
+  const text = readFileSync(bigConfig(dir), 'utf8');
+  t.ok(fastParse(text), '1,000 policies, 100,000 CIDRs');
+  t.ok(withFlowLists(text), 'its CIDR lists are read without js-yaml');
+  t.same(withFlowLists(text)!.data, new ConfigSource('big.yaml', text).data, 'as the full parser reads them');
 });
 
 t.test('the corpus: valid and invalid configs', async (t) => {
@@ -163,6 +166,9 @@ t.test('scalar by scalar: what the fast parser takes, it reads as the full one d
     (a: string, b: string) => `k:\n  - ${a}\n  - ${b}\n`,
     (a: string, b: string) => `k:\n  ${a}: ${b}\n`,
     (a: string, b: string) => `a:\n  b: ${a}\n  c: [${b}]\nd: ${a}${b}\n`,
+    // Flow lists of words and one-pair maps: what fast-parse.ts reads without js-yaml.
+    (a: string, b: string) => `k: [x/y, ${a}, { c: ${b} }, z]\n`,
+    (a: string, b: string) => `k:\n  - [${a}, w]\n  - [{ ${a}: ${b} }, v]\n`,
   ];
   let taken = 0;
   for (let i = 0; i < 50000; i++) {
@@ -177,4 +183,27 @@ t.test('scalar by scalar: what the fast parser takes, it reads as the full one d
       });
   }
   t.ok(taken > 8000, `the fast parser took ${taken} of 50000`);
+});
+
+t.test('flow lists read without js-yaml: only where YAML reads them as lists of strings', async (t) => {
+  const lists: [string, string, boolean][] = [
+    ['words and one-pair maps', 'k: [a, 10.0.0.0/24, { cidr: 10.1.0.0/16 }, {x:  y}]\n', true],
+    ['in a block sequence and nested', 'k:\n  - [a, b]\n  - [[c, d], { e: f }]\n', true],
+    ['a number, a bool, a null: left to js-yaml', 'k: [a, 1]\nl: [true, b]\nm: [Null, c]\nn: [{ a: 0x1 }]\n', false],
+    ['inside a quoted scalar', 'k: "x, [a, b]"\n', false],
+    ['inside a plain scalar', 'k: x- [a, b]\n', false],
+    ['inside a comment', 'k: v\n# l: [a, b]\n', false],
+    ['glued to a colon: a plain scalar', 'k:[a, b]\n', false],
+    ['a flow list as a key', 'k: { [a, b]: c }\n', false],
+    ['a trailing comma', 'k: [a, b, ]\n', false],
+    ['an empty item', 'k: [a, , b]\n', false],
+    ['a two-pair map', 'k: [{ a: b, c: d }]\n', false],
+    ['CRLF line ends', 'k: [a, b]\r\nl: c\r\n', true],
+    ['the marker in the text', 'k: [a, b]\nl: __enat_list_0__\n', false],
+  ];
+  for (const [what, text, taken] of lists) {
+    const { fast, full } = both(text);
+    t.equal(!!withFlowLists(text), taken, `${what}: ${taken ? 'read here' : 'not read here'}`);
+    if (fast) t.equal(asText(fast.data), asText(full), `${what}: read as the full parser reads it`);
+  }
 });
