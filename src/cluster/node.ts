@@ -2,7 +2,7 @@ import { nodeNamed, type Config, type NodeSpec } from '../config/model.js';
 import { handover, type Handover } from './handover.js';
 import { isEligible, liveNode, Membership, outvoted, type Receipt } from './membership.js';
 import { elect, type Election, type Reason } from './ownership.js';
-import { decode, encode, Flag } from './protocol.js';
+import { decode, encode, Flag, withSeq } from './protocol.js';
 
 // One member of the cluster, without I/O: heartbeats in and out as bytes, time passed
 // in, and decisions out. The daemon drives it from sockets, timers and the kernel; the
@@ -98,6 +98,8 @@ export class ClusterNode {
   /** The election of the last decision whose data plane was applied. */
   private appliedElection: Election = { owners: new Map(), reasons: new Map() };
   private last?: Decision;
+  /** The last heartbeat sent, and its flags and claims: the next one is the same but for its sequence number. */
+  private lastSent?: { content: string; wire: Buffer };
 
   /**
    * @param keys the cluster keys: the first signs, every one verifies (a rotation)
@@ -157,6 +159,7 @@ export class ClusterNode {
     this.configValue = config;
     this.selfSpec = self;
     this.hmacKeyValue = keys;
+    this.lastSent = undefined;
     this.membership.reconfigure(config);
   }
 
@@ -173,7 +176,13 @@ export class ClusterNode {
   /** The next heartbeat to send. */
   heartbeat(): Buffer {
     this.seq += 1n;
-    return this.encode(this.seq);
+    // Most heartbeats differ from the last one in their sequence number only.
+    const content = `${this.flags()} ${[...this.heldIPs].sort().join()}`;
+    if (this.lastSent?.content === content)
+      return (this.lastSent.wire = withSeq(this.lastSent.wire, this.seq, this.hmacKeyValue[0]!));
+    const wire = this.encode(this.seq);
+    this.lastSent = { content, wire };
+    return wire;
   }
 
   private encode(seq: bigint, config = this.configValue, self = this.selfSpec, keys = this.hmacKeyValue): Buffer {

@@ -1,4 +1,5 @@
-import { createSocket, type Socket } from 'node:dgram';
+import { createSocket, type Socket, type SocketOptions } from 'node:dgram';
+import { isIPv4 } from 'node:net';
 
 // The heartbeat transport: UDP to a multicast group, or to every other node's address.
 // Thin on purpose: bytes in, bytes out; the protocol lives in protocol.ts.
@@ -96,8 +97,15 @@ class TransportImpl implements Transport {
   }
 }
 
+/**
+ * Every destination is an IPv4 address from the config: Node's default lookup would still
+ * resolve it through dns.lookup and a process tick on every send.
+ */
+export const literalLookup: SocketOptions['lookup'] = (address, _options, done) =>
+  isIPv4(address) ? done(null, address, 4) : done(new Error(`${address} is not an IPv4 address`), address, 4);
+
 async function bind(address: string, port: number): Promise<Bound> {
-  const sock: Socket = createSocket({ type: 'udp4', reuseAddr: false });
+  const sock: Socket = createSocket({ type: 'udp4', reuseAddr: false, lookup: literalLookup });
   await new Promise<void>((ok, fail) => {
     sock.once('error', fail);
     sock.bind({ port, address, exclusive: true }, () => {

@@ -1,3 +1,4 @@
+import { literalLookup } from '../cluster/transport.js';
 import { createSocket, type Socket } from 'node:dgram';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -83,6 +84,7 @@ export class ConnectionSync {
   private sweeping: Promise<void> | undefined;
   private lastSweep = { at: -Infinity, ms: 0 };
   private peerSweep: NodeJS.Timeout | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
   private sweepAgain = false;
   /** Entries that clashed with this host's own when an IP was taken: tried again after the flush. */
   private readonly clashed = new Map<string, SyncedEntry[]>();
@@ -112,7 +114,7 @@ export class ConnectionSync {
 
   static async open(deps: SyncDeps, settings: SyncSettings): Promise<ConnectionSync> {
     const address = formatAddress(deps.self().address);
-    const sock = createSocket({ type: 'udp4', reuseAddr: false, recvBufferSize: 4 << 20 });
+    const sock = createSocket({ type: 'udp4', reuseAddr: false, recvBufferSize: 4 << 20, lookup: literalLookup });
     await new Promise<void>((ok, fail) => {
       sock.once('error', fail);
       sock.bind({ port: settings.port, address, exclusive: true }, () => {
@@ -141,7 +143,6 @@ export class ConnectionSync {
         cause: e,
       });
     }
-    s.timers.push(setInterval(() => s.flush(), FLUSH_MS));
     s.timers.push(setInterval(() => s.periodicSweep(), SWEEP_MS));
     s.timers.push(setInterval(() => s.cache.expire(monotonicMs()), SWEEP_MS));
     return s;
@@ -154,6 +155,7 @@ export class ConnectionSync {
   close(): void {
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.peerSweep);
+    clearTimeout(this.flushTimer);
     this.events?.close();
     this.sock.close();
   }
@@ -243,9 +245,12 @@ export class ConnectionSync {
       const e = snatEntry(ev.entry, this.held);
       if (this.wanted(e)) this.outbox.add(e.natIp, toRecord(e, ev.kind === 'destroy' ? 'delete' : 'upsert'), now);
     }
+    // Changes wait at most FLUSH_MS and go in batches; an idle daemon is not woken to find none.
+    if (this.outbox.size && !this.flushTimer) this.flushTimer = setTimeout(() => this.flush(), FLUSH_MS);
   }
 
   private flush(): void {
+    this.flushTimer = undefined;
     if (!this.outbox.size) return;
     const oldest = this.outbox.oldest;
     for (const [ip, records] of this.outbox.take()) void this.sendRecords(ip, records, 0);
@@ -309,8 +314,9 @@ export class ConnectionSync {
 
   private async runSweep(): Promise<void> {
     const started = monotonicMs();
-    // One walk of the table for every held IP: a walk costs 10 ms however little it finds.
-    const held = new Set(this.held);
+    // One walk of the table for every held IP that has another candidate to send to: a walk
+    // costs 10 ms however little it finds, and an IP only this node may hold needs none.
+    const held = new Set([...this.held].filter((ip) => this.peersOf(ip).length));
     const byIp = new Map([...held].map((ip) => [ip, [] as SyncRecord[]]));
     if (held.size)
       await streamSnatEntries((payload) => {

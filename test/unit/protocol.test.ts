@@ -29,6 +29,23 @@ t.test('round trip', async (t) => {
   t.same(decode(bigWire, key, big.cluster), { ok: true, msg: big });
 });
 
+t.test(
+  'the bytes on the wire are the documented ones (written into one buffer, as by the first encoder)',
+  async (t) => {
+    const wire = encode({ ...hb, node: 'h1', incarnation: 1700000000123456n }, key);
+    t.equal(
+      wire.toString('hex'),
+      '454e41540103000000060a2418202240000000000000002a' + // magic, version, flags, reserved, incarnation, seq
+        'ab'.repeat(32) + // config digest
+        '036c6162' +
+        '026831' + // cluster "lab", node "h1"
+        '02c0a80164c0a80165' + // two IPv4 claims
+        '00' + // no IPv6 claims
+        '2d8f51d267ee7083e4ccbd66ec8fd51edcbff4cee60938fb89a80586db0b2274', // HMAC-SHA256
+    );
+  },
+);
+
 t.test('every drop reason', async (t) => {
   const wire = encode(hb, key);
   const reason = (b: Buffer, k = key, cluster = 'lab') => {
