@@ -67,6 +67,13 @@ export interface Handover {
   readonly reannounce: ReadonlySet<string>;
   readonly handoverSince: ReadonlyMap<string, number>;
   readonly contested: ReadonlySet<string>;
+  /**
+   * IPs to hold that another live node still claims: one handing them over to this node
+   * (make-before-break), or the loser of a conflict. Until it lets go, replies to the
+   * connections it translated may still reach it and come on to this host (docs/datapath.md,
+   * "The leak guard").
+   */
+  readonly claimedElsewhere: ReadonlySet<string>;
   /** When to decide again without any other trigger (a make-before-break hold runs out). */
   readonly wakeAt?: number;
 }
@@ -139,6 +146,9 @@ export function handover(input: HandoverInput): Handover {
   );
   const reannounce = new Set([...contested].filter((ip) => !input.contested.has(ip)));
   const take = new Set([...hold.keys()].filter((ip) => !held.has(ip)));
+  const claimedElsewhere = new Set(
+    [...hold.keys()].filter((ip) => input.peerClaims.some((c) => c.ip === ip && c.node !== self)),
+  );
   return {
     owners,
     hold,
@@ -148,6 +158,7 @@ export function handover(input: HandoverInput): Handover {
     reannounce,
     handoverSince,
     contested,
+    claimedElsewhere,
     ...(wakeAt !== undefined ? { wakeAt } : {}),
   };
 }

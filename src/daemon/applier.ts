@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { ClusterNode, Decision } from '../cluster/node.js';
-import { heldAddresses, reconcile } from '../dataplane/reconcile.js';
+import { flushTrackedElsewhere, heldAddresses, reconcile } from '../dataplane/reconcile.js';
 import type { StateStore } from '../dataplane/state.js';
 import { monotonicMs } from '../util/time.js';
 import type { ConnectionSync } from './connection-sync.js';
@@ -45,6 +45,11 @@ export class Applier {
   private notifiedReady = false;
   /** Monotonic ms when the running reconcile started: the watchdog stops pinging if it hangs. */
   private startedAt?: number;
+  /**
+   * IPs taken while another node still held them, whose connections tracked elsewhere wait to
+   * be flushed until it lets go (reconcile's deferFlush): their mark, and since when (monotonic ms).
+   */
+  private readonly pendingFlush = new Map<string, { mark: number; since: number }>();
 
   constructor(private readonly d: ApplierDeps) {}
 
@@ -65,14 +70,23 @@ export class Applier {
       const mustApply = force || decision.announce.size > 0;
       const unless = mustApply ? '' : this.appliedPlan;
       const planned = await this.d.planner.plan(node.config.digest, decision.owners, unless);
-      if (!planned.desired) return void node.applied(node.held, decision); // the kernel has it already
+      if (!planned.desired) {
+        node.applied(node.held, decision); // the kernel has it already
+        return void (await this.flushPending(decision));
+      }
       const { fingerprint } = planned;
-      const { changes } = await reconcile(planned.desired, (have) => this.d.planner.change(fingerprint, have), {
-        state: this.d.state,
-        log: this.d.log,
-        announce: decision.announce,
-        connections: this.d.sync?.(),
-      });
+      const { changes, flushDeferred } = await reconcile(
+        planned.desired,
+        (have) => this.d.planner.change(fingerprint, have),
+        {
+          state: this.d.state,
+          log: this.d.log,
+          announce: decision.announce,
+          connections: this.d.sync?.(),
+          deferFlush: decision.claimedElsewhere,
+        },
+      );
+      for (const [ip, mark] of flushDeferred ?? []) this.deferFlush(ip, mark);
       const ms = monotonicMs() - started;
       telemetry.observeReconcile(ms, true);
       if (force && changes.length && planned.fingerprint === this.appliedPlan) {
@@ -82,11 +96,37 @@ export class Applier {
       this.appliedPlan = planned.fingerprint;
       this.countTakeovers(decision, changes, ms);
       this.setHeld(new Set(decision.hold.keys()), decision);
+      await this.flushPending(decision);
       this.succeeded(ms);
     } catch (e) {
       await this.failed(e as Error, decision, monotonicMs() - started);
     } finally {
       this.startedAt = undefined;
+    }
+  }
+
+  private deferFlush(ip: string, mark: number): void {
+    if (!this.pendingFlush.has(ip)) this.pendingFlush.set(ip, { mark, since: monotonicMs() });
+    // Bounded: the node handing it over lets go within a Down interval (make-before-break).
+    setTimeout(() => this.d.schedule(false), this.d.node.downAfterMs + 1).unref();
+    this.d.log.info(
+      { ip },
+      `${ip} is still held by another node: connections tracked for it elsewhere are flushed once it lets go`,
+    );
+  }
+
+  /** Flushes what was deferred, once no other node claims the IP (or a Down interval has passed); forgets IPs no longer held. */
+  private async flushPending(decision: Decision): Promise<void> {
+    for (const [ip, { mark, since }] of [...this.pendingFlush]) {
+      if (!decision.hold.has(ip)) {
+        this.pendingFlush.delete(ip);
+        continue;
+      }
+      if (decision.claimedElsewhere.has(ip) && monotonicMs() - since <= this.d.node.downAfterMs) continue;
+      this.pendingFlush.delete(ip);
+      const changes: string[] = [];
+      await flushTrackedElsewhere(ip, mark, this.d.log, changes);
+      for (const c of changes) this.d.log.info({ change: c }, c);
     }
   }
 

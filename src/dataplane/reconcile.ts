@@ -26,6 +26,8 @@ const isOurMacvlan = (l: Link): boolean => l.kind === 'macvlan' && l.name.starts
 export interface ReconcileResult {
   /** One line per change made; empty when the host already matched the plan. */
   readonly changes: string[];
+  /** IPs taken whose connections tracked elsewhere were not flushed (`deferFlush`), with their marks: flush them later (flushTrackedElsewhere). */
+  readonly flushDeferred?: ReadonlyMap<string, number>;
 }
 
 export interface ReconcileOptions {
@@ -39,6 +41,14 @@ export interface ReconcileOptions {
   readonly table?: Promise<ActualTable>;
   /** Connection sync: installs the connections an IP's owner sent before this host takes the IP; tries clashes again after the announcement. */
   readonly connections?: ConnectionInstaller;
+  /**
+   * Floating IPs another node still holds: the connections this host tracked for them while
+   * that node owned them are not flushed yet (the result lists them). Replies that node still
+   * translates come on to this host; with the connection's entry gone, such a reply would
+   * start one in the other direction, and the workload's next packets of it, as replies,
+   * would pass unsteered (docs/datapath.md, "The leak guard").
+   */
+  readonly deferFlush?: ReadonlySet<string>;
 }
 
 export interface ConnectionInstaller {
@@ -204,9 +214,8 @@ async function reconcileRouting(nl: Netlink, desired: HostPlan, changes: string[
   }
 }
 
-/** Deletes the connections this host tracked for `ip` while another host owned it (their conntrack mark names the IP). */
-async function flushTrackedElsewhere(desired: HostPlan, ip: string, log: Logger, changes: string[]): Promise<void> {
-  const mark = desired.egress.find((e) => e.ip === ip)!.mark;
+/** Deletes the connections this host tracked for `ip` while another host owned it (their conntrack mark, `mark`, names the IP). */
+export async function flushTrackedElsewhere(ip: string, mark: number, log: Logger, changes: string[]): Promise<void> {
   // Not fatal: without the flush the guard still holds; those connections only time out.
   await flushConnections(mark, MARK_MASK).then(
     () => changes.push(`flush connections tracked for ${ip} elsewhere (ct mark 0x${mark.toString(16)})`),
@@ -252,8 +261,13 @@ export async function reconcile(
     // connections of the lab died so). The nft switch above comes first: from it on, no new
     // connection gets the mark.
     const flushedFirst = (ip: string) => !held.has(ip) || !!opts.announce?.has(ip);
-    for (const m of desired.macvlans)
-      if (flushedFirst(m.address)) await flushTrackedElsewhere(desired, m.address, opts.log, changes);
+    const flushDeferred = new Map<string, number>();
+    const flush = async (ip: string) => {
+      const mark = desired.egress.find((e) => e.ip === ip)!.mark;
+      if (opts.deferFlush?.has(ip)) flushDeferred.set(ip, mark);
+      else await flushTrackedElsewhere(ip, mark, opts.log, changes);
+    };
+    for (const m of desired.macvlans) if (flushedFirst(m.address)) await flush(m.address);
     // Make-before-break for state too: the connections the IP's owner tracked are in this
     // kernel before the IP is (docs/datapath.md, "Order of changes").
     if (opts.connections && taking.length) changes.push(...(await opts.connections.beforeTake(taking)));
@@ -274,14 +288,13 @@ export async function reconcile(
     }
     // An address re-added to a macvlan whose IP this host already held (a macvlan replaced
     // by hand, say) was not flushed above.
-    for (const m of announced)
-      if (!flushedFirst(m.address)) await flushTrackedElsewhere(desired, m.address, opts.log, changes);
+    for (const m of announced) if (!flushedFirst(m.address)) await flush(m.address);
     if (opts.connections && taking.length) await opts.connections.afterAnnounce(taking);
+    for (const c of changes) opts.log.info({ change: c }, c);
+    return { changes, flushDeferred };
   } finally {
     nl.close();
   }
-  for (const c of changes) opts.log.info({ change: c }, c);
-  return { changes };
 }
 
 /** Floating IPs on egress-natd's macvlans now: what this host holds, whatever the plan said. */

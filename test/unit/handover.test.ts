@@ -126,3 +126,23 @@ t.test('an IP held by a peer that fails authentication is not taken over', async
   t.same([...mine.hold], [[A, 'elected']], 'what this node holds already, it keeps');
   t.equal(mine.owners.get(A), 'n1');
 });
+
+t.test('claimed elsewhere: what this node holds or takes while another node still claims it', async (t) => {
+  const taking = handover(
+    input({ election: election({ [A]: 'n1', [B]: 'n1' }), peerClaims: [{ ip: A, node: 'n2' }], held: new Set([B]) }),
+  );
+  t.same([...taking.take], [A], 'n1 takes A, which n2 hands over');
+  t.same([...taking.claimedElsewhere], [A], 'while n2 still claims it (make-before-break)');
+  const conflict = handover(
+    input({
+      election: election({ [A]: 'n1' }, { [A]: 'conflict' }),
+      peerClaims: [{ ip: A, node: 'n3' }],
+      held: new Set([A]),
+    }),
+  );
+  t.same([...conflict.claimedElsewhere], [A], 'a conflict this node wins: the loser still claims it');
+  const letGo = handover(input({ election: election({ [A]: 'n1' }), held: new Set([A]) }));
+  t.same([...letGo.claimedElsewhere], [], 'nobody else claims it');
+  const notOurs = handover(input({ election: election({ [A]: 'n2' }), peerClaims: [{ ip: A, node: 'n2' }] }));
+  t.same([...notOurs.claimedElsewhere], [], 'only what this node holds counts');
+});

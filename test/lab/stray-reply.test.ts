@@ -1,0 +1,145 @@
+import t from 'tap';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startCapture } from '../../lab/capture.js';
+import {
+  CLUSTER_CONTAINERS,
+  CLUSTER_FIPS,
+  CLUSTER_HOSTS,
+  clusterConfig,
+  settled,
+  waitUntil,
+} from '../../lab/cluster.js';
+import { ECHO, Lab } from '../../lab/lab.js';
+
+// A reply that the old owner of a floating IP translates after the new owner took the IP
+// over must not open the workload's connection in the other direction on the new owner
+// (docs/datapath.md, "Order of changes", 5a). The new owner is the workload's own host, h3; it
+// steered the workload's connections to the old owner and, when it takes the IP, deletes
+// its entries of them (their NAT was decided elsewhere). A reply to one of them that the
+// old owner (still holding the IP during the handover) translates and sends on to h3 then
+// finds no entry: conntrack starts one from the server to the workload, and the workload's
+// next packets of that connection are its replies, which nothing steers: they left h3 with
+// the workload's own address, past noGateway: drop (39 of 40 connections here before the
+// fix; the chaos soak's rare leaks from c1's host after handovers have this shape). h3 now
+// deletes those entries only once no other node claims the IP.
+//
+// The handover is stretched so that the replies surely come while the old owner holds
+// the IP: the old owner does not hear h3's claim (it keeps the IP for its make-before-break
+// bound, a Down interval), and the switch keeps sending the IP's MAC to the old owner's
+// port (as a switch does until it learns the new owner).
+
+const FIP = CLUSTER_FIPS.shop;
+const FIP_MAC = `02:ee:${FIP.split('.')
+  .map((b) => Number(b).toString(16).padStart(2, '0'))
+  .join(':')}`;
+const PORTS = Array.from({ length: 40 }, (_, i) => 41000 + i);
+const SINK_PORT = 9;
+const GROUP = '239.255.76.67';
+
+t.test('replies translated by the old owner during a handover open nothing toward the workload', async (t) => {
+  const lab = await Lab.create(CLUSTER_HOSTS, CLUSTER_CONTAINERS);
+  t.teardown(() => lab.destroy());
+  const cfg = join(lab.dir, 'config.yaml');
+  // A long Down interval (900 ms) keeps the old owner's make-before-break hold open while the test works.
+  writeFileSync(cfg, clusterConfig(lab, { noGateway: 'drop', intervalMs: 300 }));
+  const names = lab.hosts.map((h) => h.name);
+  await Promise.all(names.map((h) => lab.startDaemon(h, cfg)));
+  let s = await settled(lab, names);
+  if (s.floatingIPs[FIP] === 'h3') {
+    await lab.egress('h3', ['drain']);
+    await lab.egress('h3', ['undrain']);
+    s = await settled(lab, names);
+  }
+  const old = s.floatingIPs[FIP]!;
+  const other = old === 'h1' ? 'h2' : 'h1';
+  t.ok(old === 'h1' || old === 'h2', `${old} owns ${FIP}; h3 (c1's host) is next once ${other} drains`);
+  await lab.egress(other, ['drain']);
+
+  // A server that answers late, when told to: c1's connections wait, tracked on h3 (steered
+  // to the owner, untranslated) and on the owner (translated to the floating IP).
+  const answer = join(lab.dir, 'answer-now');
+  const sink = lab.sh(
+    'r',
+    `timeout 60 python3 -c "
+import os, socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('${ECHO.inPolicy}', ${SINK_PORT}))
+peers = [s.recvfrom(100)[1] for _ in range(${PORTS.length})]
+print('heard', sorted({p[0] for p in peers}), flush=True)
+while not os.path.exists('${answer}'): time.sleep(0.01)
+for p in peers: s.sendto(b'late', p)
+"`,
+  );
+  await sleep(300);
+  const send = () =>
+    lab.sh(
+      'c1',
+      `python3 -c "
+import socket
+for port in [${PORTS.join(', ')}]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(('0.0.0.0', port))
+    s.sendto(b'x', ('${ECHO.inPolicy}', ${SINK_PORT}))
+    s.close()
+"`,
+    );
+  await send();
+
+  // The old owner stops hearing h3, and the switch keeps the IP's MAC on the old owner's port.
+  await lab.sh(
+    'sw',
+    [
+      'nft add table bridge stray',
+      "nft add chain bridge stray f '{ type filter hook forward priority 0; }'",
+      `nft add rule bridge stray f iifname "p-h3" oifname "p-${old}" ip daddr ${GROUP} drop`,
+    ].join(' && '),
+  );
+  const drained = lab.egress(old, ['drain'], { allowFail: true });
+  await waitUntil(`h3 to take ${FIP}`, async () => ((await lab.holders(FIP)).includes('h3') ? true : undefined));
+  await lab.sh('sw', `bridge fdb replace ${FIP_MAC} dev p-${old} master static`);
+  writeFileSync(answer, '');
+  const heard = await sink;
+  t.match(heard.stdout, `heard ['${FIP}']`, 'the server saw the floating IP');
+  await sleep(100); // the answers, translated by the old owner, on their way to c1 through h3
+  await lab.sh('sw', `bridge fdb del ${FIP_MAC} dev p-${old} master static; nft delete table bridge stray`);
+  await drained;
+  await waitUntil(`${old} to let ${FIP} go`, async () => ((await lab.holders(FIP)).join() === 'h3' ? true : undefined));
+  await sleep(300);
+
+  const reversed = await lab.sh('h3', `conntrack -L -p udp -s ${ECHO.inPolicy} -d 10.10.1.2 2>/dev/null`, {
+    allowFail: true,
+  });
+  t.equal(reversed.stdout.trim(), '', 'h3 tracks no connection from the server toward c1');
+  const log = readFileSync(lab.daemonLog('h3'), 'utf8');
+  t.match(log, `${FIP} is still held by another node`, 'h3 waited for the old owner to let go');
+  t.match(log, `flush connections tracked for ${FIP} elsewhere`, 'and then deleted what it had steered to it');
+
+  // c1 goes on with the same ports: its packets leave translated, none with its own address.
+  const capture = await startCapture(lab, `ip src host 10.10.1.2 and ip dst host ${ECHO.inPolicy}`);
+  t.teardown(() => capture.stop());
+  const again = lab.sh(
+    'r',
+    `timeout 10 python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('${ECHO.inPolicy}', ${SINK_PORT}))
+print('heard', sorted({s.recvfrom(100)[1][0] for _ in range(${PORTS.length})}), flush=True)
+"`,
+  );
+  await sleep(300);
+  await send();
+  t.match((await again).stdout, `heard ['${FIP}']`, 'the server hears all of them from the floating IP');
+  t.equal(
+    capture.packets().length,
+    0,
+    "c1's next packets of those connections do not reach the router with c1's address",
+    {
+      first: capture
+        .packets()
+        .slice(0, 3)
+        .map((p) => p.line),
+    },
+  );
+});
