@@ -75,18 +75,13 @@ export class Applier {
         return void (await this.flushPending(decision));
       }
       const { fingerprint } = planned;
-      const { changes, flushDeferred } = await reconcile(
-        planned.desired,
-        (have) => this.d.planner.change(fingerprint, have),
-        {
-          state: this.d.state,
-          log: this.d.log,
-          announce: decision.announce,
-          connections: this.d.sync?.(),
-          deferFlush: decision.claimedElsewhere,
-        },
-      );
-      for (const [ip, mark] of flushDeferred ?? []) this.deferFlush(ip, mark);
+      const { changes } = await reconcile(planned.desired, (have) => this.d.planner.change(fingerprint, have), {
+        state: this.d.state,
+        log: this.d.log,
+        announce: decision.announce,
+        connections: this.d.sync?.(),
+        deferFlush: (ip, mark) => decision.claimedElsewhere.has(ip) && this.deferFlush(ip, mark),
+      });
       const ms = monotonicMs() - started;
       telemetry.observeReconcile(ms, true);
       if (force && changes.length && planned.fingerprint === this.appliedPlan) {
@@ -105,14 +100,17 @@ export class Applier {
     }
   }
 
-  private deferFlush(ip: string, mark: number): void {
-    if (!this.pendingFlush.has(ip)) this.pendingFlush.set(ip, { mark, since: monotonicMs() });
+  /** Takes over the flush of `ip`'s connections tracked elsewhere (reconcile's deferFlush): true. */
+  private deferFlush(ip: string, mark: number): true {
+    // From this take-over: an IP let go and taken again waits afresh.
+    this.pendingFlush.set(ip, { mark, since: monotonicMs() });
     // Bounded: the node handing it over lets go within a Down interval (make-before-break).
     setTimeout(() => this.d.schedule(false), this.d.node.downAfterMs + 1).unref();
     this.d.log.info(
       { ip },
       `${ip} is still held by another node: connections tracked for it elsewhere are flushed once it lets go`,
     );
+    return true;
   }
 
   /** Flushes what was deferred, once no other node claims the IP (or a Down interval has passed); forgets IPs no longer held. */

@@ -26,8 +26,6 @@ const isOurMacvlan = (l: Link): boolean => l.kind === 'macvlan' && l.name.starts
 export interface ReconcileResult {
   /** One line per change made; empty when the host already matched the plan. */
   readonly changes: string[];
-  /** IPs taken whose connections tracked elsewhere were not flushed (`deferFlush`), with their marks: flush them later (flushTrackedElsewhere). */
-  readonly flushDeferred?: ReadonlyMap<string, number>;
 }
 
 export interface ReconcileOptions {
@@ -42,13 +40,15 @@ export interface ReconcileOptions {
   /** Connection sync: installs the connections an IP's owner sent before this host takes the IP; tries clashes again after the announcement. */
   readonly connections?: ConnectionInstaller;
   /**
-   * Floating IPs another node still holds: the connections this host tracked for them while
-   * that node owned them are not flushed yet (the result lists them). Replies that node still
-   * translates come on to this host; with the connection's entry gone, such a reply would
-   * start one in the other direction, and the workload's next packets of it, as replies,
-   * would pass unsteered (docs/datapath.md, "The leak guard").
+   * Asked for each floating IP whose connections tracked elsewhere are due to be flushed,
+   * with the mark that names them: true leaves them (the caller flushes later, with
+   * flushTrackedElsewhere). The daemon does so while another node still holds the IP: replies
+   * that node still translates come on to this host, and with the connection's entry gone
+   * such a reply would start one in the other direction, whose packets from the workload,
+   * as replies, would pass unsteered (docs/datapath.md, "Order of changes", 5a). Asked at
+   * the moment of the flush, so that a later step that fails loses nothing.
    */
-  readonly deferFlush?: ReadonlySet<string>;
+  readonly deferFlush?: (ip: string, mark: number) => boolean;
 }
 
 export interface ConnectionInstaller {
@@ -261,11 +261,9 @@ export async function reconcile(
     // connections of the lab died so). The nft switch above comes first: from it on, no new
     // connection gets the mark.
     const flushedFirst = (ip: string) => !held.has(ip) || !!opts.announce?.has(ip);
-    const flushDeferred = new Map<string, number>();
     const flush = async (ip: string) => {
       const mark = desired.egress.find((e) => e.ip === ip)!.mark;
-      if (opts.deferFlush?.has(ip)) flushDeferred.set(ip, mark);
-      else await flushTrackedElsewhere(ip, mark, opts.log, changes);
+      if (!opts.deferFlush?.(ip, mark)) await flushTrackedElsewhere(ip, mark, opts.log, changes);
     };
     for (const m of desired.macvlans) if (flushedFirst(m.address)) await flush(m.address);
     // Make-before-break for state too: the connections the IP's owner tracked are in this
@@ -291,7 +289,7 @@ export async function reconcile(
     for (const m of announced) if (!flushedFirst(m.address)) await flush(m.address);
     if (opts.connections && taking.length) await opts.connections.afterAnnounce(taking);
     for (const c of changes) opts.log.info({ change: c }, c);
-    return { changes, flushDeferred };
+    return { changes };
   } finally {
     nl.close();
   }

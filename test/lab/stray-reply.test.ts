@@ -1,5 +1,5 @@
 import t from 'tap';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startCapture } from '../../lab/capture.js';
@@ -85,7 +85,34 @@ for port in [${PORTS.join(', ')}]:
     s.close()
 "`,
     );
-  await send();
+  // The first time, c1 keeps its sockets open and counts the late answers that reach it.
+  const sent = join(lab.dir, 'sent');
+  const waiting = lab.sh(
+    'c1',
+    `timeout 40 python3 -c "
+import select, socket
+socks = []
+for port in [${PORTS.join(', ')}]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(('0.0.0.0', port))
+    s.sendto(b'x', ('${ECHO.inPolicy}', ${SINK_PORT}))
+    socks.append(s)
+open('${sent}', 'w').close()
+got = 0
+idle = 15
+while got < len(socks):
+    ready, _, _ = select.select(socks, [], [], idle)
+    if not ready: break
+    for s in ready:
+        s.recv(100)
+        got += 1
+    idle = 1
+print('answers', got, flush=True)
+"`,
+  );
+
+  await waitUntil('c1 to send', async () => existsSync(sent) || undefined);
+  await sleep(200);
 
   // The old owner stops hearing h3, and the switch keeps the IP's MAC on the old owner's port.
   await lab.sh(
@@ -102,7 +129,10 @@ for port in [${PORTS.join(', ')}]:
   writeFileSync(answer, '');
   const heard = await sink;
   t.match(heard.stdout, `heard ['${FIP}']`, 'the server saw the floating IP');
-  await sleep(100); // the answers, translated by the old owner, on their way to c1 through h3
+  const answers = await waiting;
+  const got = Number(/answers (\d+)/.exec(answers.stdout)?.[1] ?? 0);
+  // (One of the first packets toward a new neighbour may go, as ARP resolves.)
+  t.ok(got >= PORTS.length - 5, `the late answers came through the old owner and h3 to c1: ${got} of ${PORTS.length}`);
   await lab.sh('sw', `bridge fdb del ${FIP_MAC} dev p-${old} master static; nft delete table bridge stray`);
   await drained;
   await waitUntil(`${old} to let ${FIP} go`, async () => ((await lab.holders(FIP)).join() === 'h3' ? true : undefined));
@@ -131,6 +161,7 @@ print('heard', sorted({s.recvfrom(100)[1][0] for _ in range(${PORTS.length})}), 
   await sleep(300);
   await send();
   t.match((await again).stdout, `heard ['${FIP}']`, 'the server hears all of them from the floating IP');
+  await sleep(300); // what tcpdump saw, printed
   t.equal(
     capture.packets().length,
     0,
