@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { ClusterNode, Decision } from '../cluster/node.js';
-import { flushTrackedElsewhere, heldAddresses, reconcile } from '../dataplane/reconcile.js';
+import { flushTrackedElsewhere, heldAddresses, reconcile, type TrackedElsewhere } from '../dataplane/reconcile.js';
 import type { StateStore } from '../dataplane/state.js';
 import { monotonicMs } from '../util/time.js';
 import type { ConnectionSync } from './connection-sync.js';
@@ -49,7 +49,7 @@ export class Applier {
    * IPs taken while another node still held them, whose connections tracked elsewhere wait to
    * be flushed until it lets go (reconcile's deferFlush): their mark, and since when (monotonic ms).
    */
-  private readonly pendingFlush = new Map<string, { mark: number; since: number }>();
+  private readonly pendingFlush = new Map<string, { tracked: TrackedElsewhere; since: number }>();
 
   constructor(private readonly d: ApplierDeps) {}
 
@@ -80,7 +80,7 @@ export class Applier {
         log: this.d.log,
         announce: decision.announce,
         connections: this.d.sync?.(),
-        deferFlush: (ip, mark) => decision.claimedElsewhere.has(ip) && this.deferFlush(ip, mark),
+        deferFlush: (t) => decision.claimedElsewhere.has(t.ip) && this.deferFlush(t),
       });
       const ms = monotonicMs() - started;
       telemetry.observeReconcile(ms, true);
@@ -101,9 +101,10 @@ export class Applier {
   }
 
   /** Takes over the flush of `ip`'s connections tracked elsewhere (reconcile's deferFlush): true. */
-  private deferFlush(ip: string, mark: number): true {
+  private deferFlush(tracked: TrackedElsewhere): true {
+    const { ip } = tracked;
     // From this take-over: an IP let go and taken again waits afresh.
-    this.pendingFlush.set(ip, { mark, since: monotonicMs() });
+    this.pendingFlush.set(ip, { tracked, since: monotonicMs() });
     // Bounded: the node handing it over lets go within a Down interval (make-before-break).
     setTimeout(() => this.d.schedule(false), this.d.node.downAfterMs + 1).unref();
     this.d.log.info(
@@ -115,7 +116,7 @@ export class Applier {
 
   /** Flushes what was deferred, once no other node claims the IP (or a Down interval has passed); forgets IPs no longer held. */
   private async flushPending(decision: Decision): Promise<void> {
-    for (const [ip, { mark, since }] of [...this.pendingFlush]) {
+    for (const [ip, { tracked, since }] of [...this.pendingFlush]) {
       if (!decision.hold.has(ip)) {
         this.pendingFlush.delete(ip);
         continue;
@@ -123,7 +124,7 @@ export class Applier {
       if (decision.claimedElsewhere.has(ip) && monotonicMs() - since <= this.d.node.downAfterMs) continue;
       this.pendingFlush.delete(ip);
       const changes: string[] = [];
-      await flushTrackedElsewhere(ip, mark, this.d.log, changes);
+      await flushTrackedElsewhere(tracked, this.d.log, changes);
       for (const c of changes) this.d.log.info({ change: c }, c);
     }
   }

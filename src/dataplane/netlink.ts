@@ -164,6 +164,20 @@ export class Netlink {
     );
   }
 
+  /**
+   * Deletes the neighbour entry of `ip` on the interface `index`, and with it the packets
+   * queued for it while it resolves; false when there is none.
+   */
+  async deleteNeighbor(index: number, ip: string): Promise<boolean> {
+    try {
+      await this.sock.delNeighbor({ family: AF_INET, ifindex: index }, { dst: ipBytes(ip) });
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' || /ENOENT|No such file/.test(String(e))) return false;
+      throw new NetlinkError(`delete neighbour ${ip}`, e);
+    }
+  }
+
   async rules(): Promise<KernelRule[]> {
     const msgs = await this.run('list rules', () => this.sock.getRules({ family: AF_INET }));
     return msgs.map((m) => ({

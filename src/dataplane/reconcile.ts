@@ -48,7 +48,7 @@ export interface ReconcileOptions {
    * as replies, would pass unsteered (docs/datapath.md, "Order of changes", 5a). Asked at
    * the moment of the flush, so that a later step that fails loses nothing.
    */
-  readonly deferFlush?: (ip: string, mark: number) => boolean;
+  readonly deferFlush?: (t: TrackedElsewhere) => boolean;
 }
 
 export interface ConnectionInstaller {
@@ -214,12 +214,35 @@ async function reconcileRouting(nl: Netlink, desired: HostPlan, changes: string[
   }
 }
 
-/** Deletes the connections this host tracked for `ip` while another host owned it (their conntrack mark, `mark`, names the IP). */
-export async function flushTrackedElsewhere(ip: string, mark: number, log: Logger, changes: string[]): Promise<void> {
+/** A floating IP whose connections tracked elsewhere (their conntrack mark names it) are to be flushed, and its macvlan's parent. */
+export interface TrackedElsewhere {
+  readonly ip: string;
+  readonly mark: number;
+  readonly parent: string;
+}
+
+/**
+ * Deletes the connections this host tracked for an IP while another host owned it, and
+ * first what is still queued toward that host: packets steered to the IP while its address
+ * did not resolve wait in the neighbour entry of the IP on the parent, and would leave once
+ * it resolves, after the flush, to be translated by the old owner; the replies would then
+ * find no connection here (docs/datapath.md, "Order of changes", 5a).
+ */
+export async function flushTrackedElsewhere(t: TrackedElsewhere, log: Logger, changes: string[]): Promise<void> {
+  const nl = new Netlink();
+  try {
+    const parent = (await nl.links()).find((l) => l.name === t.parent);
+    if (parent && (await nl.deleteNeighbor(parent.index, t.ip)))
+      changes.push(`delete neighbour ${t.ip} on ${t.parent} (and what was queued for it)`);
+  } catch (e) {
+    log.warn({ err: (e as Error).message }, `neighbour ${t.ip} on ${t.parent} not deleted`);
+  } finally {
+    nl.close();
+  }
   // Not fatal: without the flush the guard still holds; those connections only time out.
-  await flushConnections(mark, MARK_MASK).then(
-    () => changes.push(`flush connections tracked for ${ip} elsewhere (ct mark 0x${mark.toString(16)})`),
-    (e: Error) => log.warn({ err: e.message }, `connections tracked for ${ip} elsewhere not flushed`),
+  await flushConnections(t.mark, MARK_MASK).then(
+    () => changes.push(`flush connections tracked for ${t.ip} elsewhere (ct mark 0x${t.mark.toString(16)})`),
+    (e: Error) => log.warn({ err: e.message }, `connections tracked for ${t.ip} elsewhere not flushed`),
   );
 }
 
@@ -262,8 +285,12 @@ export async function reconcile(
     // connection gets the mark.
     const flushedFirst = (ip: string) => !held.has(ip) || !!opts.announce?.has(ip);
     const flush = async (ip: string) => {
-      const mark = desired.egress.find((e) => e.ip === ip)!.mark;
-      if (!opts.deferFlush?.(ip, mark)) await flushTrackedElsewhere(ip, mark, opts.log, changes);
+      const t = {
+        ip,
+        mark: desired.egress.find((e) => e.ip === ip)!.mark,
+        parent: desired.macvlans.find((m) => m.address === ip)!.parent,
+      };
+      if (!opts.deferFlush?.(t)) await flushTrackedElsewhere(t, opts.log, changes);
     };
     for (const m of desired.macvlans) if (flushedFirst(m.address)) await flush(m.address);
     // Make-before-break for state too: the connections the IP's owner tracked are in this

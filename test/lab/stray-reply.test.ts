@@ -131,8 +131,9 @@ print('answers', got, flush=True)
   t.match(heard.stdout, `heard ['${FIP}']`, 'the server saw the floating IP');
   const answers = await waiting;
   const got = Number(/answers (\d+)/.exec(answers.stdout)?.[1] ?? 0);
-  // (One of the first packets toward a new neighbour may go, as ARP resolves.)
-  t.ok(got >= PORTS.length - 5, `the late answers came through the old owner and h3 to c1: ${got} of ${PORTS.length}`);
+  // Most of them, usually; on a machine busy with other tests, fewer come before the old owner lets go.
+  // A few are enough: without the fix each one opens a connection toward c1.
+  t.ok(got >= 5, `late answers came through the old owner and h3 to c1: ${got} of ${PORTS.length}`);
   await lab.sh('sw', `bridge fdb del ${FIP_MAC} dev p-${old} master static; nft delete table bridge stray`);
   await drained;
   await waitUntil(`${old} to let ${FIP} go`, async () => ((await lab.holders(FIP)).join() === 'h3' ? true : undefined));
@@ -173,4 +174,101 @@ print('heard', sorted({s.recvfrom(100)[1][0] for _ in range(${PORTS.length})}), 
         .map((p) => p.line),
     },
   );
+});
+
+// The same, when the new owner cannot hear the old one (a partition that heals): packets
+// that h3 steered to the IP while the IP's address did not resolve wait in h3's neighbour
+// entry for it. h3 takes the IP (the old owner seems Down) and flushes their connections;
+// when the partition heals the address resolves, the queued packets leave for the old
+// owner, which still holds the IP and translates them, and the answers come back to h3
+// with no connection there. The chaos soak saw 40 leaks from 115 such entries after a
+// partition of h3 and the router from the others healed. h3 now deletes the neighbour
+// entry, and with it the queue, when it flushes.
+t.test('packets queued toward the old owner are dropped when the new owner flushes', async (t) => {
+  const lab = await Lab.create(CLUSTER_HOSTS, CLUSTER_CONTAINERS);
+  t.teardown(() => lab.destroy());
+  const cfg = join(lab.dir, 'config.yaml');
+  writeFileSync(cfg, clusterConfig(lab, { noGateway: 'drop' }));
+  const names = lab.hosts.map((h) => h.name);
+  await Promise.all(names.map((h) => lab.startDaemon(h, cfg)));
+  let s = await settled(lab, names);
+  if (s.floatingIPs[FIP] === 'h3') {
+    await lab.egress('h3', ['drain']);
+    await lab.egress('h3', ['undrain']);
+    s = await settled(lab, names);
+  }
+  const old = s.floatingIPs[FIP]!;
+  await lab.egress(old === 'h1' ? 'h2' : 'h1', ['drain']);
+  // A server that answers at once, counting what it hears from whom.
+  const server = lab.sh(
+    'r',
+    `timeout 30 python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('${ECHO.inPolicy}', ${SINK_PORT}))
+s.settimeout(8)
+heard = {}
+try:
+    while True:
+        m, p = s.recvfrom(100)
+        heard[p[0]] = heard.get(p[0], 0) + 1
+        s.sendto(m, p)
+except socket.timeout:
+    pass
+print('heard', sorted(heard.items()), flush=True)
+"`,
+  );
+  const send = () =>
+    lab.sh(
+      'c1',
+      `python3 -c "
+import socket
+for port in [${PORTS.join(', ')}]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(('0.0.0.0', port))
+    s.sendto(b'x', ('${ECHO.inPolicy}', ${SINK_PORT}))
+    s.close()
+"`,
+    );
+
+  // h3 and the owner lose each other; h3 forgets the IP's address, so c1's packets wait for it.
+  await lab.sh(
+    'sw',
+    [
+      'nft add table bridge split',
+      "nft add chain bridge split f '{ type filter hook forward priority 0; }'",
+      `nft add rule bridge split f iifname "p-h3" oifname "p-${old}" drop`,
+      `nft add rule bridge split f iifname "p-${old}" oifname "p-h3" drop`,
+    ].join(' && '),
+  );
+  await lab.sh('h3', `ip neigh del ${FIP} dev eth0 2>/dev/null; true`);
+  await send();
+  const neigh = (await lab.sh('h3', `ip neigh show ${FIP} dev eth0`)).stdout;
+  t.match(neigh, /INCOMPLETE/, "c1's packets wait in h3's neighbour entry for the IP");
+  await waitUntil(`h3 to take ${FIP}`, async () => ((await lab.holders(FIP)).includes('h3') ? true : undefined));
+  await lab.sh('sw', 'nft delete table bridge split');
+  await waitUntil(`${FIP} on one host again`, async () => ((await lab.holders(FIP)).length === 1 ? true : undefined));
+  await sleep(1500);
+
+  const reversed = await lab.sh('h3', `conntrack -L -p udp -s ${ECHO.inPolicy} -d 10.10.1.2 2>/dev/null`, {
+    allowFail: true,
+  });
+  t.equal(reversed.stdout.trim(), '', 'h3 tracks no connection from the server toward c1');
+  t.match(readFileSync(lab.daemonLog('h3'), 'utf8'), `delete neighbour ${FIP} on eth0`, 'h3 dropped the queue');
+  const capture = await startCapture(lab, `ip src host 10.10.1.2 and ip dst host ${ECHO.inPolicy}`);
+  t.teardown(() => capture.stop());
+  await send();
+  await sleep(500);
+  t.equal(
+    capture.packets().length,
+    0,
+    "c1's next packets of those connections do not reach the router with c1's address",
+    {
+      first: capture
+        .packets()
+        .slice(0, 3)
+        .map((p) => p.line),
+    },
+  );
+  t.notMatch((await server).stdout, "'10.10.1.2'", "the server never heard c1's own address");
 });
