@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -38,12 +38,15 @@ const PORTS = Array.from({ length: 40 }, (_, i) => 41000 + i);
 const SINK_PORT = 9;
 const GROUP = '239.255.76.67';
 
-t.test('replies translated by the old owner during a handover open nothing toward the workload', async (t) => {
+/**
+ * The cluster lab with daemons, `intervalMs` heartbeats: the owner of FIP is a worker, and
+ * h3 (c1's host) comes next once the other worker drains (done here).
+ */
+async function h3Next(t: Test, intervalMs?: number): Promise<{ lab: Lab; old: string }> {
   const lab = await Lab.create(CLUSTER_HOSTS, CLUSTER_CONTAINERS);
   t.teardown(() => lab.destroy());
   const cfg = join(lab.dir, 'config.yaml');
-  // A long Down interval (900 ms) keeps the old owner's make-before-break hold open while the test works.
-  writeFileSync(cfg, clusterConfig(lab, { noGateway: 'drop', intervalMs: 300 }));
+  writeFileSync(cfg, clusterConfig(lab, { noGateway: 'drop', ...(intervalMs ? { intervalMs } : {}) }));
   const names = lab.hosts.map((h) => h.name);
   await Promise.all(names.map((h) => lab.startDaemon(h, cfg)));
   let s = await settled(lab, names);
@@ -56,6 +59,26 @@ t.test('replies translated by the old owner during a handover open nothing towar
   const other = old === 'h1' ? 'h2' : 'h1';
   t.ok(old === 'h1' || old === 'h2', `${old} owns ${FIP}; h3 (c1's host) is next once ${other} drains`);
   await lab.egress(other, ['drain']);
+  return { lab, old };
+}
+
+/** c1 sends one datagram to the server from each of PORTS. */
+const sendFromPorts = (lab: Lab) =>
+  lab.sh(
+    'c1',
+    `python3 -c "
+import socket
+for port in [${PORTS.join(', ')}]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(('0.0.0.0', port))
+    s.sendto(b'x', ('${ECHO.inPolicy}', ${SINK_PORT}))
+    s.close()
+"`,
+  );
+
+t.test('replies translated by the old owner during a handover open nothing toward the workload', async (t) => {
+  // A long Down interval (900 ms) keeps the old owner's make-before-break hold open while the test works.
+  const { lab, old } = await h3Next(t, 300);
 
   // A server that answers late, when told to: c1's connections wait, tracked on h3 (steered
   // to the owner, untranslated) and on the owner (translated to the floating IP).
@@ -73,18 +96,6 @@ for p in peers: s.sendto(b'late', p)
 "`,
   );
   await sleep(300);
-  const send = () =>
-    lab.sh(
-      'c1',
-      `python3 -c "
-import socket
-for port in [${PORTS.join(', ')}]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(('0.0.0.0', port))
-    s.sendto(b'x', ('${ECHO.inPolicy}', ${SINK_PORT}))
-    s.close()
-"`,
-    );
   // The first time, c1 keeps its sockets open and counts the late answers that reach it.
   const sent = join(lab.dir, 'sent');
   const waiting = lab.sh(
@@ -160,7 +171,7 @@ print('heard', sorted({s.recvfrom(100)[1][0] for _ in range(${PORTS.length})}), 
 "`,
   );
   await sleep(300);
-  await send();
+  await sendFromPorts(lab);
   t.match((await again).stdout, `heard ['${FIP}']`, 'the server hears all of them from the floating IP');
   await sleep(300); // what tcpdump saw, printed
   t.equal(
@@ -185,20 +196,7 @@ print('heard', sorted({s.recvfrom(100)[1][0] for _ in range(${PORTS.length})}), 
 // partition of h3 and the router from the others healed. h3 now deletes the neighbour
 // entry, and with it the queue, when it flushes.
 t.test('packets queued toward the old owner are dropped when the new owner flushes', async (t) => {
-  const lab = await Lab.create(CLUSTER_HOSTS, CLUSTER_CONTAINERS);
-  t.teardown(() => lab.destroy());
-  const cfg = join(lab.dir, 'config.yaml');
-  writeFileSync(cfg, clusterConfig(lab, { noGateway: 'drop' }));
-  const names = lab.hosts.map((h) => h.name);
-  await Promise.all(names.map((h) => lab.startDaemon(h, cfg)));
-  let s = await settled(lab, names);
-  if (s.floatingIPs[FIP] === 'h3') {
-    await lab.egress('h3', ['drain']);
-    await lab.egress('h3', ['undrain']);
-    s = await settled(lab, names);
-  }
-  const old = s.floatingIPs[FIP]!;
-  await lab.egress(old === 'h1' ? 'h2' : 'h1', ['drain']);
+  const { lab, old } = await h3Next(t);
   // A server that answers at once, counting what it hears from whom.
   const server = lab.sh(
     'r',
@@ -218,18 +216,6 @@ except socket.timeout:
 print('heard', sorted(heard.items()), flush=True)
 "`,
   );
-  const send = () =>
-    lab.sh(
-      'c1',
-      `python3 -c "
-import socket
-for port in [${PORTS.join(', ')}]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(('0.0.0.0', port))
-    s.sendto(b'x', ('${ECHO.inPolicy}', ${SINK_PORT}))
-    s.close()
-"`,
-    );
 
   // h3 and the owner lose each other; h3 forgets the IP's address, so c1's packets wait for it.
   await lab.sh(
@@ -242,7 +228,7 @@ for port in [${PORTS.join(', ')}]:
     ].join(' && '),
   );
   await lab.sh('h3', `ip neigh del ${FIP} dev eth0 2>/dev/null; true`);
-  await send();
+  await sendFromPorts(lab);
   const neigh = (await lab.sh('h3', `ip neigh show ${FIP} dev eth0`)).stdout;
   t.match(neigh, /INCOMPLETE/, "c1's packets wait in h3's neighbour entry for the IP");
   await waitUntil(`h3 to take ${FIP}`, async () => ((await lab.holders(FIP)).includes('h3') ? true : undefined));
@@ -257,7 +243,7 @@ for port in [${PORTS.join(', ')}]:
   t.match(readFileSync(lab.daemonLog('h3'), 'utf8'), `delete neighbour ${FIP} on eth0`, 'h3 dropped the queue');
   const capture = await startCapture(lab, `ip src host 10.10.1.2 and ip dst host ${ECHO.inPolicy}`);
   t.teardown(() => capture.stop());
-  await send();
+  await sendFromPorts(lab);
   await sleep(500);
   t.equal(
     capture.packets().length,
