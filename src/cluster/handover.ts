@@ -36,6 +36,8 @@ export interface HandoverInput {
   readonly handingOver: boolean;
   /** What the other live nodes claim to hold, from their heartbeats. */
   readonly peerClaims: readonly Claim[];
+  /** What nodes that are leaving (Down for the election) still claim: they hold it until they hear the new owner. */
+  readonly leavingClaims?: readonly Claim[];
   /** IP → when (ms) this node started to hand it over; the state of the previous decision. */
   readonly handoverSince: ReadonlyMap<string, number>;
   /** IPs this node already re-announced after winning a conflict; the state of the previous decision. */
@@ -68,8 +70,8 @@ export interface Handover {
   readonly handoverSince: ReadonlyMap<string, number>;
   readonly contested: ReadonlySet<string>;
   /**
-   * IPs to hold that another live node still claims: one handing them over to this node
-   * (make-before-break), or the loser of a conflict. Until it lets go, replies to the
+   * IPs to hold that another node still claims: one handing them over to this node
+   * (make-before-break: draining, or leaving and not let go yet), or the loser of a conflict. Until it lets go, replies to the
    * connections it translated may still reach it and come on to this host (docs/datapath.md,
    * "The leak guard").
    */
@@ -146,8 +148,9 @@ export function handover(input: HandoverInput): Handover {
   );
   const reannounce = new Set([...contested].filter((ip) => !input.contested.has(ip)));
   const take = new Set([...hold.keys()].filter((ip) => !held.has(ip)));
+  const elsewhere = [...input.peerClaims, ...(input.leavingClaims ?? [])];
   const claimedElsewhere = new Set(
-    [...hold.keys()].filter((ip) => input.peerClaims.some((c) => c.ip === ip && c.node !== self)),
+    [...hold.keys()].filter((ip) => elsewhere.some((c) => c.ip === ip && c.node !== self)),
   );
   return {
     owners,

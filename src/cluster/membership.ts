@@ -229,4 +229,14 @@ export class Membership {
       .filter((p) => p.up)
       .flatMap((p) => p.claims.map((ip) => ({ ip, node: p.name })));
   }
+
+  /**
+   * What peers that said they are leaving still claim, heard within a Down interval: Down
+   * for the election, they hold those IPs until they hear the new owner (make-before-break).
+   */
+  leavingClaims(now: number): Claim[] {
+    return this.list()
+      .filter((p) => p.downReason === 'leaving' && now - p.lastSeen <= this.timeoutMs)
+      .flatMap((p) => p.claims.map((ip) => ({ ip, node: p.name })));
+  }
 }

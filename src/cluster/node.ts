@@ -260,6 +260,7 @@ export class ClusterNode {
       ready: this.cond.listened,
       handingOver: this.cond.draining || this.cond.leaving,
       peerClaims,
+      leavingClaims: this.membership.leavingClaims(now),
       handoverSince: this.last?.handoverSince ?? new Map(),
       contested: this.last?.contested ?? new Set(),
       now,

@@ -75,13 +75,18 @@ export class Applier {
         return void (await this.flushPending(decision));
       }
       const { fingerprint } = planned;
-      const { changes } = await reconcile(planned.desired, (have) => this.d.planner.change(fingerprint, have), {
-        state: this.d.state,
-        log: this.d.log,
-        announce: decision.announce,
-        connections: this.d.sync?.(),
-        deferFlush: (t) => decision.claimedElsewhere.has(t.ip) && this.deferFlush(t),
-      });
+      const { changes, announcedAt } = await reconcile(
+        planned.desired,
+        (have) => this.d.planner.change(fingerprint, have),
+        {
+          state: this.d.state,
+          log: this.d.log,
+          announce: decision.announce,
+          connections: this.d.sync?.(),
+          deferFlush: (t) => decision.claimedElsewhere.has(t.ip) && this.deferFlush(t),
+          stateFirst: (ip) => decision.claimedElsewhere.has(ip),
+        },
+      );
       const ms = monotonicMs() - started;
       telemetry.observeReconcile(ms, true);
       if (force && changes.length && planned.fingerprint === this.appliedPlan) {
@@ -89,7 +94,7 @@ export class Applier {
         this.d.log.warn({ changes }, 'repaired changes made by someone else');
       }
       this.appliedPlan = planned.fingerprint;
-      this.countTakeovers(decision, changes, ms);
+      this.countTakeovers(decision, changes, ms, announcedAt);
       this.setHeld(new Set(decision.hold.keys()), decision);
       await this.flushPending(decision);
       this.succeeded(ms);
@@ -157,15 +162,14 @@ export class Applier {
     setTimeout(() => this.d.schedule(true), RETRY_MS).unref();
   }
 
-  private countTakeovers(decision: Decision, changes: readonly string[], ms: number): void {
+  private countTakeovers(decision: Decision, changes: readonly string[], ms: number, announcedAt?: number): void {
     const taken = [...decision.take];
     const counters = this.d.telemetry.counters;
     counters.takeovers += taken.length;
     counters.garps += changes.filter((c) => c.startsWith('gratuitous ARP')).length;
-    // The announcement is the last step of a reconcile: it left just now.
-    const now = monotonicMs();
+    const at = announcedAt ?? monotonicMs();
     for (const ip of taken)
-      if (changes.some((c) => c.startsWith(`gratuitous ARP for ${ip} `))) this.d.telemetry.announced(ip, now);
+      if (changes.some((c) => c.startsWith(`gratuitous ARP for ${ip} `))) this.d.telemetry.announced(ip, at);
     if (taken.length) this.d.log.info({ ips: taken, ms: Math.round(ms) }, `took over ${taken.join(', ')}`);
   }
 

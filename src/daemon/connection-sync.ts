@@ -105,6 +105,8 @@ export class ConnectionSync {
     lagMs: 0,
   };
   private readonly dropped: Record<string, number> = {};
+  /** The installs that follow announcements (installSoon), one after another. */
+  private installing: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly deps: SyncDeps,
@@ -191,8 +193,8 @@ export class ConnectionSync {
     this.peerSweep.unref();
   }
 
-  /** Before `ips` are announced here: installs what their owner sent. */
-  async beforeTake(ips: readonly string[]): Promise<string[]> {
+  /** Installs what the owner of `ips` sent (reconcile decides whether before or after their announcement). */
+  async install(ips: readonly string[]): Promise<string[]> {
     const changes: string[] = [];
     for (const ip of ips) {
       const entries = this.cache.take(ip, monotonicMs());
@@ -209,6 +211,22 @@ export class ConnectionSync {
       changes.push(`install ${r.inserted} synced connections for ${ip} in ${ms} ms${replaced}${clash}`);
     }
     return changes;
+  }
+
+  /**
+   * Installs what the owner of `ips` sent, after their announcement, without holding up the
+   * caller: the next take-over (another IP whose owner died) must not wait for it. One at
+   * a time, in order; the changes are logged when done.
+   */
+  installSoon(ips: readonly string[]): void {
+    this.installing = this.installing.then(async () => {
+      try {
+        for (const c of await this.install(ips)) this.deps.log.info({ change: c }, c);
+        await this.afterAnnounce(ips);
+      } catch (e) {
+        this.deps.log.warn({ ips, err: (e as Error).message }, 'synced connections not installed');
+      }
+    });
   }
 
   /**

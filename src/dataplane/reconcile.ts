@@ -8,6 +8,7 @@ import { deleteTable, readTable, runTransaction, type ActualTable } from './nft.
 import type { NftChange } from './nftdiff.js';
 import type { AppliedPlan, StateStore } from './state.js';
 import { readSysctl, writeSysctl } from './sysctl.js';
+import { monotonicMs } from '../util/time.js';
 
 // The only place that changes the host: read what the kernel has, compare with the
 // plan, change what differs and nothing else.
@@ -26,6 +27,8 @@ const isOurMacvlan = (l: Link): boolean => l.kind === 'macvlan' && l.name.starts
 export interface ReconcileResult {
   /** One line per change made; empty when the host already matched the plan. */
   readonly changes: string[];
+  /** Monotonic ms when the floating IPs taken were announced (what the take-over time counts to). */
+  readonly announcedAt?: number;
 }
 
 export interface ReconcileOptions {
@@ -49,11 +52,25 @@ export interface ReconcileOptions {
    * the moment of the flush, so that a later step that fails loses nothing.
    */
   readonly deferFlush?: (t: TrackedElsewhere) => boolean;
+  /**
+   * Asked for each floating IP taken: true puts its synced connections in before the
+   * announcement (the default), false after it. The daemon says false when no other node
+   * holds the IP any more (a failover): the IP is dark until announced, and installing a
+   * few thousand connections takes hundreds of milliseconds (the chaos soak saw 400 ms
+   * added to a take-over), so they go in after it, and the reconcile does not wait for
+   * them (nor does the next take-over). Meanwhile the owner drops, not answers, what
+   * reaches the IP for no connection it tracks, so a server's segment is sent again
+   * rather than reset.
+   */
+  readonly stateFirst?: (ip: string) => boolean;
 }
 
 export interface ConnectionInstaller {
-  /** Returns one line per change made. */
-  beforeTake(ips: readonly string[]): Promise<string[]>;
+  /** Installs the connections synced for `ips`; returns one line per change made. */
+  install(ips: readonly string[]): Promise<string[]>;
+  /** The same, after the announcement of `ips`, without waiting: it logs its own changes. */
+  installSoon(ips: readonly string[]): void;
+  /** Tries once more what clashed at `install`. */
   afterAnnounce(ips: readonly string[]): Promise<void>;
 }
 
@@ -294,8 +311,11 @@ export async function reconcile(
     };
     for (const m of desired.macvlans) if (flushedFirst(m.address)) await flush(m.address);
     // Make-before-break for state too: the connections the IP's owner tracked are in this
-    // kernel before the IP is (docs/datapath.md, "Order of changes").
-    if (opts.connections && taking.length) changes.push(...(await opts.connections.beforeTake(taking)));
+    // kernel before the IP is, while that owner still serves it (docs/datapath.md, "Order
+    // of changes"). After a failover they follow the announcement (stateFirst).
+    const stateFirst = taking.filter((ip) => opts.stateFirst?.(ip) ?? true);
+    const stateAfter = taking.filter((ip) => !stateFirst.includes(ip));
+    if (opts.connections && stateFirst.length) changes.push(...(await opts.connections.install(stateFirst)));
     const announced = await addMacvlans(nl, desired, changes);
     // Before the announcement: what other hosts steer here is marked by the relay guard's
     // lookups, and a table of ours still routing an IP this host just took (via the IP
@@ -311,12 +331,14 @@ export async function reconcile(
         changes.push(`gratuitous ARP for ${m.address} on ${m.name}`);
       }
     }
+    const announcedAt = taking.length ? monotonicMs() : undefined;
+    if (opts.connections && stateAfter.length) opts.connections.installSoon(stateAfter);
     // An address re-added to a macvlan whose IP this host already held (a macvlan replaced
     // by hand, say) was not flushed above.
     for (const m of announced) if (!flushedFirst(m.address)) await flush(m.address);
-    if (opts.connections && taking.length) await opts.connections.afterAnnounce(taking);
+    if (opts.connections && stateFirst.length) await opts.connections.afterAnnounce(stateFirst);
     for (const c of changes) opts.log.info({ change: c }, c);
-    return { changes };
+    return { changes, ...(announcedAt === undefined ? {} : { announcedAt }) };
   } finally {
     nl.close();
   }

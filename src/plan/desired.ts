@@ -205,7 +205,14 @@ function nftTable(
   const shared = new Set(sets.map((s) => s.name));
   sets.push(...guard.sets.filter((s) => !shared.has(s.name)));
   chains.push(...guard.chains);
-  const prerouting = ['fib daddr type local return', ...(guard.dispatch ? [guard.dispatch] : [])];
+  // A floating IP serves nothing: what reaches it for no connection this host tracks is
+  // dropped, not answered. Right after a failover the server's next segments of a synced
+  // connection can come before its entry is in (reconcile's stateFirst): dropped, they are
+  // sent again; answered, a reset would end the connection. Pings still get an answer.
+  const unsolicited = owned.length
+    ? [`ip daddr { ${owned.map((f) => f.text).join(', ')} } ct state new,invalid ip protocol != icmp counter drop`]
+    : [];
+  const prerouting = [...unsolicited, 'fib daddr type local return', ...(guard.dispatch ? [guard.dispatch] : [])];
   // Replies are never steered: they belong to connections opened toward this side (a
   // policy destination that connects to a workload), which no policy selects.
   prerouting.push('ct direction reply return', `iifname "${MACVLAN_PREFIX}*" return`);

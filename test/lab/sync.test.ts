@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -71,6 +71,22 @@ function allSurvive(t: Test, what: string, results: readonly FlowResult[], lab?:
   );
 }
 
+/**
+ * Whether `host`, at its last take-over of `ip`, installed the synced connections before or
+ * after it announced the IP (a daemon logs a reconcile's changes in the order made).
+ */
+function installed(lab: Lab, host: string, ip: string): 'before' | 'after' | 'not' {
+  const changes = readFileSync(lab.daemonLog(host), 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('"change"'))
+    .map((l) => String((JSON.parse(l) as { change: string }).change));
+  const last = (f: (c: string) => boolean) => changes.reduce((at, c, i) => (f(c) ? i : at), -1);
+  const announced = last((c) => c.startsWith(`gratuitous ARP for ${ip} `));
+  const install = last((c) => /^install \d+ synced connections for /.test(c) && c.includes(` ${ip} `));
+  if (install < 0 || announced < 0) return 'not';
+  return install < announced ? 'before' : 'after';
+}
+
 t.test('connection survival', async (t) => {
   const lab = await Lab.create(CLUSTER_HOSTS, CLUSTER_CONTAINERS);
   t.teardown(() => lab.destroy());
@@ -91,6 +107,8 @@ t.test('connection survival', async (t) => {
       );
     });
     allSurvive(t, `cut of ${victim}, ${SHOP} to ${owner()}`, results, lab);
+    // The IP is dark until announced: nothing waits before it, not even the connections.
+    t.equal(installed(lab, owner(), SHOP), 'after', 'the synced connections went in after the announcement');
     const sync = (await lab.status(owner())).connectionSync as { installed: number };
     t.ok(sync.installed >= 26, `the new owner installed the synced entries, the UDP flow's too (${sync.installed})`);
     await lab.restartDaemon(victim, cfg);
@@ -107,6 +125,8 @@ t.test('connection survival', async (t) => {
       );
     });
     allSurvive(t, `SIGTERM of ${victim}, ${SHOP} to ${owner()}`, results, lab);
+    // The old owner serves until the announcement: make-before-break, for state too.
+    t.equal(installed(lab, owner(), SHOP), 'before', 'the synced connections went in before the announcement');
     await lab.startDaemon(victim, cfg);
     status = await settled(lab, ALL);
   });
@@ -118,6 +138,7 @@ t.test('connection survival', async (t) => {
       status = await settled(lab, ALL);
     });
     allSurvive(t, `drain of ${victim}, ${SHOP} to ${owner()}`, results, lab);
+    t.equal(installed(lab, owner(), SHOP), 'before', 'the synced connections went in before the announcement');
     await lab.egress(victim, ['undrain']);
     status = await settled(lab, ALL);
   });

@@ -145,4 +145,8 @@ t.test('claimed elsewhere: what this node holds or takes while another node stil
   t.same([...letGo.claimedElsewhere], [], 'nobody else claims it');
   const notOurs = handover(input({ election: election({ [A]: 'n2' }), peerClaims: [{ ip: A, node: 'n2' }] }));
   t.same([...notOurs.claimedElsewhere], [], 'only what this node holds counts');
+  const leaving = handover(
+    input({ election: election({ [A]: 'n1' }), leavingClaims: [{ ip: A, node: 'n2' }], held: new Set() }),
+  );
+  t.same([...leaving.claimedElsewhere], [A], 'a node leaving (SIGTERM, Down for the election) still holds it');
 });

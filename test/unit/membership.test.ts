@@ -66,6 +66,11 @@ t.test('flags: draining and no carrier are Up but not eligible; leaving is Down 
   t.ok(r.accepted && r.changed);
   t.same(m.live(), [], 'leaving: Down without waiting');
   t.same(m.claims(), [], 'and its claims no longer count');
+  t.same(m.leavingClaims(3), [{ ip: '192.168.1.100', node: 'worker2' }], 'for the election; it still holds it');
+  m.receive(hb({ flags: Flag.LEAVING, seq: 5n, claims: [] }), W2, 4);
+  t.same(m.leavingClaims(4), [], 'until it lets go');
+  m.receive(hb({ flags: Flag.LEAVING, seq: 6n, claims: ['192.168.1.100'] }), W2, 5);
+  t.same(m.leavingClaims(5 + m.timeoutMs + 1), [], 'or a Down interval passes without a word from it');
   t.equal(m.nextExpiry(), undefined);
 });
 
