@@ -191,7 +191,21 @@ async function cost(n: number): Promise<string> {
       500,
     );
     const install = /install (\d+) synced connections for \S+ in (\d+) ms/.exec(heir.line.msg);
-    return `| ${n.toLocaleString('en')} | ${(JSON.parse(fill.stdout) as { inserted?: number }).inserted ?? '?'} in the owner's table; candidate had them ${syncedS.toFixed(1)} s after the fill began | ${cpu('owner').toFixed(1)} % | ${cpu('candidate').toFixed(1)} % | ${f((after.owner.rssKb - idle.owner.rssKb) / 1024)} (${f(after.owner.rssKb / 1024)}) | ${f((after.candidate.rssKb - idle.candidate.rssKb) / 1024)} (${f(after.candidate.rssKb / 1024)}) | ${install ? `${install[1]} in ${install[2]} ms` : heir.line.msg} |`;
+    // Down → announcement, as the heir logs it (the take-over a prober would see, less the Down timeout).
+    const took = await waitUntil(
+      `${heir.host} to log the take-over`,
+      () =>
+        Promise.resolve(
+          readFileSync(lab.daemonLog(heir.host), 'utf8')
+            .split('\n')
+            .filter((l) => l.includes(`"took ${SHOP} over `))
+            .map((l) => JSON.parse(l) as { time: number; outageMs: number })
+            .find((l) => l.time >= cut),
+        ),
+      10_000,
+      200,
+    );
+    return `| ${n.toLocaleString('en')} | ${(JSON.parse(fill.stdout) as { inserted?: number }).inserted ?? '?'} in the owner's table; candidate had them ${syncedS.toFixed(1)} s after the fill began | ${cpu('owner').toFixed(1)} % | ${cpu('candidate').toFixed(1)} % | ${f((after.owner.rssKb - idle.owner.rssKb) / 1024)} (${f(after.owner.rssKb / 1024)}) | ${f((after.candidate.rssKb - idle.candidate.rssKb) / 1024)} (${f(after.candidate.rssKb / 1024)}) | ${install ? `${install[1]} in ${install[2]} ms` : heir.line.msg} | ${took.outageMs} ms |`;
   } finally {
     await lab.destroy();
   }
@@ -210,10 +224,13 @@ N established connections SNATed to the shop IP are put in its owner's conntrack
 (made up, an hour to live); the owner sends them to the IP's candidates. CPU is the mean
 over ${WINDOW_S} s once a candidate has them all (three full sweeps, every 10 s), daemon
 and its conntrack event listener together; RSS in MiB, growth over the idle daemon (and
-the total). Then the owner is cut: the new owner installs them before it announces the IP.
+the total). Then the owner is cut: the new owner announces the IP, then installs them
+(a handover installs them first; after a failover nobody serves the IP until it is announced).
+"Down → announced" is the take-over as the new owner logs it: from its peer's Down to the
+gratuitous ARP.
 
-| connections | synced | owner CPU | candidate CPU | owner RSS MiB | candidate RSS MiB | take-over: installed |
-|---:|---|---:|---:|---:|---:|---|
+| connections | synced | owner CPU | candidate CPU | owner RSS MiB | candidate RSS MiB | take-over: installed | take-over: Down → announced |
+|---:|---|---:|---:|---:|---:|---|---:|
 ${costs.join('\n')}
 `);
   if (only('failover')) parts.push(await failoverOnOff());

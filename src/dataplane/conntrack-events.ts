@@ -99,8 +99,19 @@ export async function subscribeConntrack(h: EventHandlers): Promise<ConntrackEve
             ),
           );
         if (closed) return;
-        h.lost(new Error(`the conntrack event listener ended (${signal ?? `exit ${code}`}); starting another`));
-        setTimeout(() => !closed && void start().catch((e: Error) => h.lost(e)), RESTART_MS).unref();
+        const ended = new Error(`the conntrack event listener ended (${signal ?? `exit ${code}`}); another listens`);
+        // Told once another listener runs: what the handler does then (sweep the table) sees
+        // every connection made while nobody listened. Told at once, a connection made between
+        // that sweep and the new listener was in neither.
+        setTimeout(
+          () =>
+            !closed &&
+            void start().then(
+              () => !closed && h.lost(ended),
+              (e: Error) => h.lost(e),
+            ),
+          RESTART_MS,
+        ).unref();
       });
     });
   await start();
