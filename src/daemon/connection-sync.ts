@@ -25,7 +25,7 @@ import { monotonicMs } from '../util/time.js';
 // Connection sync (README, "Connection survival"): the owner of a floating IP follows the
 // kernel's conntrack events for the connections SNATed to it and sends them, batched, to
 // the IP's other candidates; each candidate keeps them and installs them when it takes
-// the IP, before announcing it. The kernel work is in src/dataplane (conntrack-*.ts), the
+// the IP (before announcing it in a handover; after a failover, once its address is up). The kernel work is in src/dataplane (conntrack-*.ts), the
 // wire format and the caches in src/cluster (sync-*.ts); this file moves data between them.
 
 /** Changes are sent at most this long after the kernel reported them. */
@@ -107,6 +107,9 @@ export class ConnectionSync {
   private readonly dropped: Record<string, number> = {};
   /** The installs that follow announcements (installSoon), one after another. */
   private installing: Promise<void> = Promise.resolve();
+  /** IPs whose synced connections installSoon has yet to put in. */
+  private readonly pendingInstall = new Set<string>();
+  private closed = false;
 
   private constructor(
     private readonly deps: SyncDeps,
@@ -155,6 +158,8 @@ export class ConnectionSync {
   }
 
   close(): void {
+    this.closed = true;
+    this.pendingInstall.clear();
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.peerSweep);
     clearTimeout(this.flushTimer);
@@ -174,6 +179,8 @@ export class ConnectionSync {
   setHeld(held: ReadonlySet<string>): void {
     const added = [...held].some((ip) => !this.held.has(ip));
     for (const ip of this.held) if (!held.has(ip)) delete this.sendingCount[ip];
+    // An IP given up before its synced connections went in: they are not put in any more.
+    for (const ip of this.pendingInstall) if (this.held.has(ip) && !held.has(ip)) this.pendingInstall.delete(ip);
     this.held = new Set(held);
     for (const ip of held) this.cache.drop(ip);
     if (added) this.sweep();
@@ -196,37 +203,61 @@ export class ConnectionSync {
   /** Installs what the owner of `ips` sent (reconcile decides whether before or after their announcement). */
   async install(ips: readonly string[]): Promise<string[]> {
     const changes: string[] = [];
-    for (const ip of ips) {
-      const entries = this.cache.take(ip, monotonicMs());
-      if (!entries.length) continue;
-      const started = monotonicMs();
-      const r = await insertEntries(entries);
-      const ms = Math.round(monotonicMs() - started);
-      this.stats.installed += r.inserted;
-      this.stats.installFailed += r.failed;
-      if (r.existing.length) this.clashed.set(ip, r.existing);
-      if (r.error) this.deps.log.warn({ ip, failed: r.failed, err: r.error }, 'some synced connections not installed');
-      const replaced = r.replaced ? `, ${r.replaced} of them in place of older entries of the same connections` : '';
-      const clash = r.existing.length ? `; ${r.existing.length} clash still, tried again after the announcement` : '';
-      changes.push(`install ${r.inserted} synced connections for ${ip} in ${ms} ms${replaced}${clash}`);
-    }
+    for (const [ip, entries] of this.take(ips)) changes.push(await this.insert(ip, entries));
     return changes;
   }
 
   /**
    * Installs what the owner of `ips` sent, after their announcement, without holding up the
-   * caller: the next take-over (another IP whose owner died) must not wait for it. One at
-   * a time, in order; the changes are logged when done.
+   * caller: the next take-over (another IP whose owner died) must not wait for it. The
+   * entries are taken from the cache now (the cache of an IP this node holds is dropped
+   * after the reconcile); they go in one IP at a time, in order, unless the IP was given up
+   * meanwhile; the changes are logged when done. Until then sweeps leave these IPs out: a
+   * sweep tells the candidates what the owner has, and they would forget the rest.
    */
   installSoon(ips: readonly string[]): void {
+    const taken = this.take(ips);
+    for (const ip of taken.keys()) this.pendingInstall.add(ip);
     this.installing = this.installing.then(async () => {
-      try {
-        for (const c of await this.install(ips)) this.deps.log.info({ change: c }, c);
-        await this.afterAnnounce(ips);
-      } catch (e) {
-        this.deps.log.warn({ ips, err: (e as Error).message }, 'synced connections not installed');
+      for (const [ip, entries] of taken) {
+        try {
+          if (!this.pendingInstall.has(ip)) continue; // given up meanwhile
+          const change = `${await this.insert(ip, entries)}, after the announcement`;
+          this.deps.log.info({ change }, change);
+          await this.afterAnnounce([ip]);
+        } catch (e) {
+          this.deps.log.warn({ ip, err: (e as Error).message }, 'synced connections not installed');
+        } finally {
+          this.pendingInstall.delete(ip);
+        }
       }
+      if (taken.size && !this.closed) this.sweep();
     });
+  }
+
+  /** The entries cached for each of `ips` that has any, taken out of the cache. */
+  private take(ips: readonly string[]): Map<string, SyncedEntry[]> {
+    const now = monotonicMs();
+    const taken = new Map<string, SyncedEntry[]>();
+    for (const ip of ips) {
+      const entries = this.cache.take(ip, now);
+      if (entries.length) taken.set(ip, entries);
+    }
+    return taken;
+  }
+
+  /** Inserts `entries` of `ip`; returns the change made, for the log. */
+  private async insert(ip: string, entries: readonly SyncedEntry[]): Promise<string> {
+    const started = monotonicMs();
+    const r = await insertEntries(entries);
+    const ms = Math.round(monotonicMs() - started);
+    this.stats.installed += r.inserted;
+    this.stats.installFailed += r.failed;
+    if (r.existing.length) this.clashed.set(ip, r.existing);
+    if (r.error) this.deps.log.warn({ ip, failed: r.failed, err: r.error }, 'some synced connections not installed');
+    const replaced = r.replaced ? `, ${r.replaced} of them in place of older entries of the same connections` : '';
+    const clash = r.existing.length ? `; ${r.existing.length} clash still, tried again after the announcement` : '';
+    return `install ${r.inserted} synced connections for ${ip} in ${ms} ms${replaced}${clash}`;
   }
 
   /**
@@ -334,7 +365,7 @@ export class ConnectionSync {
     const started = monotonicMs();
     // One walk of the table for every held IP that has another candidate to send to: a walk
     // costs 10 ms however little it finds, and an IP only this node may hold needs none.
-    const held = new Set([...this.held].filter((ip) => this.peersOf(ip).length));
+    const held = new Set([...this.held].filter((ip) => this.peersOf(ip).length && !this.pendingInstall.has(ip)));
     const byIp = new Map([...held].map((ip) => [ip, [] as SyncRecord[]]));
     if (held.size)
       await streamSnatEntries((payload) => {

@@ -3,7 +3,8 @@ import { IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, NLM_F } from './ctnetlink.js';
 import { ctRequests } from './conntrack-requests.js';
 
 // Installs synced connections in this host's conntrack table (what `conntrack -I` does).
-// It runs before a taken IP is announced, so it must be quick (conntrack-requests.ts).
+// A taken IP waits for it (before its announcement in a handover; after a failover, the
+// owner drops what reaches the IP for a connection not in yet), so it must be quick.
 
 const EEXIST = 17;
 

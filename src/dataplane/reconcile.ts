@@ -40,7 +40,7 @@ export interface ReconcileOptions {
   readonly announce?: ReadonlySet<string>;
   /** Our nft table as read already (apply reads it while it plans); read here when absent. */
   readonly table?: Promise<ActualTable>;
-  /** Connection sync: installs the connections an IP's owner sent before this host takes the IP; tries clashes again after the announcement. */
+  /** Connection sync: installs the connections an IP's owner sent, before or after the IP's announcement (stateFirst); tries clashes again. */
   readonly connections?: ConnectionInstaller;
   /**
    * Asked for each floating IP whose connections tracked elsewhere are due to be flushed,
@@ -297,8 +297,8 @@ export async function reconcile(
     // the synced entries go in and before the announcement: a synced connection of this
     // host's own workload has the same original tuple as the un-NATed entry it replaces,
     // and a server segment reaching the IP between the announcement and that entry's
-    // replacement finds no NAT and is reset by this host's stack (all 10 server-push
-    // connections of the lab died so). The nft switch above comes first: from it on, no new
+    // replacement finds no NAT (all 10 server-push connections of the lab died so, reset by
+    // this host's stack, before an owned IP dropped such segments). The nft switch above comes first: from it on, no new
     // connection gets the mark.
     const flushedFirst = (ip: string) => !held.has(ip) || !!opts.announce?.has(ip);
     const flush = async (ip: string) => {
@@ -317,6 +317,9 @@ export async function reconcile(
     const stateAfter = taking.filter((ip) => !stateFirst.includes(ip));
     if (opts.connections && stateFirst.length) changes.push(...(await opts.connections.install(stateFirst)));
     const announced = await addMacvlans(nl, desired, changes);
+    // Queued as soon as the addresses are up: a later step that fails must not lose them
+    // (the retry finds the IPs held, and takes nothing).
+    if (opts.connections && stateAfter.length) opts.connections.installSoon(stateAfter);
     // Before the announcement: what other hosts steer here is marked by the relay guard's
     // lookups, and a table of ours still routing an IP this host just took (via the IP
     // itself, on the parent) would send it back out, ARPing for the IP: the old owner
@@ -332,7 +335,6 @@ export async function reconcile(
       }
     }
     const announcedAt = taking.length ? monotonicMs() : undefined;
-    if (opts.connections && stateAfter.length) opts.connections.installSoon(stateAfter);
     // An address re-added to a macvlan whose IP this host already held (a macvlan replaced
     // by hand, say) was not flushed above.
     for (const m of announced) if (!flushedFirst(m.address)) await flush(m.address);

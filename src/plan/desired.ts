@@ -208,9 +208,12 @@ function nftTable(
   // A floating IP serves nothing: what reaches it for no connection this host tracks is
   // dropped, not answered. Right after a failover the server's next segments of a synced
   // connection can come before its entry is in (reconcile's stateFirst): dropped, they are
-  // sent again; answered, a reset would end the connection. Pings still get an answer.
+  // sent again; answered, a reset would end the connection. Pings still get an answer, and
+  // this host's own processes still reach it (over lo).
   const unsolicited = owned.length
-    ? [`ip daddr { ${owned.map((f) => f.text).join(', ')} } ct state new,invalid ip protocol != icmp counter drop`]
+    ? [
+        `iifname != "lo" ip daddr { ${owned.map((f) => f.text).join(', ')} } ct state new,invalid ip protocol != icmp counter drop`,
+      ]
     : [];
   const prerouting = [...unsolicited, 'fib daddr type local return', ...(guard.dispatch ? [guard.dispatch] : [])];
   // Replies are never steered: they belong to connections opened toward this side (a
