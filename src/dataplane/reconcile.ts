@@ -317,22 +317,26 @@ export async function reconcile(
     const stateAfter = taking.filter((ip) => !stateFirst.includes(ip));
     if (opts.connections && stateFirst.length) changes.push(...(await opts.connections.install(stateFirst)));
     const announced = await addMacvlans(nl, desired, changes);
-    // Queued as soon as the addresses are up: a later step that fails must not lose them
-    // (the retry finds the IPs held, and takes nothing).
-    if (opts.connections && stateAfter.length) opts.connections.installSoon(stateAfter);
-    // Before the announcement: what other hosts steer here is marked by the relay guard's
-    // lookups, and a table of ours still routing an IP this host just took (via the IP
-    // itself, on the parent) would send it back out, ARPing for the IP: the old owner
-    // answers, the switch learns the IP's MAC on its port again, and traffic goes there
-    // until the next announcement (a 200 ms outage, seen on the machines lab).
-    await reconcileRouting(nl, desired, changes);
-    const extra = desired.macvlans.filter((m) => opts.announce?.has(m.address) && !announced.includes(m));
-    if (!opts.noGarp) {
-      for (const m of [...announced, ...extra]) {
-        // Not awaited: the repeats go on while the daemon carries on (apply waits for them at exit).
-        void sendGratuitousArp(m.name, m.address, (e) => opts.log.error({ err: e.message }, 'gratuitous ARP failed'));
-        changes.push(`gratuitous ARP for ${m.address} on ${m.name}`);
+    try {
+      // Before the announcement: what other hosts steer here is marked by the relay guard's
+      // lookups, and a table of ours still routing an IP this host just took (via the IP
+      // itself, on the parent) would send it back out, ARPing for the IP: the old owner
+      // answers, the switch learns the IP's MAC on its port again, and traffic goes there
+      // until the next announcement (a 200 ms outage, seen on the machines lab).
+      await reconcileRouting(nl, desired, changes);
+      const extra = desired.macvlans.filter((m) => opts.announce?.has(m.address) && !announced.includes(m));
+      if (!opts.noGarp) {
+        for (const m of [...announced, ...extra]) {
+          // Not awaited: the repeats go on while the daemon carries on (apply waits for them at exit).
+          void sendGratuitousArp(m.name, m.address, (e) => opts.log.error({ err: e.message }, 'gratuitous ARP failed'));
+          changes.push(`gratuitous ARP for ${m.address} on ${m.name}`);
+        }
       }
+    } finally {
+      // After the announcement: queued earlier, the install's own work (encoding 100,000
+      // entries) held the announcement up by a second. Queued also when a step above failed:
+      // the retry finds the IPs held and takes nothing, and would lose them.
+      if (opts.connections && stateAfter.length) opts.connections.installSoon(stateAfter);
     }
     const announcedAt = taking.length ? monotonicMs() : undefined;
     // An address re-added to a macvlan whose IP this host already held (a macvlan replaced
